@@ -1,0 +1,95 @@
+"""Build a LatentUDE from a validated configuration and the recording's sizes."""
+
+from __future__ import annotations
+
+import jax
+from jaxtyping import PRNGKeyArray
+
+from .config import ModelConfig, RunConfig
+from .dynamics import (
+    SDE,
+    AdditiveDiffusion,
+    FitzHughNagumo,
+    InputScaledDiffusion,
+    NetworkDiffusion,
+    NeuralDrift,
+    ResidualDrift,
+)
+from .model import LatentUDE
+from .observation import GaussianObservation, PoissonObservation
+from .recognition import GRURecognition
+from .stimulus import make_encoder
+
+
+def _drift(config: ModelConfig, input_size: int, key: PRNGKeyArray):
+    if config.drift == "mlp":
+        return NeuralDrift(config.latent_size, input_size, config.drift_width, config.drift_depth, key=key)
+
+    mechanistic = FitzHughNagumo(input_size, frozen=tuple(config.frozen_constants), **config.constants)
+    if config.drift == "fitzhugh_nagumo":
+        return mechanistic
+    return ResidualDrift(
+        mechanistic, input_size, config.drift_width, config.drift_depth, config.residual_penalty, key=key
+    )
+
+
+def _diffusion(config: ModelConfig, input_size: int, key: PRNGKeyArray):
+    if config.diffusion == "none":
+        return None
+    if config.diffusion == "additive":
+        return AdditiveDiffusion(config.latent_size, config.diffusion_scale)
+    if config.diffusion == "input_scaled":
+        return InputScaledDiffusion(config.latent_size, input_size, config.diffusion_scale)
+    return NetworkDiffusion(
+        config.latent_size, input_size, uses_input=config.diffusion_uses_input, max_scale=2 * config.diffusion_scale,
+        key=key,
+    )
+
+
+def build_model(
+    config: RunConfig, n_channels: int, n_inputs: int, key: PRNGKeyArray, mean_count: float = 0.1
+) -> LatentUDE:
+    """Build the model described by `config` for a recording with `n_channels` outputs and `n_inputs` stimuli.
+
+    `mean_count` (expected counts per bin) initialises a Poisson readout's offset.
+    """
+    model_config = config.model
+    keys = jax.random.split(key, 6)
+
+    encoder_kind = model_config.encoder if n_inputs > 0 else "identity"
+    encoder = make_encoder(encoder_kind, n_inputs, model_config.encoder_size, key=keys[0])
+    drive_size = encoder.output_size
+
+    recognition = GRURecognition(
+        n_channels, drive_size, model_config.latent_size, model_config.recognition_hidden,
+        model_config.context_size, model_config.n_init_bins, key=keys[1],
+    )
+    sde = SDE(_drift(model_config, drive_size, keys[2]), _diffusion(model_config, drive_size, keys[3]))
+
+    if model_config.observation == "poisson":
+        observation = PoissonObservation(
+            model_config.latent_size, n_channels, model_config.link, max(mean_count, 1e-3), key=keys[4]
+        )
+    else:
+        observation = GaussianObservation(model_config.latent_size, n_channels, key=keys[4])
+
+    return LatentUDE(
+        encoder, recognition, sde, observation, model_config.latent_size, model_config.context_size,
+        model_config.correction_width, config.solver.method, config.solver.n_substeps, model_config.interpolation,
+        config.solver.adjoint, config.solver.rtol, config.solver.atol, key=keys[5],
+    )
+
+
+def load_data(config: RunConfig):
+    """Load the recording the configuration names and check it fits the observation model."""
+    from .data import load_grasshopper, load_npz
+
+    data_config = config.data
+    if data_config.source == "grasshopper":
+        recording = load_grasshopper(bin_width=data_config.bin_width, trial_duration=data_config.trial_duration)
+    else:
+        recording = load_npz(data_config.path)
+
+    if config.model.observation == "poisson":
+        recording.check_counts()
+    return recording

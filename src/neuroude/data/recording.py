@@ -1,0 +1,331 @@
+"""The `Recording` container shared by every loader, metric and model."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from typing import Any
+
+import numpy as np
+
+from neuroude.errors import ConfigError, DataError
+
+# Per-trial lists in `metadata["trial_info"]` are subset by `Recording.select`.
+TRIAL_INFO_KEY = "trial_info"
+
+
+def _as_numeric_array(name: str, value: Any) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as error:
+        raise DataError(f"{name} could not be converted to an array: {error}") from error
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise DataError(f"{name} has dtype {array.dtype}; expected a numeric array")
+    return array
+
+
+def _check_finite(name: str, array: np.ndarray) -> None:
+    bad = ~np.isfinite(array)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise DataError(
+            f"{name} contains {int(bad.sum())} NaN or infinite values (first at index {first}); "
+            "expected finite values. Mark unobserved entries with `mask` and fill them with 0."
+        )
+
+
+def _validate_y(y: Any) -> np.ndarray:
+    y = _as_numeric_array("y", y)
+    if y.ndim != 3:
+        raise DataError(f"y has shape {y.shape}; expected (trials, time, channels)")
+
+    if y.shape[1] == 0:
+        raise DataError(f"y has shape {y.shape} with an empty time axis (empty trials); expected at least one time bin")
+    if y.shape[0] == 0 or y.shape[2] == 0:
+        raise DataError(f"y has shape {y.shape}; expected at least one trial and one channel")
+
+    y = y.astype(np.float32)
+    _check_finite("y", y)
+    return y
+
+
+def _validate_ts(ts: Any, n_time: int) -> np.ndarray:
+    ts = _as_numeric_array("ts", ts).astype(np.float64)
+    if ts.ndim != 1 or ts.shape[0] != n_time:
+        raise DataError(f"ts has shape {ts.shape}; expected ({n_time},), one time per bin of y")
+    _check_finite("ts", ts)
+
+    steps = np.diff(ts)
+    if np.any(steps < 0):
+        index = int(np.argmax(steps < 0))
+        raise DataError(
+            f"ts is unsorted: ts[{index + 1}] = {ts[index + 1]} comes after ts[{index}] = {ts[index]}; "
+            "expected strictly increasing times"
+        )
+    if np.any(steps == 0):
+        index = int(np.argmax(steps == 0))
+        raise DataError(
+            f"ts has a repeated time {ts[index]} at indices {index} and {index + 1}; "
+            "expected strictly increasing times"
+        )
+    return ts
+
+
+def _validate_companion(name: str, value: Any, y_shape: tuple[int, ...]) -> np.ndarray | None:
+    """Validate `u` or `behaviour`: 3-D, same trials and time as y, finite, float32."""
+    if value is None:
+        return None
+
+    array = _as_numeric_array(name, value)
+    if array.ndim != 3:
+        raise DataError(f"{name} has shape {array.shape}; expected (trials, time, {name} channels)")
+    if array.shape[0] != y_shape[0]:
+        raise DataError(
+            f"different trial counts in y and {name}: y has {y_shape[0]} trials, {name} has {array.shape[0]}"
+        )
+    if array.shape[1] != y_shape[1]:
+        raise DataError(
+            f"different time lengths in y and {name}: y has {y_shape[1]} bins, {name} has {array.shape[1]}"
+        )
+    if array.shape[2] == 0:
+        raise DataError(f"{name} has shape {array.shape} with no channels; pass None instead")
+
+    array = array.astype(np.float32)
+    _check_finite(name, array)
+    return array
+
+
+def _validate_mask(mask: Any, y_shape: tuple[int, ...]) -> np.ndarray | None:
+    if mask is None:
+        return None
+
+    mask = np.asarray(mask)
+    if mask.dtype != np.bool_:
+        raise DataError(f"mask has dtype {mask.dtype}; expected bool (True where observed), e.g. mask.astype(bool)")
+    if mask.shape != y_shape:
+        raise DataError(f"mask has shape {mask.shape}; expected the shape of y, {y_shape}")
+    return mask
+
+
+def _validate_metadata(metadata: Any, n_trials: int) -> dict:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise DataError(f"metadata has type {type(metadata).__name__}; expected a dict")
+
+    try:
+        json.dumps(metadata)
+    except (TypeError, ValueError) as error:
+        raise DataError(f"metadata is not JSON-serialisable: {error}") from error
+
+    trial_info = metadata.get(TRIAL_INFO_KEY, {})
+    if not isinstance(trial_info, dict):
+        raise DataError(f"metadata['{TRIAL_INFO_KEY}'] has type {type(trial_info).__name__}; expected a dict of lists")
+    for key, values in trial_info.items():
+        if not isinstance(values, list) or len(values) != n_trials:
+            found = len(values) if isinstance(values, list) else type(values).__name__
+            raise DataError(
+                f"metadata['{TRIAL_INFO_KEY}']['{key}'] has {found} entries; expected a list with one entry per trial ({n_trials})"
+            )
+    # A deep copy, so that nested dicts are not shared with the caller or with selections.
+    return copy.deepcopy(metadata)
+
+
+@dataclass(frozen=True, eq=False)
+class Recording:
+    """Trials of neural data on a shared time grid, with optional input, behaviour and mask.
+
+    Attributes
+    ----------
+    y : (trials, time, channels) float32 spike counts or continuous traces.
+    ts : (time,) float64 times in seconds, strictly increasing, shared by all trials.
+    u : (trials, time, inputs) float32 stimulus or task input, or None.
+    behaviour : (trials, time, b) float32 behavioural variables, or None.
+    mask : (trials, time, channels) bool, True where y is observed, or None when all is observed.
+    metadata : JSON-serialisable dict, e.g. "source", "citation", "units", "channel_names",
+        "input_names". `metadata["trial_info"]`, when present, maps names to lists with one
+        entry per trial, and `select` subsets those lists with the trials.
+
+    Inputs are converted with `numpy.asarray` and cast (y, u, behaviour to float32, ts to
+    float64). Invalid shapes, dtypes or values raise `DataError` at construction.
+    """
+
+    y: np.ndarray
+    ts: np.ndarray
+    u: np.ndarray | None = None
+    behaviour: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    metadata: dict = dataclass_field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        y = _validate_y(self.y)
+        object.__setattr__(self, "y", y)
+        object.__setattr__(self, "ts", _validate_ts(self.ts, y.shape[1]))
+        object.__setattr__(self, "u", _validate_companion("u", self.u, y.shape))
+        object.__setattr__(self, "behaviour", _validate_companion("behaviour", self.behaviour, y.shape))
+        object.__setattr__(self, "mask", _validate_mask(self.mask, y.shape))
+        object.__setattr__(self, "metadata", _validate_metadata(self.metadata, y.shape[0]))
+
+    @property
+    def n_trials(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def n_time(self) -> int:
+        return int(self.y.shape[1])
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.y.shape[2])
+
+    @property
+    def n_inputs(self) -> int:
+        """Number of input channels, 0 when `u` is None."""
+        return 0 if self.u is None else int(self.u.shape[2])
+
+    @property
+    def dt(self) -> float:
+        """Median spacing of `ts` in seconds."""
+        if self.n_time < 2:
+            raise DataError("dt is undefined for a recording with a single time bin")
+        return float(np.median(np.diff(self.ts)))
+
+    def select(self, trials: Any) -> Recording:
+        """Return a new recording with the given trials, in the given order.
+
+        `trials` is a sequence of integer indices or a boolean array of length `n_trials`.
+        """
+        index = self._trial_index(trials)
+
+        def take(array: np.ndarray | None) -> np.ndarray | None:
+            return None if array is None else array[index]
+
+        metadata = dict(self.metadata)
+        if TRIAL_INFO_KEY in metadata:
+            metadata[TRIAL_INFO_KEY] = {
+                key: [values[i] for i in index] for key, values in metadata[TRIAL_INFO_KEY].items()
+            }
+        return Recording(
+            y=self.y[index],
+            ts=self.ts,
+            u=take(self.u),
+            behaviour=take(self.behaviour),
+            mask=take(self.mask),
+            metadata=metadata,
+        )
+
+    def _trial_index(self, trials: Any) -> np.ndarray:
+        index = np.asarray(trials)
+        if index.dtype == np.bool_:
+            if index.shape != (self.n_trials,):
+                raise DataError(f"trials is a boolean array of shape {index.shape}; expected ({self.n_trials},)")
+            index = np.flatnonzero(index)
+
+        if index.ndim != 1 or (index.size > 0 and not np.issubdtype(index.dtype, np.integer)):
+            raise DataError(f"trials has shape {index.shape} and dtype {index.dtype}; expected a 1-D array of integer indices")
+        if index.size == 0:
+            raise DataError("trials is empty; expected at least one trial index")
+        if index.min() < -self.n_trials or index.max() >= self.n_trials:
+            raise DataError(
+                f"trials contains indices from {index.min()} to {index.max()}; expected indices in [0, {self.n_trials})"
+            )
+        return index.astype(np.int64) % self.n_trials
+
+    def _field_array(self, name: str) -> np.ndarray:
+        if name not in ("y", "u", "behaviour"):
+            raise ConfigError(f"field is {name!r}; expected 'y', 'u' or 'behaviour'")
+        array = getattr(self, name)
+        if array is None:
+            raise DataError(f"{name} is None; there is nothing to check")
+        return array
+
+    def check_counts(self, field: str = "y") -> None:
+        """Raise DataError unless `field` contains counts: finite, >= 0 and integer-valued.
+
+        Only entries where `mask` is True are checked (all of them when mask is None, and
+        always all of them for u and behaviour, which have no mask).
+        """
+        array = self._field_array(field)
+        if field == "y" and self.mask is not None:
+            values = array[self.mask]
+        else:
+            values = array.ravel()
+
+        if not np.all(np.isfinite(values)):
+            raise DataError(f"{field} contains non-finite values; expected spike counts")
+        negative = values < 0
+        if negative.any():
+            raise DataError(
+                f"{field} has {int(negative.sum())} negative values (minimum {values.min()}); expected non-negative spike counts"
+            )
+        fractional = values != np.round(values)
+        if fractional.any():
+            example = values[np.argmax(fractional)]
+            raise DataError(
+                f"{field} has {int(fractional.sum())} non-integer values (e.g. {example}); expected integer spike counts. "
+                "Continuous traces need a Gaussian observation model instead of a Poisson one."
+            )
+
+    def split(
+        self, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Split trial indices at random into disjoint, non-empty train, validation and test sets.
+
+        The validation and test sizes are `round(fraction * n_trials)`, at least 1 each, and
+        training takes the rest. The same seed gives the same split. Each set is sorted.
+        """
+        fractions = self._validate_fractions(fractions)
+
+        n = self.n_trials
+        n_val = max(1, int(round(fractions[1] * n)))
+        n_test = max(1, int(round(fractions[2] * n)))
+        n_train = n - n_val - n_test
+        if n_train < 1:
+            raise DataError(
+                f"cannot split {n} trials into non-empty train, validation and test sets with fractions {fractions}; "
+                "expected at least 3 trials and enough for each fraction"
+            )
+
+        order = np.random.default_rng(seed).permutation(n)
+        train = np.sort(order[:n_train])
+        val = np.sort(order[n_train : n_train + n_val])
+        test = np.sort(order[n_train + n_val :])
+        return train, val, test
+
+    @staticmethod
+    def _validate_fractions(fractions: Any) -> tuple[float, float, float]:
+        try:
+            values = tuple(float(f) for f in fractions)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"fractions is {fractions!r}; expected three numbers (train, validation, test)") from error
+        if len(values) != 3 or min(values) <= 0:
+            raise ConfigError(f"fractions is {fractions!r}; expected three positive numbers (train, validation, test)")
+        if abs(sum(values) - 1.0) > 1e-6:
+            raise ConfigError(f"fractions sum to {sum(values)}; expected them to sum to 1")
+        return values
+
+    def summary(self) -> str:
+        """Describe shapes, timing, value ranges and metadata on several lines."""
+        lines = [
+            f"Recording from {self.metadata.get('source', 'an unnamed source')}",
+            f"  y: {self.n_trials} trials x {self.n_time} bins x {self.n_channels} channels, "
+            f"values {self.y.min():.4g} to {self.y.max():.4g}, mean {self.y.mean():.4g}",
+            f"  ts: {self.ts[0]:.6g} to {self.ts[-1]:.6g} s" + (f", dt {self.dt:.6g} s" if self.n_time > 1 else ""),
+            f"  u: {'none' if self.u is None else f'{self.n_inputs} input channels'}",
+            f"  behaviour: {'none' if self.behaviour is None else f'{self.behaviour.shape[2]} channels'}",
+            f"  mask: {'all observed' if self.mask is None else f'{self.mask.mean():.1%} observed'}",
+        ]
+        if "units" in self.metadata:
+            lines.append(f"  units: {self.metadata['units']}")
+        if "citation" in self.metadata:
+            lines.append(f"  citation: {self.metadata['citation']}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        dt = f"{self.dt:.6g}" if self.n_time > 1 else "n/a"
+        return (
+            f"Recording(trials={self.n_trials}, time={self.n_time}, channels={self.n_channels}, "
+            f"inputs={self.n_inputs}, dt={dt} s)"
+        )

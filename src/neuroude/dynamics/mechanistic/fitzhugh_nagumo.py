@@ -1,0 +1,62 @@
+"""FitzHugh-Nagumo excitable neuron."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from ...errors import ConfigError
+from ..parameters import Constant
+
+# FitzHugh (1961), Biophys J 1:445-466: a = 0.7, b = 0.8, tau = 12.5 (dimensionless time).
+DEFAULTS = {"a": 0.7, "b": 0.8, "tau": 12.5, "time_scale": 100.0}
+
+
+class FitzHughNagumo(eqx.Module):
+    """FitzHugh-Nagumo drift in seconds.
+
+        dv/dt = k * (v - v^3 / 3 - w + I(u))
+        dw/dt = k * (v + a - b * w) / tau
+        I(u)  = i_ext + G u
+
+    State `x = (v, w)`: `v` is the fast membrane-potential-like variable, `w` the
+    slow recovery variable. `a`, `b` and `tau` are dimensionless with FitzHugh's
+    (1961) values 0.7, 0.8 and 12.5 as defaults. `k` (`time_scale`, 1/s) converts
+    the model's dimensionless time into seconds. `i_ext` is a constant current and
+    `G` (1 x inputs) maps the encoded stimulus onto injected current. Only `v` is
+    observable by default (`observable = (0,)`).
+
+    Each constant is a `Constant`: pass `frozen=("a", ...)` to keep some fixed.
+    """
+
+    a: Constant
+    b: Constant
+    tau: Constant
+    time_scale: Constant
+    i_ext: Constant
+    input_gain: Float[Array, " m"]
+    observable: tuple[int, ...] = eqx.field(static=True, default=(0,))
+    state_size: int = eqx.field(static=True, default=2)
+
+    def __init__(self, input_size: int = 0, frozen: tuple[str, ...] = (), **values: float):
+        known = set(DEFAULTS) | {"i_ext"}
+        unknown = set(values) - known
+        if unknown:
+            raise ConfigError(f"unknown FitzHugh-Nagumo constants {sorted(unknown)}; expected some of {sorted(known)}")
+        bad_frozen = set(frozen) - known
+        if bad_frozen:
+            raise ConfigError(f"frozen names {sorted(bad_frozen)} are not FitzHugh-Nagumo constants {sorted(known)}")
+
+        settings = {**DEFAULTS, "i_ext": 0.0, **values}
+        for name in DEFAULTS:
+            setattr(self, name, Constant(settings[name], "positive", learnable=name not in frozen))
+        self.i_ext = Constant(settings["i_ext"], "real", learnable="i_ext" not in frozen)
+        self.input_gain = jnp.ones((input_size,), dtype=jnp.float32) * 0.5
+
+    def __call__(self, t, x: Float[Array, " 2"], u: Float[Array, " m"]) -> Float[Array, " 2"]:
+        v, w = x[0], x[1]
+        current = self.i_ext.value + jnp.dot(self.input_gain, u)
+        dv = v - v**3 / 3.0 - w + current
+        dw = (v + self.a.value - self.b.value * w) / self.tau.value
+        return self.time_scale.value * jnp.stack([dv, dw])

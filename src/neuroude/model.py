@@ -1,0 +1,245 @@
+"""LatentUDE: stimulus encoder, recognition model, process model and observation model in one module.
+
+Generative model for one trial with drive `u = encoder(stimulus)`:
+
+    x0 ~ N(0, I)
+    dx = f(t, x, u) dt + sigma(t, x, u) dW          (prior process model)
+    y_k ~ p(y_k | x(t_k))                           (observation model)
+
+Approximate posterior: `x0 ~ q(x0 | y)` from the recognition model, and the
+posterior SDE `dx = (f + h(x, u, c)) dt + sigma dW`, where `h` is a network of
+the state, the drive and the recognition context `c(t)`. Prior and posterior
+share `sigma`, so by Girsanov's theorem the path KL is
+`E_q[int 0.5 |h / sigma|^2 dt]`, integrated as an extra solver state. With no
+diffusion the process is an ODE, `h` is not used and only the initial-state KL
+remains.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .dynamics.hybrid import ResidualDrift
+from .dynamics.sde import SDE
+from .errors import ConfigError
+from .solve import FIXED_STEP_METHODS, check_method, solve_adaptive, solve_fixed_step
+from .stimulus import INTERPOLATIONS, input_at
+
+
+class LatentUDE(eqx.Module):
+    """A latent universal differential equation fitted by variational inference."""
+
+    encoder: eqx.Module
+    recognition: eqx.Module
+    sde: SDE
+    correction: eqx.nn.MLP | None
+    observation: eqx.Module
+    latent_size: int = eqx.field(static=True)
+    method: str = eqx.field(static=True)
+    n_substeps: int = eqx.field(static=True)
+    interpolation: str = eqx.field(static=True)
+    adjoint: str = eqx.field(static=True)
+    rtol: float = eqx.field(static=True)
+    atol: float = eqx.field(static=True)
+
+    def __init__(
+        self,
+        encoder: eqx.Module,
+        recognition: eqx.Module,
+        sde: SDE,
+        observation: eqx.Module,
+        latent_size: int,
+        context_size: int,
+        correction_width: int = 64,
+        method: str = "euler",
+        n_substeps: int = 1,
+        interpolation: str = "hold",
+        adjoint: str = "checkpoint",
+        rtol: float = 1e-4,
+        atol: float = 1e-6,
+        *,
+        key: PRNGKeyArray,
+    ):
+        check_method(method, sde.is_ode, adjoint)
+        if interpolation not in INTERPOLATIONS:
+            raise ConfigError(f"interpolation is {interpolation!r}; expected one of {INTERPOLATIONS}")
+        if n_substeps < 1:
+            raise ConfigError(f"n_substeps is {n_substeps}; expected an integer >= 1")
+        if recognition.latent_size != latent_size:
+            raise ConfigError(
+                f"the recognition model infers {recognition.latent_size} latent states; expected latent_size {latent_size}"
+            )
+
+        self.encoder = encoder
+        self.recognition = recognition
+        self.sde = sde
+        self.observation = observation
+        self.latent_size = latent_size
+        self.method = method
+        self.n_substeps = n_substeps
+        self.interpolation = interpolation
+        self.adjoint = adjoint
+        self.rtol = rtol
+        self.atol = atol
+
+        if sde.is_ode:
+            self.correction = None
+        else:
+            # The correction starts at zero: the initial posterior drift equals the prior's and the path KL is 0.
+            mlp = eqx.nn.MLP(
+                latent_size + encoder.output_size + context_size, latent_size, correction_width, 1,
+                activation=jax.nn.softplus, key=key,
+            )
+            self.correction = eqx.tree_at(lambda m: m.layers[-1].weight, mlp, jnp.zeros_like(mlp.layers[-1].weight))
+
+    # -- vector fields -------------------------------------------------------
+
+    def _fields(self, drive: Float[Array, "T m"], context: Float[Array, "T c"] | None):
+        """Return `fields(t, x, k, frac)` for the solver: the posterior SDE when a context is given, else the prior."""
+
+        def fields(t, x, k, frac):
+            u = input_at(drive, k, frac, self.interpolation)
+            drift = self.sde.drift(t, x, u)
+            if self.sde.is_ode:
+                return drift, jnp.zeros_like(x), jnp.zeros((), x.dtype)
+
+            sigma = self.sde.diffusion(t, x, u)
+            if context is None:
+                return drift, sigma, jnp.zeros((), x.dtype)
+
+            correction = self.correction(jnp.concatenate([x, u, context[k]]))
+            kl_rate = 0.5 * jnp.sum((correction / sigma) ** 2)
+            return drift + correction, sigma, kl_rate
+
+        return fields
+
+    def _integrate(self, fields, x0, t0: float, bin_width: float, n_bins: int, key: PRNGKeyArray | None):
+        if self.method in FIXED_STEP_METHODS:
+            noise_key = None if self.sde.is_ode else key
+            return solve_fixed_step(fields, x0, t0, bin_width, n_bins, self.n_substeps, noise_key, self.method)
+        return solve_adaptive(fields, x0, t0, bin_width, n_bins, self.method, self.adjoint, self.rtol, self.atol)
+
+    # -- inference -----------------------------------------------------------
+
+    def encode(self, stimulus: Float[Array, "T k"]) -> Float[Array, "T m"]:
+        return self.encoder(stimulus)
+
+    def trial_elbo_terms(
+        self,
+        y: Float[Array, "T n"],
+        stimulus: Float[Array, "T k"],
+        mask: Float[Array, "T n"],
+        t0: float,
+        bin_width: float,
+        key: PRNGKeyArray,
+        n_samples: int = 1,
+    ) -> dict[str, Float[Array, ""]]:
+        """Return the ELBO terms of one trial, averaged over `n_samples` posterior paths.
+
+        Keys: `log_likelihood`, `kl_initial`, `kl_path`, `residual_penalty`.
+        """
+        drive = self.encode(stimulus)
+        mean0, std0 = self.recognition.initial_state(y, drive)
+        kl_initial = jnp.sum(0.5 * (mean0**2 + std0**2 - 1.0) - jnp.log(std0))
+        context = None if self.sde.is_ode else self.recognition.context(y, drive)
+        fields = self._fields(drive, context)
+
+        def one_path(sample_key):
+            k_x0, k_noise = jax.random.split(sample_key)
+            x0 = mean0 + std0 * jax.random.normal(k_x0, mean0.shape, mean0.dtype)
+            path, kl_path = self._integrate(fields, x0, t0, bin_width, y.shape[0], k_noise)
+            log_likelihood = self.observation.log_prob(y, path, mask)
+            return log_likelihood, kl_path, self._residual_penalty(path, drive)
+
+        log_likelihood, kl_path, penalty = jax.vmap(one_path)(jax.random.split(key, n_samples))
+        return {
+            "log_likelihood": jnp.mean(log_likelihood),
+            "kl_initial": kl_initial,
+            "kl_path": jnp.mean(kl_path),
+            "residual_penalty": jnp.mean(penalty),
+        }
+
+    def _residual_penalty(self, path: Float[Array, "T d"], drive: Float[Array, "T m"]) -> Float[Array, ""]:
+        drift = self.sde.drift
+        if not isinstance(drift, ResidualDrift) or drift.residual_penalty == 0.0:
+            return jnp.zeros((), path.dtype)
+        residuals = jax.vmap(lambda x, u: drift.residual_term(0.0, x, u))(path, drive)
+        return drift.residual_penalty * jnp.mean(jnp.sum(residuals**2, axis=-1))
+
+    def loss(
+        self,
+        y: Float[Array, "B T n"],
+        stimulus: Float[Array, "B T k"],
+        mask: Float[Array, "B T n"],
+        t0: float,
+        bin_width: float,
+        key: PRNGKeyArray,
+        beta: Float[Array, ""] | float = 1.0,
+        n_samples: int = 1,
+    ) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
+        """Return the negative ELBO per trial averaged over the batch, and its terms.
+
+        `-E_q[log p(y | x)] + beta * (KL(q(x0 | y) || N(0, I)) + KL_path) + residual penalty`.
+        """
+        keys = jax.random.split(key, y.shape[0])
+        terms = jax.vmap(
+            lambda yi, si, mi, ki: self.trial_elbo_terms(yi, si, mi, t0, bin_width, ki, n_samples)
+        )(y, stimulus, mask, keys)
+        terms = {name: jnp.mean(value) for name, value in terms.items()}
+        kl = terms["kl_initial"] + terms["kl_path"]
+        loss = -terms["log_likelihood"] + beta * kl + terms["residual_penalty"]
+        return loss, terms
+
+    # -- prediction ----------------------------------------------------------
+
+    def predict_trial(
+        self,
+        y: Float[Array, "T n"],
+        stimulus: Float[Array, "T k"],
+        t0: float,
+        bin_width: float,
+        key: PRNGKeyArray,
+        n_samples: int = 16,
+    ) -> tuple[Float[Array, "S T n"], Float[Array, "S T d"]]:
+        """Sample the prior SDE from the inferred `x0`; return expected observations and latent paths per sample.
+
+        Only the first `recognition.n_init_bins` bins of `y` are read, to infer `x0`.
+        The rest of the trial is predicted from the stimulus alone.
+        """
+        drive = self.encode(stimulus)
+        mean0, std0 = self.recognition.initial_state(y, drive)
+        fields = self._fields(drive, None)
+
+        def one_path(sample_key):
+            k_x0, k_noise = jax.random.split(sample_key)
+            x0 = mean0 + std0 * jax.random.normal(k_x0, mean0.shape, mean0.dtype)
+            path, _ = self._integrate(fields, x0, t0, bin_width, y.shape[0], k_noise)
+            return self.observation.mean(path), path
+
+        return jax.vmap(one_path)(jax.random.split(key, n_samples))
+
+    def posterior_paths(
+        self,
+        y: Float[Array, "T n"],
+        stimulus: Float[Array, "T k"],
+        t0: float,
+        bin_width: float,
+        key: PRNGKeyArray,
+        n_samples: int = 16,
+    ) -> Float[Array, "S T d"]:
+        """Sample latent paths from the posterior SDE given the whole trial."""
+        drive = self.encode(stimulus)
+        mean0, std0 = self.recognition.initial_state(y, drive)
+        context = None if self.sde.is_ode else self.recognition.context(y, drive)
+        fields = self._fields(drive, context)
+
+        def one_path(sample_key):
+            k_x0, k_noise = jax.random.split(sample_key)
+            x0 = mean0 + std0 * jax.random.normal(k_x0, mean0.shape, mean0.dtype)
+            path, _ = self._integrate(fields, x0, t0, bin_width, y.shape[0], k_noise)
+            return path
+
+        return jax.vmap(one_path)(jax.random.split(key, n_samples))

@@ -1,0 +1,131 @@
+"""Run folders and atomic files.
+
+A run folder holds `config.yaml`, `metrics.json`, `history.csv`,
+`checkpoints/{best,last}.eqx`, `figures/` and `log.txt`. Every file is written
+to a temporary name in the same folder and renamed, so a crash leaves either
+the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import equinox as eqx
+
+from .errors import DataFileError, RunFolderError
+
+CHECKPOINT_MAGIC = b"neuroude-checkpoint 1\n"
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary file beside `path`; on success flush it to disk and rename it onto `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, mode) as stream:
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_open(path, "w") as stream:
+        stream.write(text)
+
+
+def write_json(path: str | os.PathLike, value) -> None:
+    write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict, tree) -> None:
+    """Write a JSON header of fit state followed by the serialised arrays of `tree`."""
+    header = json.dumps(state).encode()
+    with atomic_open(path, "wb") as stream:
+        stream.write(CHECKPOINT_MAGIC)
+        stream.write(header + b"\n")
+        eqx.tree_serialise_leaves(stream, tree)
+
+
+def load_checkpoint(path: str | os.PathLike, like) -> tuple[dict, object]:
+    """Read a checkpoint written by `save_checkpoint`; `like` is a PyTree of the same structure."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"checkpoint {path} not found")
+    try:
+        with open(path, "rb") as stream:
+            if stream.readline() != CHECKPOINT_MAGIC:
+                raise DataFileError(f"{path} is not a neuroude checkpoint (its first line is not the expected header)")
+            state = json.loads(stream.readline())
+            tree = eqx.tree_deserialise_leaves(stream, like)
+    except DataFileError:
+        raise
+    except (ValueError, RuntimeError, OSError, EOFError) as error:
+        raise DataFileError(
+            f"checkpoint {path} is corrupt or was written for a different model configuration: {error}"
+        ) from None
+    return state, tree
+
+
+class RunFolder:
+    """Paths of one run's outputs."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    config = property(lambda self: self.root / "config.yaml")
+    metrics = property(lambda self: self.root / "metrics.json")
+    history = property(lambda self: self.root / "history.csv")
+    log = property(lambda self: self.root / "log.txt")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    figures = property(lambda self: self.root / "figures")
+    last_checkpoint = property(lambda self: self.root / "checkpoints" / "last.eqx")
+    best_checkpoint = property(lambda self: self.root / "checkpoints" / "best.eqx")
+
+    def prepare(self, resume: bool, overwrite: bool) -> None:
+        """Create the folder for a new fit, or check it for a resumed one.
+
+        A folder that already holds a run is never reused silently: resuming
+        needs `resume`, starting over needs `overwrite`.
+        """
+        if self.root.exists() and not self.root.is_dir():
+            raise RunFolderError(f"run folder {self.root} is a file; expected a directory or a new path")
+
+        holds_run = self.config.exists() or self.checkpoints.exists()
+        if resume:
+            if not self.last_checkpoint.is_file():
+                raise DataFileError(
+                    f"cannot resume: {self.last_checkpoint} not found; start a new fit without --resume"
+                )
+            return
+        if holds_run and not overwrite:
+            raise RunFolderError(
+                f"run folder {self.root} already holds a run; pass --resume to continue it, "
+                "--overwrite to replace it, or choose another --out"
+            )
+        if holds_run:
+            for stale in (self.last_checkpoint, self.best_checkpoint, self.metrics, self.history):
+                stale.unlink(missing_ok=True)
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self.figures.mkdir(parents=True, exist_ok=True)
+
+    def require_fitted(self) -> None:
+        """Raise unless the folder holds a configuration and a checkpoint."""
+        if not self.root.is_dir():
+            raise DataFileError(f"run folder {self.root} not found")
+        if not self.config.is_file():
+            raise DataFileError(f"{self.config} not found; {self.root} is not a neuroude run folder")
+        if not (self.best_checkpoint.is_file() or self.last_checkpoint.is_file()):
+            raise DataFileError(f"no checkpoint in {self.checkpoints}; the fit has not written one yet")

@@ -1,0 +1,148 @@
+"""Integrate the latent SDE (or ODE) over a recording's time grid.
+
+Two paths share one calling convention. The caller passes `fields(t, x, k, frac)`,
+which returns `(drift, diffusion, kl_rate)` at time `t` inside data bin `k`
+(`frac` in [0, 1) is the position within that bin, used to interpolate inputs).
+`diffusion` is the diagonal noise scale and `kl_rate` the Girsanov integrand
+`0.5 * |(f_posterior - f_prior) / sigma|^2`.
+
+- `solve_fixed_step`: one `lax.scan` over all sub-steps with Brownian increments
+  drawn once, accumulating the path KL as an extra state. Euler-Maruyama gives
+  the Ito solution, Heun the Stratonovich one. The two agree for additive noise.
+- `solve_adaptive`: diffrax adaptive solvers (Tsit5, Dopri5) and a stiff one
+  (Kvaerno5) for ODEs, with the adjoint chosen by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import diffrax
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .errors import ConfigError
+
+FIXED_STEP_METHODS = ("euler", "heun")
+ADAPTIVE_METHODS = ("tsit5", "dopri5", "kvaerno5")
+ADJOINTS = ("checkpoint", "backsolve")
+
+Fields = Callable[[Array, Array, Array, Array], tuple[Array, Array, Array]]
+
+
+def check_method(method: str, is_ode: bool, adjoint: str = "checkpoint") -> None:
+    """Raise ConfigError unless the solver can integrate this kind of process."""
+    if method not in FIXED_STEP_METHODS + ADAPTIVE_METHODS:
+        raise ConfigError(f"solver method is {method!r}; expected one of {FIXED_STEP_METHODS + ADAPTIVE_METHODS}")
+    if method in ADAPTIVE_METHODS and not is_ode:
+        raise ConfigError(
+            f"solver method {method!r} integrates ODEs only, but the model has a diffusion; "
+            f"use one of {FIXED_STEP_METHODS} for an SDE, or set the diffusion to 'none'"
+        )
+    if adjoint not in ADJOINTS:
+        raise ConfigError(f"adjoint is {adjoint!r}; expected one of {ADJOINTS}")
+
+
+def solve_fixed_step(
+    fields: Fields,
+    x0: Float[Array, " d"],
+    t0: float,
+    bin_width: float,
+    n_bins: int,
+    n_substeps: int,
+    key: PRNGKeyArray | None,
+    method: str = "euler",
+) -> tuple[Float[Array, "n_bins d"], Float[Array, ""]]:
+    """Integrate from `x0` at `t0` to the end of `n_bins` bins; return the states at bin times and the path KL.
+
+    `key=None` integrates without noise (an ODE, or the drift-only path).
+    """
+    if method not in FIXED_STEP_METHODS:
+        raise ConfigError(f"fixed-step method is {method!r}; expected one of {FIXED_STEP_METHODS}")
+    if n_substeps < 1:
+        raise ConfigError(f"n_substeps is {n_substeps}; expected an integer >= 1")
+
+    step = bin_width / n_substeps
+    n_steps = (n_bins - 1) * n_substeps
+    if n_steps == 0:
+        return x0[None], jnp.zeros((), x0.dtype)
+
+    if key is None:
+        increments = jnp.zeros((n_steps, x0.shape[0]), x0.dtype)
+    else:
+        increments = jax.random.normal(key, (n_steps, x0.shape[0]), x0.dtype) * jnp.sqrt(step)
+
+    def position(i):
+        k = jnp.minimum(i // n_substeps, n_bins - 1)
+        frac = (i % n_substeps) / n_substeps
+        return t0 + i * step, k, frac
+
+    def euler_step(carry, inputs):
+        x, kl = carry
+        i, dw = inputs
+        t, k, frac = position(i)
+        drift, diffusion, kl_rate = fields(t, x, k, frac)
+        x = x + drift * step + diffusion * dw
+        return (x, kl + kl_rate * step), x
+
+    def heun_step(carry, inputs):
+        x, kl = carry
+        i, dw = inputs
+        t, k, frac = position(i)
+        drift, diffusion, kl_rate = fields(t, x, k, frac)
+        predictor = x + drift * step + diffusion * dw
+
+        t_next, k_next, frac_next = position(i + 1)
+        drift_next, diffusion_next, kl_rate_next = fields(t_next, predictor, k_next, frac_next)
+        x = x + 0.5 * (drift + drift_next) * step + 0.5 * (diffusion + diffusion_next) * dw
+        return (x, kl + 0.5 * (kl_rate + kl_rate_next) * step), x
+
+    body = euler_step if method == "euler" else heun_step
+    carry0 = (x0, jnp.zeros((), x0.dtype))
+    (_, path_kl), path = jax.lax.scan(body, carry0, (jnp.arange(n_steps), increments))
+
+    at_bins = path[n_substeps - 1 :: n_substeps]
+    return jnp.concatenate([x0[None], at_bins]), path_kl
+
+
+def _diffrax_solver(method: str):
+    return {"tsit5": diffrax.Tsit5(), "dopri5": diffrax.Dopri5(), "kvaerno5": diffrax.Kvaerno5()}[method]
+
+
+def solve_adaptive(
+    fields: Fields,
+    x0: Float[Array, " d"],
+    t0: float,
+    bin_width: float,
+    n_bins: int,
+    method: str = "tsit5",
+    adjoint: str = "checkpoint",
+    rtol: float = 1e-4,
+    atol: float = 1e-6,
+    max_steps: int = 16384,
+) -> tuple[Float[Array, "n_bins d"], Float[Array, ""]]:
+    """Integrate the ODE `dx/dt = drift` with a diffrax adaptive solver; the path KL is 0."""
+    check_method(method, is_ode=True, adjoint=adjoint)
+
+    def vector_field(t, x, args):
+        k = jnp.clip(jnp.floor((t - t0) / bin_width), 0, n_bins - 1).astype(jnp.int32)
+        frac = jnp.clip((t - t0) / bin_width - k, 0.0, 1.0)
+        drift, _, _ = fields(t, x, k, frac)
+        return drift
+
+    ts = t0 + bin_width * jnp.arange(n_bins, dtype=x0.dtype)
+    adjoint_object = diffrax.RecursiveCheckpointAdjoint() if adjoint == "checkpoint" else diffrax.BacksolveAdjoint()
+    solution = diffrax.diffeqsolve(
+        diffrax.ODETerm(vector_field),
+        _diffrax_solver(method),
+        t0=ts[0],
+        t1=ts[-1],
+        dt0=bin_width,
+        y0=x0,
+        saveat=diffrax.SaveAt(ts=ts),
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        adjoint=adjoint_object,
+        max_steps=max_steps,
+    )
+    return solution.ys, jnp.zeros((), x0.dtype)

@@ -1,0 +1,250 @@
+"""Fitting loop: AdamW with clipping and a learning-rate schedule, KL annealing, minibatches,
+early stopping on the validation metric, atomic checkpoints and exact resumption.
+
+Each step's randomness (minibatch and noise) is derived from the seed and the
+step number alone, so a fit that is interrupted and resumed from its last
+checkpoint ends exactly where an uninterrupted fit with the same seed ends.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .config import RunConfig, TrainingConfig
+from .dynamics.parameters import trainable_filter
+from .errors import TrainingError
+from .evaluate import validation_metric
+from .model import LatentUDE
+from .progress import FitProgress
+from .runs import RunFolder, load_checkpoint, save_checkpoint, write_text
+
+logger = logging.getLogger("neuroude")
+
+TERM_NAMES = ("loss", "log_likelihood", "kl_initial", "kl_path", "residual_penalty")
+
+
+def kl_weight(step: int, config: TrainingConfig) -> float:
+    """Return beta at `step`: linear warm-up from 0 to 1, a repeating linear ramp (cyclical), or 1."""
+    if config.kl_schedule == "constant" or config.kl_warmup_steps == 0:
+        return 1.0
+    if config.kl_schedule == "linear":
+        return min(1.0, step / config.kl_warmup_steps)
+    cycle_position = step % config.kl_warmup_steps
+    # Each cycle ramps beta up over its first half and holds it at 1 for the second.
+    return min(1.0, 2.0 * cycle_position / config.kl_warmup_steps)
+
+
+def make_optimizer(config: TrainingConfig) -> optax.GradientTransformation:
+    if config.lr_schedule == "cosine":
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0, config.learning_rate, max(config.warmup_steps, 1), max(config.steps, config.warmup_steps + 1),
+            end_value=config.learning_rate * 0.05,
+        )
+    else:
+        schedule = optax.linear_schedule(0.0, config.learning_rate, max(config.warmup_steps, 1))
+    return optax.chain(
+        optax.clip_by_global_norm(config.clip_norm),
+        optax.adamw(schedule, weight_decay=config.weight_decay),
+    )
+
+
+def make_train_step(static, optimizer, t0: float, bin_width: float, n_samples: int):
+    """Return the jitted training step: loss, gradient, a guarded optimiser update, all in one XLA program."""
+
+    @eqx.filter_jit
+    def train_step(params, opt_state, y, stimulus, mask, key, beta):
+        def loss_fn(trainable):
+            model = eqx.combine(trainable, static)
+            return model.loss(y, stimulus, mask, t0, bin_width, key, beta, n_samples)
+
+        (loss, terms), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(params)
+        gradient_leaves = jax.tree_util.tree_leaves(grads)
+        finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in gradient_leaves]))
+
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        new_params = eqx.apply_updates(params, updates)
+
+        # A non-finite step leaves parameters and optimiser state exactly as they were.
+        def keep_if_finite(new, old):
+            return jnp.where(finite, new, old)
+
+        params = jax.tree_util.tree_map(keep_if_finite, new_params, params)
+        opt_state = jax.tree_util.tree_map(keep_if_finite, new_opt_state, opt_state)
+        terms = {"loss": loss, **terms}
+        return params, opt_state, terms, finite, optax.global_norm(grads)
+
+    return train_step
+
+
+@dataclass
+class FitState:
+    """Host-side state of a fit, stored in each checkpoint's header."""
+
+    step: int = 0
+    best_metric: float = -math.inf
+    best_step: int = -1
+    evaluations_without_improvement: int = 0
+    nonfinite_in_a_row: int = 0
+    nonfinite_total: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
+    evaluations: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class FitResult:
+    model: LatentUDE
+    state: FitState
+    split: dict[str, list[int]]
+
+
+def _minibatch(seed: int, step: int, train_indices: np.ndarray, batch_size: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, step])
+    replace = batch_size > len(train_indices)
+    return np.sort(rng.choice(train_indices, size=batch_size, replace=replace))
+
+
+def _history_csv(history: list[dict]) -> str:
+    if not history:
+        return ""
+    stream = io.StringIO()
+    writer = csv.DictWriter(stream, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    return stream.getvalue()
+
+
+def fit(
+    model: LatentUDE,
+    recording,
+    config: RunConfig,
+    split: dict[str, list[int]],
+    run: RunFolder,
+    resume: bool = False,
+    quiet: bool = False,
+) -> FitResult:
+    """Fit `model` to the training trials of `recording`, writing checkpoints into `run`.
+
+    Returns the best model by the validation metric (bits per spike for Poisson
+    observations, R^2 for Gaussian ones) and the fit's state.
+    """
+    training = config.training
+    spec = trainable_filter(model)
+    params, static = eqx.partition(model, spec)
+    optimizer = make_optimizer(training)
+    opt_state = optimizer.init(params)
+    state = FitState()
+
+    if resume:
+        header, (params, opt_state) = load_checkpoint(run.last_checkpoint, (params, opt_state))
+        state = FitState(**header)
+        logger.info("resumed from %s at step %d", run.last_checkpoint, state.step)
+
+    y = jnp.asarray(recording.y)
+    stimulus = jnp.asarray(recording.u) if recording.u is not None else jnp.zeros(y.shape[:2] + (0,), y.dtype)
+    mask = jnp.asarray(recording.mask, y.dtype) if recording.mask is not None else jnp.ones_like(y)
+    t0, bin_width = float(recording.ts[0]), float(recording.dt)
+    train_indices = np.asarray(split["train"])
+    validation = recording.select(split["validation"])
+
+    train_step = make_train_step(static, optimizer, t0, bin_width, training.n_samples)
+    base_key = jax.random.PRNGKey(config.seed)
+
+    def checkpoint(path):
+        save_checkpoint(path, state.to_dict(), (params, opt_state))
+        write_text(run.history, _history_csv(state.history))
+
+    def evaluate_now():
+        model_now = eqx.combine(params, static)
+        key = jax.random.fold_in(jax.random.fold_in(base_key, 1), state.step)
+        metric = validation_metric(model_now, validation, config, key)
+        state.evaluations.append({"step": state.step, "validation_metric": metric})
+        logger.info("step %d: validation metric %.4f", state.step, metric)
+        if metric > state.best_metric:
+            state.best_metric, state.best_step = metric, state.step
+            state.evaluations_without_improvement = 0
+            checkpoint(run.best_checkpoint)
+        else:
+            state.evaluations_without_improvement += 1
+        return metric
+
+    started = time.perf_counter() - state.seconds
+    with FitProgress(training.steps, quiet=quiet, start=state.step) as progress:
+        try:
+            while state.step < training.steps and not state.stopped_early:
+                indices = _minibatch(config.seed, state.step, train_indices, training.batch_size)
+                key = jax.random.fold_in(jax.random.fold_in(base_key, 0), state.step)
+                beta = kl_weight(state.step, training)
+                params, opt_state, terms, finite, grad_norm = train_step(
+                    params, opt_state, y[indices], stimulus[indices], mask[indices], key, jnp.float32(beta)
+                )
+                state.step += 1
+                _count_nonfinite(state, bool(finite), training.max_nonfinite)
+
+                row = {"step": state.step, **{name: float(terms[name]) for name in TERM_NAMES}}
+                row.update(beta=beta, grad_norm=float(grad_norm), finite=bool(finite))
+                state.history.append(row)
+
+                metric = None
+                if state.step % training.eval_every == 0 or state.step == training.steps:
+                    metric = evaluate_now()
+                    if state.evaluations_without_improvement >= training.patience:
+                        state.stopped_early = True
+                        logger.info("stopping early at step %d: no improvement in %d evaluations",
+                                    state.step, training.patience)
+                state.seconds = time.perf_counter() - started
+                if state.step % training.checkpoint_every == 0 or state.step == training.steps or state.stopped_early:
+                    checkpoint(run.last_checkpoint)
+                progress.update(state.step, row, metric, state.best_metric, state.nonfinite_total)
+        except KeyboardInterrupt:
+            state.seconds = time.perf_counter() - started
+            if state.nonfinite_in_a_row == 0:
+                checkpoint(run.last_checkpoint)
+            logger.warning("fit interrupted at step %d; continue it with --resume", state.step)
+            raise
+
+    if state.best_step < 0:
+        checkpoint(run.best_checkpoint)
+    _, (best_params, _) = load_checkpoint(run.best_checkpoint, (params, opt_state))
+    return FitResult(eqx.combine(best_params, static), state, split)
+
+
+def _count_nonfinite(state: FitState, finite: bool, max_nonfinite: int) -> None:
+    if finite:
+        state.nonfinite_in_a_row = 0
+        return
+    state.nonfinite_in_a_row += 1
+    state.nonfinite_total += 1
+    logger.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)",
+                   state.step, state.nonfinite_in_a_row)
+    if state.nonfinite_in_a_row >= max_nonfinite:
+        raise TrainingError(
+            f"{state.nonfinite_in_a_row} training steps in a row had a non-finite loss or gradient "
+            f"(limit training.max_nonfinite = {max_nonfinite}); the last checkpoint was kept as it was. "
+            "Lower training.learning_rate, raise solver.n_substeps, or check the data for extreme values."
+        )
+
+
+def load_trained(run: RunFolder, model: LatentUDE, config: RunConfig, which: str = "best") -> tuple[LatentUDE, dict]:
+    """Load the `best` or `last` parameters of a run into `model`, which was built from the run's config."""
+    params, static = eqx.partition(model, trainable_filter(model))
+    # The optimiser state's structure is needed to read the file; its values are not used.
+    opt_state = make_optimizer(config.training).init(params)
+    path = run.best_checkpoint if which == "best" else run.last_checkpoint
+    header, (loaded, _) = load_checkpoint(path, (params, opt_state))
+    return eqx.combine(loaded, static), header

@@ -1,0 +1,158 @@
+"""Whole runs: load the data, fit, evaluate against baselines, draw figures, write the run folder.
+
+These functions are what `neuroude fit`, `evaluate` and `sample` call, and
+what a notebook calls to do the same from Python.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from . import plots
+from .build import build_model, load_data
+from .config import RunConfig, dump_config, load_config
+from .evaluate import evaluate, predict_recording
+from .model import LatentUDE
+from .observation import GaussianObservation
+from .runs import RunFolder, atomic_open, write_json, write_text
+from .train import FitState, fit, load_trained
+
+logger = logging.getLogger("neuroude")
+
+
+@dataclass
+class Run:
+    """A fitted run loaded from its folder."""
+
+    folder: RunFolder
+    config: RunConfig
+    model: LatentUDE
+    recording: object
+    split: dict[str, list[int]]
+    metrics: dict | None
+
+
+def _attach_log_file(run: RunFolder) -> logging.Handler:
+    handler = logging.FileHandler(run.log, mode="a")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger("neuroude").addHandler(handler)
+    logging.getLogger("neuroude").setLevel(logging.INFO)
+    return handler
+
+
+def _split(recording, config: RunConfig) -> dict[str, list[int]]:
+    train, validation, test = recording.split(config.data.split, seed=config.seed)
+    return {"train": train.tolist(), "validation": validation.tolist(), "test": test.tolist()}
+
+
+def _model_for(recording, config: RunConfig, split) -> LatentUDE:
+    mean_count = float(recording.select(split["train"]).y.mean())
+    return build_model(config, recording.n_channels, recording.n_inputs, jax.random.PRNGKey(config.seed), mean_count)
+
+
+def fit_run(
+    config: RunConfig,
+    out: str | os.PathLike,
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> Run:
+    """Fit the configured model and write a complete run folder at `out`."""
+    run = RunFolder(out)
+    run.prepare(resume=resume, overwrite=overwrite)
+    if resume:
+        steps = config.training.steps
+        config = load_config(run.config)
+        config.training.steps = steps
+
+    recording = load_data(config)
+    split = _split(recording, config)
+    model = _model_for(recording, config, split)
+
+    handler = _attach_log_file(run)
+    try:
+        write_text(run.config, dump_config(config))
+        logger.info("fitting %s to %s", type(model.sde.drift).__name__, recording.metadata.get("source", "recording"))
+        result = fit(model, recording, config, split, run, resume=resume, quiet=quiet)
+        metrics = write_evaluation(run, result.model, recording, split, config, result.state)
+    finally:
+        logging.getLogger("neuroude").removeHandler(handler)
+        handler.close()
+    return Run(run, config, result.model, recording, split, metrics)
+
+
+def write_evaluation(run: RunFolder, model, recording, split, config: RunConfig, state: FitState | None) -> dict:
+    """Evaluate on held-out trials, then write `metrics.json` and the figures."""
+    key = jax.random.PRNGKey(config.seed + 1)
+    metrics, test_prediction = evaluate(model, recording, split, config, key)
+    if state is not None:
+        metrics["training"] = {
+            "steps_run": state.step,
+            "best_step": state.best_step,
+            "stopped_early": state.stopped_early,
+            "nonfinite_steps": state.nonfinite_total,
+            "seconds": round(state.seconds, 1),
+        }
+    write_json(run.metrics, metrics)
+    logger.info("test metrics: %s", metrics["test"])
+
+    test = recording.select(split["test"])
+    metric_name = "bits per spike" if config.model.observation == "poisson" else "R^2"
+    if state is not None and state.history:
+        plots.plot_training(state.history, state.evaluations, run.figures / "training.png", metric_name)
+    plots.plot_predictions(test, test_prediction, run.figures / "heldout_predictions.png", config.evaluation.skip_bins)
+    plots.plot_latents(test_prediction["paths"], test.ts, run.figures / "latent_paths.png")
+    return metrics
+
+
+def load_run(path: str | os.PathLike, which: str = "best") -> Run:
+    """Load a fitted run: its configuration, data, split, model and metrics."""
+    import json
+
+    run = RunFolder(path)
+    run.require_fitted()
+    config = load_config(run.config)
+    recording = load_data(config)
+    split = _split(recording, config)
+    model, _ = load_trained(run, _model_for(recording, config, split), config, which)
+    metrics = json.loads(run.metrics.read_text()) if run.metrics.is_file() else None
+    return Run(run, config, model, recording, split, metrics)
+
+
+def evaluate_run(path: str | os.PathLike) -> dict:
+    """Recompute held-out metrics and figures of a fitted run from its best checkpoint."""
+    run = load_run(path)
+    return write_evaluation(run.folder, run.model, run.recording, run.split, run.config, None)
+
+
+def sample_run(path: str | os.PathLike, n_samples: int = 32, split_name: str = "test", seed: int = 0) -> Path:
+    """Write predictive samples of a split's trials to `samples_<split>.npz` in the run folder.
+
+    Arrays: `expected` (trials, samples, time, channels) expected observations,
+    `observations` sampled from the observation model, `paths` latent paths,
+    `y` the recorded data and `ts` the bin times.
+    """
+    run = load_run(path)
+    subset = run.recording.select(run.split[split_name])
+    prediction = predict_recording(run.model, subset, jax.random.PRNGKey(seed), n_samples)
+    observed = _sample_observations(run.model, prediction["samples"], seed)
+
+    target = run.folder.root / f"samples_{split_name}.npz"
+    with atomic_open(target, "wb") as stream:
+        np.savez(stream, expected=prediction["samples"], observations=observed, paths=prediction["paths"],
+                 y=subset.y, ts=subset.ts, trials=np.asarray(run.split[split_name]))
+    return target
+
+
+def _sample_observations(model: LatentUDE, expected: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if isinstance(model.observation, GaussianObservation):
+        scale = np.exp(np.asarray(model.observation.log_std))
+        return (expected + scale * rng.standard_normal(expected.shape)).astype(np.float32)
+    return rng.poisson(expected).astype(np.float32)
