@@ -23,7 +23,9 @@ from .stimulus import make_encoder
 
 def _drift(config: ModelConfig, input_size: int, key: PRNGKeyArray):
     if config.drift == "mlp":
-        return NeuralDrift(config.latent_size, input_size, config.drift_width, config.drift_depth, key=key)
+        return NeuralDrift(
+            config.latent_size, input_size, config.drift_width, config.drift_depth, config.drift_time_constant, key=key
+        )
 
     mechanistic = FitzHughNagumo(input_size, frozen=tuple(config.frozen_constants), **config.constants)
     if config.drift == "fitzhugh_nagumo":
@@ -92,4 +94,18 @@ def load_data(config: RunConfig):
 
     if config.model.observation == "poisson":
         recording.check_counts()
+    _check_uniform_bins(recording.ts)
     return recording
+
+
+def _check_uniform_bins(ts) -> None:
+    import numpy as np
+
+    from .errors import DataError
+
+    widths = np.diff(ts)
+    if widths.size and not np.allclose(widths, widths[0], rtol=1e-6, atol=0.0):
+        raise DataError(
+            f"ts has bins of different widths (from {widths.min():g} s to {widths.max():g} s); "
+            "expected evenly spaced bins, which the solvers integrate between"
+        )

@@ -49,6 +49,7 @@ class ModelConfig(Section):
     drift: Literal["mlp", "fitzhugh_nagumo", "fitzhugh_nagumo_residual"] = "mlp"
     drift_width: int = Field(64, ge=1)
     drift_depth: int = Field(2, ge=1)
+    drift_time_constant: float = Field(0.02, gt=0, description="seconds; time scale of the network drift")
     constants: dict[str, float] = Field(default_factory=dict, description="initial FitzHugh-Nagumo constants")
     frozen_constants: list[str] = Field(default_factory=list, description="FitzHugh-Nagumo constants kept fixed")
     residual_penalty: float = Field(0.0, ge=0)

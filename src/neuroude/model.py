@@ -93,28 +93,16 @@ class LatentUDE(eqx.Module):
                 latent_size + encoder.output_size + context_size, latent_size, correction_width, 1,
                 activation=jax.nn.softplus, key=key,
             )
-            self.correction = eqx.tree_at(lambda m: m.layers[-1].weight, mlp, jnp.zeros_like(mlp.layers[-1].weight))
+            last = mlp.layers[-1]
+            self.correction = eqx.tree_at(
+                lambda m: (m.layers[-1].weight, m.layers[-1].bias), mlp, (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias))
+            )
 
     # -- vector fields -------------------------------------------------------
 
-    def _fields(self, drive: Float[Array, "T m"], context: Float[Array, "T c"] | None):
-        """Return `fields(t, x, k, frac)` for the solver: the posterior SDE when a context is given, else the prior."""
-
-        def fields(t, x, k, frac):
-            u = input_at(drive, k, frac, self.interpolation)
-            drift = self.sde.drift(t, x, u)
-            if self.sde.is_ode:
-                return drift, jnp.zeros_like(x), jnp.zeros((), x.dtype)
-
-            sigma = self.sde.diffusion(t, x, u)
-            if context is None:
-                return drift, sigma, jnp.zeros((), x.dtype)
-
-            correction = self.correction(jnp.concatenate([x, u, context[k]]))
-            kl_rate = 0.5 * jnp.sum((correction / sigma) ** 2)
-            return drift + correction, sigma, kl_rate
-
-        return fields
+    def _fields(self, drive: Float[Array, "T m"], context: Float[Array, "T c"] | None) -> "VectorFields":
+        """Return the solver's vector fields: the posterior SDE when a context is given, else the prior."""
+        return VectorFields(self, drive, context)
 
     def _integrate(self, fields, x0, t0: float, bin_width: float, n_bins: int, key: PRNGKeyArray | None):
         if self.method in FIXED_STEP_METHODS:
@@ -243,3 +231,26 @@ class LatentUDE(eqx.Module):
             return path
 
         return jax.vmap(one_path)(jax.random.split(key, n_samples))
+
+
+class VectorFields(eqx.Module):
+    """Drift, diffusion and path-KL rate of one trial, as a PyTree so adjoints can differentiate through it."""
+
+    model: LatentUDE
+    drive: Float[Array, "T m"]
+    context: Float[Array, "T c"] | None
+
+    def __call__(self, t, x, k, frac):
+        model = self.model
+        u = input_at(self.drive, k, frac, model.interpolation)
+        drift = model.sde.drift(t, x, u)
+        if model.sde.is_ode:
+            return drift, jnp.zeros_like(x), jnp.zeros((), x.dtype)
+
+        sigma = model.sde.diffusion(t, x, u)
+        if self.context is None:
+            return drift, sigma, jnp.zeros((), x.dtype)
+
+        correction = model.correction(jnp.concatenate([x, u, self.context[k]]))
+        kl_rate = 0.5 * jnp.sum((correction / sigma) ** 2)
+        return drift + correction, sigma, kl_rate

@@ -94,28 +94,38 @@ class RunFolder:
     last_checkpoint = property(lambda self: self.root / "checkpoints" / "last.eqx")
     best_checkpoint = property(lambda self: self.root / "checkpoints" / "best.eqx")
 
-    def prepare(self, resume: bool, overwrite: bool) -> None:
-        """Create the folder for a new fit, or check it for a resumed one.
+    def holds_run(self) -> bool:
+        return self.config.is_file() or self.last_checkpoint.is_file() or self.best_checkpoint.is_file()
+
+    def require_resumable(self) -> None:
+        """Raise unless the folder holds a configuration and a last checkpoint to continue from."""
+        if not self.last_checkpoint.is_file() or not self.config.is_file():
+            raise DataFileError(
+                f"cannot resume: {self.last_checkpoint} or {self.config} not found; start a new fit without --resume"
+            )
+
+    def check_writable(self, resume: bool, overwrite: bool) -> None:
+        """Raise unless a fit may write here: a new folder, a run to resume, or a run to overwrite.
 
         A folder that already holds a run is never reused silently: resuming
         needs `resume`, starting over needs `overwrite`.
         """
         if self.root.exists() and not self.root.is_dir():
             raise RunFolderError(f"run folder {self.root} is a file; expected a directory or a new path")
-
-        holds_run = self.config.exists() or self.checkpoints.exists()
         if resume:
-            if not self.last_checkpoint.is_file():
-                raise DataFileError(
-                    f"cannot resume: {self.last_checkpoint} not found; start a new fit without --resume"
-                )
-            return
-        if holds_run and not overwrite:
+            self.require_resumable()
+        elif self.holds_run() and not overwrite:
             raise RunFolderError(
                 f"run folder {self.root} already holds a run; pass --resume to continue it, "
                 "--overwrite to replace it, or choose another --out"
             )
-        if holds_run:
+
+    def prepare(self, resume: bool, overwrite: bool) -> None:
+        """Check the folder with `check_writable`, then create it or clear the outputs of the run it replaces."""
+        self.check_writable(resume, overwrite)
+        if resume:
+            return
+        if self.holds_run():
             for stale in (self.last_checkpoint, self.best_checkpoint, self.metrics, self.history):
                 stale.unlink(missing_ok=True)
         self.checkpoints.mkdir(parents=True, exist_ok=True)

@@ -122,10 +122,16 @@ def solve_adaptive(
     atol: float = 1e-6,
     max_steps: int = 16384,
 ) -> tuple[Float[Array, "n_bins d"], Float[Array, ""]]:
-    """Integrate the ODE `dx/dt = drift` with a diffrax adaptive solver; the path KL is 0."""
-    check_method(method, is_ode=True, adjoint=adjoint)
+    """Integrate the ODE `dx/dt = drift` with a diffrax adaptive solver; the path KL is 0.
 
-    def vector_field(t, x, args):
+    `fields` must be a PyTree (an `equinox.Module`), not a closure over arrays:
+    it is passed to diffrax as `args`, which the backsolve adjoint differentiates.
+    """
+    check_method(method, is_ode=True, adjoint=adjoint)
+    if n_bins == 1:
+        return x0[None], jnp.zeros((), x0.dtype)
+
+    def vector_field(t, x, fields):
         k = jnp.clip(jnp.floor((t - t0) / bin_width), 0, n_bins - 1).astype(jnp.int32)
         frac = jnp.clip((t - t0) / bin_width - k, 0.0, 1.0)
         drift, _, _ = fields(t, x, k, frac)
@@ -140,6 +146,7 @@ def solve_adaptive(
         t1=ts[-1],
         dt0=bin_width,
         y0=x0,
+        args=fields,
         saveat=diffrax.SaveAt(ts=ts),
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
         adjoint=adjoint_object,

@@ -82,7 +82,7 @@ def make_train_step(static, optimizer, t0: float, bin_width: float, n_samples: i
         params = jax.tree_util.tree_map(keep_if_finite, new_params, params)
         opt_state = jax.tree_util.tree_map(keep_if_finite, new_opt_state, opt_state)
         terms = {"loss": loss, **terms}
-        return params, opt_state, terms, finite, optax.global_norm(grads)
+        return params, opt_state, terms, finite, optax.tree.norm(grads)
 
     return train_step
 

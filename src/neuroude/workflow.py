@@ -65,15 +65,17 @@ def fit_run(
 ) -> Run:
     """Fit the configured model and write a complete run folder at `out`."""
     run = RunFolder(out)
-    run.prepare(resume=resume, overwrite=overwrite)
+    run.check_writable(resume, overwrite)
     if resume:
         steps = config.training.steps
         config = load_config(run.config)
         config.training.steps = steps
 
+    # Data and model are checked before anything is written, so bad input leaves no half-made run folder.
     recording = load_data(config)
     split = _split(recording, config)
     model = _model_for(recording, config, split)
+    run.prepare(resume=resume, overwrite=overwrite)
 
     handler = _attach_log_file(run)
     try:

@@ -38,7 +38,10 @@ class ResidualDrift(eqx.Module):
             raise ConfigError(f"residual_penalty is {residual_penalty}; expected a value >= 0")
         state_size = mechanistic.state_size
         mlp = eqx.nn.MLP(state_size + input_size, state_size, width, depth, activation=jax.nn.softplus, key=key)
-        self.residual = eqx.tree_at(lambda m: m.layers[-1].weight, mlp, jnp.zeros_like(mlp.layers[-1].weight))
+        last = mlp.layers[-1]
+        self.residual = eqx.tree_at(
+            lambda m: (m.layers[-1].weight, m.layers[-1].bias), mlp, (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias))
+        )
         self.mechanistic = mechanistic
         self.residual_penalty = float(residual_penalty)
         self.state_size = state_size

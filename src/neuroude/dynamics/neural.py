@@ -22,26 +22,45 @@ def _check_sizes(**sizes: int) -> None:
 
 
 class NeuralDrift(eqx.Module):
-    """Black-box drift `f(x, u) = MLP([x, u])`.
+    """Black-box drift in leaky form: `f(x, u) = (-x + MLP([x, u])) / tau`.
 
-    The last layer starts at a small scale so that an untrained model has slow,
-    near-linear dynamics instead of large random flows.
+    `tau` (seconds) sets the time scale the network starts from, so the fit does
+    not have to grow weights by orders of magnitude to reach the dynamics of a
+    neuron or circuit. The leak keeps an untrained model stable. With
+    `leak=False` the drift is `MLP([x, u]) / tau`.
     """
 
     mlp: eqx.nn.MLP
     state_size: int = eqx.field(static=True)
     input_size: int = eqx.field(static=True)
+    time_constant: float = eqx.field(static=True)
+    leak: bool = eqx.field(static=True)
 
-    def __init__(self, state_size: int, input_size: int, width: int = 64, depth: int = 2, *, key: PRNGKeyArray):
+    def __init__(
+        self,
+        state_size: int,
+        input_size: int,
+        width: int = 64,
+        depth: int = 2,
+        time_constant: float = 1.0,
+        leak: bool = True,
+        *,
+        key: PRNGKeyArray,
+    ):
         _check_sizes(state_size=state_size, input_size=input_size, width=width, depth=depth)
-        mlp = eqx.nn.MLP(state_size + input_size, state_size, width, depth, activation=jax.nn.softplus, key=key)
-        last = mlp.layers[-1]
-        self.mlp = eqx.tree_at(lambda m: m.layers[-1].weight, mlp, last.weight * 0.1)
+        if not time_constant > 0:
+            raise ConfigError(f"time_constant is {time_constant}; expected a duration in seconds > 0")
+        self.mlp = eqx.nn.MLP(state_size + input_size, state_size, width, depth, activation=jax.nn.softplus, key=key)
         self.state_size = state_size
         self.input_size = input_size
+        self.time_constant = float(time_constant)
+        self.leak = bool(leak)
 
     def __call__(self, t: Float[Array, ""], x: Float[Array, " d"], u: Float[Array, " m"]) -> Float[Array, " d"]:
-        return self.mlp(jnp.concatenate([x, u]))
+        flow = self.mlp(jnp.concatenate([x, u]))
+        if self.leak:
+            flow = flow - x
+        return flow / self.time_constant
 
 
 class AdditiveDiffusion(eqx.Module):

@@ -1,8 +1,8 @@
 """Mechanistic constants that are kept in their valid range and can be learned or frozen.
 
 A `Constant` stores an unconstrained raw value `r` and returns `value = T(r)`,
-where `T` maps the real line onto the valid range: softplus for positive
-constants, a scaled logistic for bounded ones, the identity for free ones.
+where `T` maps the real line onto the valid range: softplus (plus 1e-8) for
+positive constants, a scaled logistic for bounded ones, the identity for free ones.
 Frozen constants are excluded from the optimiser by `trainable_filter` and
 also stopped in the gradient, so weight decay cannot move them either.
 """
@@ -19,6 +19,9 @@ from jaxtyping import Array, Float
 from ..errors import ConfigError
 
 TRANSFORMS = ("positive", "bounded", "real")
+
+# Added to softplus so a positive constant cannot underflow to exactly 0 in float32.
+POSITIVE_FLOOR = 1e-8
 
 
 def _inverse_softplus(value: float) -> float:
@@ -58,7 +61,7 @@ class Constant(eqx.Module):
         if transform == "positive":
             if value <= 0:
                 raise ConfigError(f"a positive constant got value {value}; expected a value > 0")
-            raw = _inverse_softplus(value)
+            raw = _inverse_softplus(value - POSITIVE_FLOOR)
         elif transform == "bounded":
             if bounds is None or not bounds[0] < bounds[1]:
                 raise ConfigError(f"bounds are {bounds}; expected (lower, upper) with lower < upper")
@@ -79,7 +82,7 @@ class Constant(eqx.Module):
     def value(self) -> Float[Array, ""]:
         raw = self.raw if self.learnable else jax.lax.stop_gradient(self.raw)
         if self.transform == "positive":
-            return jax.nn.softplus(raw)
+            return jax.nn.softplus(raw) + POSITIVE_FLOOR
         if self.transform == "bounded":
             lower, upper = self.bounds
             return lower + (upper - lower) * jax.nn.sigmoid(raw)

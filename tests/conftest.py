@@ -1,0 +1,55 @@
+"""Shared fixtures: small models and recordings, so JAX compiles each shape once per session."""
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from neuroude.build import build_model
+from neuroude.config import parse_config
+from neuroude.data import Recording
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def tiny_config(**sections):
+    """A RunConfig with small networks and few steps, overridden by `sections`."""
+    raw = {
+        "model": {
+            "latent_size": 2, "drift_width": 8, "drift_depth": 1, "encoder_size": 2, "recognition_hidden": 8,
+            "context_size": 4, "correction_width": 8, "n_init_bins": 3,
+        },
+        "solver": {"n_substeps": 1},
+        "training": {"steps": 6, "batch_size": 4, "eval_every": 3, "checkpoint_every": 2, "warmup_steps": 1,
+                     "kl_warmup_steps": 4},
+        "evaluation": {"n_samples": 4, "skip_bins": 3, "glm_lags": 3},
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            raw.setdefault(section, {}).update(values)
+        else:
+            raw[section] = values
+    return parse_config(raw)
+
+
+def tiny_recording(n_trials=10, n_time=12, n_channels=3, n_inputs=1, seed=0) -> Recording:
+    rng = np.random.default_rng(seed)
+    u = rng.normal(size=(n_trials, n_time, n_inputs)) if n_inputs else None
+    y = rng.poisson(0.5, size=(n_trials, n_time, n_channels))
+    return Recording(y=y, ts=np.arange(n_time) * 0.01, u=u, metadata={"source": "test"})
+
+
+@pytest.fixture
+def recording():
+    return tiny_recording()
+
+
+@pytest.fixture
+def make_model():
+    def make(config=None, recording=None, seed=0):
+        config = config or tiny_config()
+        recording = recording or tiny_recording()
+        return build_model(config, recording.n_channels, recording.n_inputs, jax.random.PRNGKey(seed), 0.5)
+
+    return make

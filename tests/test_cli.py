@@ -1,0 +1,161 @@
+"""The `neuroude` command on the packaged recording and on bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from neuroude.cli import main
+
+TINY_GRASSHOPPER = {
+    "model": {"latent_size": 2, "drift_width": 8, "drift_depth": 1, "encoder_size": 2, "recognition_hidden": 8,
+              "context_size": 4, "correction_width": 8},
+    "training": {"batch_size": 4, "eval_every": 2},
+    "evaluation": {"n_samples": 4, "glm_lags": 5},
+}
+
+
+def write_yaml(path, value):
+    path.write_text(yaml.safe_dump(value))
+    return path
+
+
+@pytest.fixture(scope="module")
+def fitted_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    config = write_yaml(folder / "tiny.yaml", TINY_GRASSHOPPER)
+    code = main(["fit", str(config), "--out", str(folder / "run"), "--steps", "2", "--quiet"])
+    assert code == 0
+    return folder / "run"
+
+
+def test_fit_writes_complete_run_folder(fitted_run):
+    for name in ["config.yaml", "metrics.json", "history.csv", "log.txt", "checkpoints/best.eqx",
+                 "checkpoints/last.eqx", "figures/training.png", "figures/heldout_predictions.png",
+                 "figures/latent_paths.png"]:
+        assert (fitted_run / name).is_file(), name
+
+
+def test_metrics_hold_model_and_baselines(fitted_run):
+    metrics = json.loads((fitted_run / "metrics.json").read_text())
+    test = metrics["test"]
+    for name in ["model", "homogeneous_poisson", "glm_stimulus"]:
+        assert np.isfinite(test[name]["bits_per_spike"]), name
+    assert metrics["training"]["steps_run"] == 2
+    assert metrics["skip_bins"] == 10
+
+
+def test_resolved_config_written(fitted_run):
+    config = yaml.safe_load((fitted_run / "config.yaml").read_text())
+    assert config["training"]["steps"] == 2
+    assert config["model"]["latent_size"] == 2
+    assert config["data"]["source"] == "grasshopper"
+
+
+def test_evaluate_and_sample(fitted_run, capsys):
+    assert main(["evaluate", str(fitted_run)]) == 0
+    assert "glm_stimulus" in capsys.readouterr().out
+
+    assert main(["sample", str(fitted_run), "--n", "3"]) == 0
+    with np.load(fitted_run / "samples_test.npz", allow_pickle=False) as samples:
+        assert samples["expected"].shape[1] == 3
+        assert samples["observations"].shape == samples["expected"].shape
+        assert samples["paths"].shape[-1] == 2
+
+
+def test_existing_run_folder_rejected(fitted_run, capsys):
+    before = (fitted_run / "checkpoints" / "last.eqx").read_bytes()
+    code = main(["fit", str(fitted_run.parent / "tiny.yaml"), "--out", str(fitted_run), "--steps", "1", "--quiet"])
+    assert code == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (fitted_run / "checkpoints" / "last.eqx").read_bytes() == before
+
+
+def run_fit_expecting_error(capsys, *arguments):
+    code = main(["fit", *map(str, arguments), "--quiet"])
+    assert code == 2
+    return capsys.readouterr().err
+
+
+def test_unknown_config_key(tmp_path, capsys):
+    config = write_yaml(tmp_path / "c.yaml", {"training": {"stpes": 3}})
+    error = run_fit_expecting_error(capsys, config, "--out", tmp_path / "run")
+    assert "training.stpes" in error
+    assert "Did you mean 'steps'?" in error
+
+
+def test_wrong_value_type(tmp_path, capsys):
+    config = write_yaml(tmp_path / "c.yaml", {"model": {"latent_size": "four"}})
+    error = run_fit_expecting_error(capsys, config, "--out", tmp_path / "run")
+    assert "model.latent_size" in error
+    assert "'four'" in error
+
+
+def test_missing_config_file(tmp_path, capsys):
+    error = run_fit_expecting_error(capsys, tmp_path / "absent.yaml", "--out", tmp_path / "run")
+    assert "not found" in error
+
+
+def test_invalid_yaml(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("model: [unclosed\n")
+    error = run_fit_expecting_error(capsys, config, "--out", tmp_path / "run")
+    assert "not valid YAML" in error
+
+
+def test_resume_without_run(tmp_path, capsys):
+    error = run_fit_expecting_error(capsys, "--out", tmp_path / "run", "--resume")
+    assert "cannot resume" in error
+
+
+def test_nonpositive_steps(tmp_path, capsys):
+    error = run_fit_expecting_error(capsys, "--out", tmp_path / "run", "--steps", "0")
+    assert "--steps is 0" in error
+
+
+def npz_config(tmp_path, **arrays):
+    np.savez(tmp_path / "data.npz", **arrays)
+    return write_yaml(tmp_path / "c.yaml", {"data": {"source": "npz", "path": str(tmp_path / "data.npz")}})
+
+
+def test_negative_counts(tmp_path, capsys):
+    y = np.ones((6, 20, 2))
+    y[1, 3, 0] = -1
+    config = npz_config(tmp_path, y=y, dt=0.01)
+    error = run_fit_expecting_error(capsys, config, "--out", tmp_path / "run")
+    assert "negative" in error
+
+
+def test_fractional_counts(tmp_path, capsys):
+    config = npz_config(tmp_path, y=np.full((6, 20, 2), 0.5), dt=0.01)
+    error = run_fit_expecting_error(capsys, config, "--out", tmp_path / "run")
+    assert "integer" in error
+
+
+def test_nan_in_observations(tmp_path, capsys):
+    y = np.ones((6, 20, 2))
+    y[0, 0, 0] = np.nan
+    config = npz_config(tmp_path, y=y, dt=0.01)
+    error = run_fit_expecting_error(capsys, config, "--out", tmp_path / "run")
+    assert "NaN" in error
+
+
+def test_unsorted_times(tmp_path, capsys):
+    config = npz_config(tmp_path, y=np.ones((6, 4, 2)), ts=np.array([0.0, 0.02, 0.01, 0.03]))
+    error = run_fit_expecting_error(capsys, config, "--out", tmp_path / "run")
+    assert "ts" in error
+
+
+def test_mismatched_trials_in_inputs(tmp_path, capsys):
+    config = npz_config(tmp_path, y=np.ones((6, 20, 2)), u=np.zeros((5, 20, 1)), dt=0.01)
+    error = run_fit_expecting_error(capsys, config, "--out", tmp_path / "run")
+    assert "u" in error
+    assert "6" in error
+
+
+def test_corrupt_npz(tmp_path, capsys):
+    (tmp_path / "data.npz").write_bytes(b"PK\x03\x04 truncated")
+    config = write_yaml(tmp_path / "c.yaml", {"data": {"source": "npz", "path": str(tmp_path / "data.npz")}})
+    error = run_fit_expecting_error(capsys, config, "--out", tmp_path / "run")
+    assert "data.npz" in error

@@ -1,0 +1,141 @@
+"""Solver checks against analytic solutions and convergence orders."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from neuroude.errors import ConfigError
+from neuroude.solve import solve_adaptive, solve_fixed_step
+
+MU, SIGMA, X0, T = 1.0, 0.5, 1.0, 1.0
+
+
+def gbm_fields(t, x, k, frac):
+    return MU * x, SIGMA * x, jnp.zeros(())
+
+
+def brownian_endpoint(key, n_steps):
+    # The fixed-step solver draws its increments as normal(key, (n_steps, d)) * sqrt(step).
+    return jnp.sum(jax.random.normal(key, (n_steps, 1))) * jnp.sqrt(T / n_steps)
+
+
+def gbm_errors(n_substeps, n_paths, method):
+    keys = jax.random.split(jax.random.PRNGKey(0), n_paths)
+
+    def one(key):
+        path, _ = solve_fixed_step(gbm_fields, jnp.array([X0]), 0.0, T, 2, n_substeps, key, method)
+        w_end = brownian_endpoint(key, n_substeps)
+        drift = MU - 0.5 * SIGMA**2 if method == "euler" else MU
+        exact = X0 * jnp.exp(drift * T + SIGMA * w_end)
+        return path[-1, 0], exact
+
+    numeric, exact = jax.jit(jax.vmap(one))(keys)
+    return np.asarray(numeric), np.asarray(exact)
+
+
+def slope(step_sizes, errors):
+    return np.polyfit(np.log(step_sizes), np.log(errors), 1)[0]
+
+
+def test_euler_maruyama_strong_order():
+    substeps = [4, 8, 16, 32, 64]
+    errors = []
+    for n in substeps:
+        numeric, exact = gbm_errors(n, 4000, "euler")
+        errors.append(np.mean(np.abs(numeric - exact)))
+    order = slope([T / n for n in substeps], errors)
+    assert 0.35 < order < 0.75, f"strong order {order:.2f}, errors {errors}"
+
+
+def test_euler_maruyama_weak_order():
+    substeps = [2, 4, 8, 16]
+    errors = []
+    for n in substeps:
+        numeric, _ = gbm_errors(n, 100_000, "euler")
+        errors.append(abs(np.mean(numeric) - X0 * np.exp(MU * T)))
+    order = slope([T / n for n in substeps], errors)
+    assert 0.75 < order < 1.3, f"weak order {order:.2f}, errors {errors}"
+
+
+def test_heun_converges_to_stratonovich_solution():
+    coarse = gbm_errors(4, 2000, "heun")
+    fine = gbm_errors(64, 2000, "heun")
+    coarse_error = np.mean(np.abs(coarse[0] - coarse[1]))
+    fine_error = np.mean(np.abs(fine[0] - fine[1]))
+    assert fine_error < 0.2 * coarse_error
+    assert fine_error < 0.01
+
+
+def ou_path_kl_closed_form(theta_prior, theta_post, sigma, x0, horizon):
+    # E_Q[x_t^2] for the posterior OU process, integrated over [0, horizon].
+    decay = (1.0 - np.exp(-2.0 * theta_post * horizon)) / (2.0 * theta_post)
+    integral = x0**2 * decay + sigma**2 / (2.0 * theta_post) * (horizon - decay)
+    return 0.5 * (theta_prior - theta_post) ** 2 / sigma**2 * integral
+
+
+def test_path_kl_matches_ornstein_uhlenbeck_closed_form():
+    theta_prior, theta_post, sigma, x0 = 1.0, 3.0, 0.8, 1.5
+
+    def fields(t, x, k, frac):
+        difference = (-theta_post * x) - (-theta_prior * x)
+        kl_rate = 0.5 * jnp.sum((difference / sigma) ** 2)
+        return -theta_post * x, jnp.full_like(x, sigma), kl_rate
+
+    def one(key):
+        _, path_kl = solve_fixed_step(fields, jnp.array([x0]), 0.0, 0.01, 101, 10, key, "euler")
+        return path_kl
+
+    samples = np.asarray(jax.jit(jax.vmap(one))(jax.random.split(jax.random.PRNGKey(3), 4000)))
+    expected = ou_path_kl_closed_form(theta_prior, theta_post, sigma, x0, 1.0)
+    standard_error = samples.std() / np.sqrt(samples.size)
+    # Allow three standard errors plus 1 % for the O(step) bias of Euler-Maruyama.
+    assert abs(samples.mean() - expected) < 3 * standard_error + 0.01 * expected
+
+
+def decay_fields(t, x, k, frac):
+    return -2.0 * x, jnp.zeros_like(x), jnp.zeros(())
+
+
+def test_fixed_step_without_noise_is_euler():
+    path, path_kl = solve_fixed_step(decay_fields, jnp.array([1.0]), 0.0, 0.1, 4, 5, None, "euler")
+    expected = (1.0 - 2.0 * 0.02) ** (5 * np.arange(4))
+    np.testing.assert_allclose(np.asarray(path[:, 0]), expected, rtol=1e-5)
+    assert float(path_kl) == 0.0
+
+
+@pytest.mark.parametrize("method", ["tsit5", "dopri5", "kvaerno5"])
+def test_adaptive_solvers_match_exponential(method):
+    path, _ = solve_adaptive(decay_fields, jnp.array([1.0]), 0.0, 0.1, 11, method, rtol=1e-6, atol=1e-8)
+    expected = np.exp(-2.0 * 0.1 * np.arange(11))
+    np.testing.assert_allclose(np.asarray(path[:, 0]), expected, rtol=1e-4)
+
+
+class LinearDecay(eqx.Module):
+    rate: jax.Array
+
+    def __call__(self, t, x, k, frac):
+        return -self.rate * x, jnp.zeros_like(x), jnp.zeros(())
+
+
+def test_backsolve_gradient_matches_checkpoint():
+    def loss(rate, adjoint):
+        path, _ = solve_adaptive(LinearDecay(rate), jnp.array([1.0]), 0.0, 0.1, 11, "tsit5", adjoint, rtol=1e-7, atol=1e-9)
+        return jnp.sum(path**2)
+
+    checkpoint = jax.grad(loss)(jnp.array(2.0), "checkpoint")
+    backsolve = jax.grad(loss)(jnp.array(2.0), "backsolve")
+    assert abs(float(checkpoint) - float(backsolve)) < 1e-3 * abs(float(checkpoint))
+
+
+def test_unknown_method_rejected():
+    with pytest.raises(ConfigError, match="fixed-step method is 'rk4'"):
+        solve_fixed_step(decay_fields, jnp.array([1.0]), 0.0, 0.1, 4, 1, None, "rk4")
+
+
+def test_adaptive_method_rejected_for_sde():
+    from neuroude.solve import check_method
+
+    with pytest.raises(ConfigError, match="integrates ODEs only"):
+        check_method("tsit5", is_ode=False)

@@ -1,0 +1,181 @@
+"""Fitting loop: schedules, checkpoints, exact resumption and the non-finite guard."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import yaml
+
+import neuroude.train as train_module
+from conftest import tiny_config, tiny_recording
+from neuroude.config import TrainingConfig
+from neuroude.data import save_npz
+from neuroude.dynamics import trainable_filter
+from neuroude.errors import DataFileError, RunFolderError, TrainingError
+from neuroude.progress import FitProgress
+from neuroude.runs import RunFolder, load_checkpoint, save_checkpoint
+from neuroude.train import kl_weight, make_optimizer, make_train_step
+from neuroude.workflow import fit_run
+
+
+def npz_config(tmp_path, **sections):
+    path = tmp_path / "tiny.npz"
+    if not path.exists():
+        save_npz(tiny_recording(), path)
+    return tiny_config(data={"source": "npz", "path": str(path)}, **sections)
+
+
+def test_linear_kl_warmup():
+    config = TrainingConfig(kl_schedule="linear", kl_warmup_steps=10)
+    assert kl_weight(0, config) == 0.0
+    assert kl_weight(5, config) == 0.5
+    assert kl_weight(20, config) == 1.0
+
+
+def test_cyclical_kl_schedule_repeats():
+    config = TrainingConfig(kl_schedule="cyclical", kl_warmup_steps=10)
+    assert kl_weight(0, config) == 0.0
+    assert kl_weight(2, config) == pytest.approx(0.4)
+    assert kl_weight(7, config) == 1.0
+    assert kl_weight(12, config) == pytest.approx(0.4)
+
+
+def test_checkpoint_round_trip_exact(tmp_path, make_model):
+    model = make_model()
+    params, _ = eqx.partition(model, trainable_filter(model))
+    opt_state = make_optimizer(TrainingConfig()).init(params)
+    save_checkpoint(tmp_path / "c.eqx", {"step": 7}, (params, opt_state))
+
+    blank = jax.tree_util.tree_map(jnp.zeros_like, (params, opt_state))
+    header, (loaded, loaded_state) = load_checkpoint(tmp_path / "c.eqx", blank)
+    assert header == {"step": 7}
+    for original, restored in zip(jax.tree_util.tree_leaves((params, opt_state)),
+                                  jax.tree_util.tree_leaves((loaded, loaded_state))):
+        np.testing.assert_array_equal(np.asarray(original), np.asarray(restored))
+
+
+def test_corrupt_checkpoint_rejected(tmp_path, make_model):
+    model = make_model()
+    params, _ = eqx.partition(model, trainable_filter(model))
+    path = tmp_path / "c.eqx"
+    save_checkpoint(path, {"step": 1}, params)
+    path.write_bytes(path.read_bytes()[:-50])
+    with pytest.raises(DataFileError, match="corrupt"):
+        load_checkpoint(path, params)
+
+
+def test_foreign_file_rejected_as_checkpoint(tmp_path, make_model):
+    path = tmp_path / "c.eqx"
+    path.write_text("not a checkpoint\n")
+    with pytest.raises(DataFileError, match="not a neuroude checkpoint"):
+        load_checkpoint(path, make_model())
+
+
+def test_nonfinite_step_leaves_parameters(make_model, recording):
+    model = make_model()
+    params, static = eqx.partition(model, trainable_filter(model))
+    optimizer = make_optimizer(TrainingConfig())
+    opt_state = optimizer.init(params)
+    step = make_train_step(static, optimizer, 0.0, 0.01, 1)
+    y = jnp.asarray(recording.y).at[0, 0, 0].set(jnp.nan)
+    new_params, new_state, terms, finite, _ = step(
+        params, opt_state, y, jnp.asarray(recording.u), jnp.ones_like(y), jax.random.PRNGKey(0), jnp.float32(1.0)
+    )
+    assert not bool(finite)
+    for before, after in zip(jax.tree_util.tree_leaves((params, opt_state)),
+                             jax.tree_util.tree_leaves((new_params, new_state))):
+        np.testing.assert_array_equal(np.asarray(before), np.asarray(after))
+
+
+def test_frozen_constant_not_updated(recording):
+    config = tiny_config(model={"drift": "fitzhugh_nagumo", "frozen_constants": ["a", "tau"]}, solver={"n_substeps": 10})
+    from neuroude.build import build_model
+
+    model = build_model(config, 3, 1, jax.random.PRNGKey(0))
+    params, static = eqx.partition(model, trainable_filter(model))
+    optimizer = make_optimizer(TrainingConfig(warmup_steps=0, weight_decay=0.5))
+    opt_state = optimizer.init(params)
+    step = make_train_step(static, optimizer, 0.0, 0.01, 1)
+    y = jnp.asarray(recording.y)
+    for i in range(3):
+        params, opt_state, _, finite, _ = step(params, opt_state, y, jnp.asarray(recording.u), jnp.ones_like(y),
+                                               jax.random.PRNGKey(i), jnp.float32(1.0))
+    trained = eqx.combine(params, static)
+    assert float(trained.sde.drift.a.value) == pytest.approx(0.7, rel=1e-6)
+    assert float(trained.sde.drift.tau.value) == pytest.approx(12.5, rel=1e-6)
+    assert float(trained.sde.drift.b.value) != pytest.approx(0.8, rel=1e-6)
+
+
+def final_parameters(run_dir):
+    """Return the serialised arrays of the last checkpoint, without its header (which holds wall-clock time)."""
+    with open(RunFolder(run_dir).last_checkpoint, "rb") as stream:
+        stream.readline()
+        stream.readline()
+        return stream.read()
+
+
+def test_resumed_fit_matches_uninterrupted(tmp_path, monkeypatch):
+    config = npz_config(tmp_path)
+    fit_run(config, tmp_path / "whole", quiet=True)
+
+    original_update = FitProgress.update
+
+    def interrupt_at_step_4(self, step, *args):
+        original_update(self, step, *args)
+        if step == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(FitProgress, "update", interrupt_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        fit_run(config, tmp_path / "split", quiet=True)
+    monkeypatch.setattr(FitProgress, "update", original_update)
+
+    resumed = fit_run(config, tmp_path / "split", resume=True, quiet=True)
+    assert resumed.metrics["training"]["steps_run"] == 6
+    assert final_parameters(tmp_path / "whole") == final_parameters(tmp_path / "split")
+    whole_history = (tmp_path / "whole" / "history.csv").read_text().splitlines()
+    split_history = (tmp_path / "split" / "history.csv").read_text().splitlines()
+    assert [line.split(",")[:3] for line in whole_history] == [line.split(",")[:3] for line in split_history]
+
+
+def test_nonfinite_steps_stop_fit_and_keep_checkpoint(tmp_path, monkeypatch):
+    config = npz_config(tmp_path, training={"max_nonfinite": 2, "steps": 10})
+    real_make = train_module.make_train_step
+
+    def poisoned_make(*args):
+        real_step = real_make(*args)
+        calls = {"count": 0}
+
+        def step(params, opt_state, y, *rest):
+            calls["count"] += 1
+            if calls["count"] > 2:
+                y = y.at[0, 0, 0].set(jnp.nan)
+            return real_step(params, opt_state, y, *rest)
+
+        return step
+
+    monkeypatch.setattr(train_module, "make_train_step", poisoned_make)
+    with pytest.raises(TrainingError, match="2 training steps in a row"):
+        fit_run(config, tmp_path / "run", quiet=True)
+
+    run = RunFolder(tmp_path / "run")
+    with open(run.last_checkpoint, "rb") as stream:
+        stream.readline()
+        header = yaml.safe_load(stream.readline())
+    assert header["step"] == 2
+    assert header["nonfinite_total"] == 0
+
+
+def test_existing_run_not_overwritten(tmp_path):
+    config = npz_config(tmp_path, training={"steps": 2})
+    fit_run(config, tmp_path / "run", quiet=True)
+    before = final_parameters(tmp_path / "run")
+    with pytest.raises(RunFolderError, match="already holds a run"):
+        fit_run(config, tmp_path / "run", quiet=True)
+    assert final_parameters(tmp_path / "run") == before
+
+
+def test_resume_without_checkpoint_rejected(tmp_path):
+    with pytest.raises(DataFileError, match="cannot resume"):
+        fit_run(npz_config(tmp_path), tmp_path / "empty", resume=True, quiet=True)
