@@ -68,7 +68,7 @@ def test_existing_run_folder_rejected(fitted_run, capsys):
     before = (fitted_run / "checkpoints" / "last.eqx").read_bytes()
     code = main(["fit", str(fitted_run.parent / "tiny.yaml"), "--out", str(fitted_run), "--steps", "1", "--quiet"])
     assert code == 2
-    assert "already holds a run" in capsys.readouterr().err
+    assert "already contains a run" in capsys.readouterr().err
     assert (fitted_run / "checkpoints" / "last.eqx").read_bytes() == before
 
 

@@ -171,7 +171,7 @@ def test_existing_run_not_overwritten(tmp_path):
     config = npz_config(tmp_path, training={"steps": 2})
     fit_run(config, tmp_path / "run", quiet=True)
     before = final_parameters(tmp_path / "run")
-    with pytest.raises(RunFolderError, match="already holds a run"):
+    with pytest.raises(RunFolderError, match="already contains a run"):
         fit_run(config, tmp_path / "run", quiet=True)
     assert final_parameters(tmp_path / "run") == before
 

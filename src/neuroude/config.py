@@ -25,7 +25,7 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    """Where the recording comes from and how it is cut into trials."""
+    """Source of the recording and how it is cut into trials."""
 
     source: Literal["grasshopper", "npz"] = "grasshopper"
     path: str | None = Field(None, description="NPZ file in the canonical format, for source 'npz'")

@@ -24,7 +24,7 @@ class ConfigError(NeuroudeError, ValueError):
 
 
 class RunFolderError(NeuroudeError, FileExistsError):
-    """A run folder already holds results that would be overwritten."""
+    """A run folder already contains results that would be overwritten."""
 
 
 class TrainingError(NeuroudeError, RuntimeError):

@@ -1,6 +1,6 @@
 """Held-out evaluation of a fitted model beside classical baselines.
 
-On a held-out trial the model sees the stimulus and the observations of the
+On a held-out trial the model reads the stimulus and the observations of the
 first `model.n_init_bins` bins, from which it infers `x0`. It then predicts the
 rest of the trial by sampling the prior SDE. The first `evaluation.skip_bins`
 bins (at least the bins used for `x0`) are left out of every score, for the
@@ -94,7 +94,7 @@ def _baseline_scores(train, validation, test, config: RunConfig) -> dict[str, di
     scores["glm_stimulus"] = {**_score(test.y, glm.predict(test), test.mask, skip, observation), "ridge": glm.ridge}
 
     # For reference only: this GLM reads the observed spikes of the test trial one bin ahead,
-    # which the latent model, predicting from the stimulus alone, never sees.
+    # which the latent model, predicting from the stimulus alone, never reads.
     history_glm, _ = fit_ridge_by_validation(train, validation, n_lags=lags, spike_history_lags=10)
     scores["glm_stimulus_and_spike_history_one_step_ahead"] = {
         **_score(test.y, history_glm.predict(test), test.mask, skip, observation),

@@ -16,9 +16,9 @@ class GRURecognition(eqx.Module):
     Run from the last bin to the first, the GRU's hidden state at bin `k`
     summarises `y[k:]`. A linear map of it is the context that steers the
     posterior drift at bin `k`. The Gaussian `q(x0 | y)` is read from a second
-    pass of the same GRU over only the first `n_init_bins` bins, so the initial
-    state can be inferred the same way in training and on held-out trials where
-    the model may see only those bins.
+    pass of the same GRU over only the first `n_init_bins` bins. The initial
+    state is thus inferred the same way in training and on held-out trials,
+    where the model may read only those bins.
     """
 
     cell: eqx.nn.GRUCell

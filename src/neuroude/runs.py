@@ -1,6 +1,6 @@
 """Run folders and atomic files.
 
-A run folder holds `config.yaml`, `metrics.json`, `history.csv`,
+A run folder contains `config.yaml`, `metrics.json`, `history.csv`,
 `checkpoints/{best,last}.eqx`, `figures/` and `log.txt`. Every file is written
 to a temporary name in the same folder and renamed, so a crash leaves either
 the old file or the new one, never half of one.
@@ -98,7 +98,7 @@ class RunFolder:
         return self.config.is_file() or self.last_checkpoint.is_file() or self.best_checkpoint.is_file()
 
     def require_resumable(self) -> None:
-        """Raise unless the folder holds a configuration and a last checkpoint to continue from."""
+        """Raise unless the folder contains a configuration and a last checkpoint to continue from."""
         if not self.last_checkpoint.is_file() or not self.config.is_file():
             raise DataFileError(
                 f"cannot resume: {self.last_checkpoint} or {self.config} not found; start a new fit without --resume"
@@ -107,7 +107,7 @@ class RunFolder:
     def check_writable(self, resume: bool, overwrite: bool) -> None:
         """Raise unless a fit may write here: a new folder, a run to resume, or a run to overwrite.
 
-        A folder that already holds a run is never reused silently: resuming
+        A folder that already contains a run is never reused silently: resuming
         needs `resume`, starting over needs `overwrite`.
         """
         if self.root.exists() and not self.root.is_dir():
@@ -116,7 +116,7 @@ class RunFolder:
             self.require_resumable()
         elif self.holds_run() and not overwrite:
             raise RunFolderError(
-                f"run folder {self.root} already holds a run; pass --resume to continue it, "
+                f"run folder {self.root} already contains a run; pass --resume to continue it, "
                 "--overwrite to replace it, or choose another --out"
             )
 
@@ -132,7 +132,7 @@ class RunFolder:
         self.figures.mkdir(parents=True, exist_ok=True)
 
     def require_fitted(self) -> None:
-        """Raise unless the folder holds a configuration and a checkpoint."""
+        """Raise unless the folder contains a configuration and a checkpoint."""
         if not self.root.is_dir():
             raise DataFileError(f"run folder {self.root} not found")
         if not self.config.is_file():

@@ -1,8 +1,8 @@
 """Stimulus encoders: the recorded stimulus (time, k) becomes the drive u (time, m).
 
-The encoded drive is known at the data bins. Between bins the solver asks for
-it at intermediate times through `input_at`, which either holds the value of
-the current bin (zero-order hold) or interpolates linearly to the next bin.
+The encoded drive is known at the data bins. Between bins the solver reads it
+through `input_at`, which either keeps the value of the current bin
+(zero-order hold) or interpolates linearly to the next bin.
 """
 
 from __future__ import annotations

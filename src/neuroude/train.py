@@ -41,7 +41,7 @@ def kl_weight(step: int, config: TrainingConfig) -> float:
     if config.kl_schedule == "linear":
         return min(1.0, step / config.kl_warmup_steps)
     cycle_position = step % config.kl_warmup_steps
-    # Each cycle ramps beta up over its first half and holds it at 1 for the second.
+    # Each cycle ramps beta up over its first half and keeps it at 1 for the second.
     return min(1.0, 2.0 * cycle_position / config.kl_warmup_steps)
 
 
@@ -174,7 +174,13 @@ def fit(
         key = jax.random.fold_in(jax.random.fold_in(base_key, 1), state.step)
         metric = validation_metric(model_now, validation, config, key)
         state.evaluations.append({"step": state.step, "validation_metric": metric})
-        logger.info("step %d: validation metric %.4f", state.step, metric)
+        last = state.history[-1]
+        logger.info(
+            "step %d: loss %.2f, log-likelihood %.2f, KL initial %.3f, KL path %.3f, beta %.2f, "
+            "validation metric %.4f, skipped steps %d",
+            state.step, last["loss"], last["log_likelihood"], last["kl_initial"], last["kl_path"], last["beta"],
+            metric, state.nonfinite_total,
+        )
         if metric > state.best_metric:
             state.best_metric, state.best_step = metric, state.step
             state.evaluations_without_improvement = 0
@@ -212,9 +218,9 @@ def fit(
                     checkpoint(run.last_checkpoint)
                 progress.update(state.step, row, metric, state.best_metric, state.nonfinite_total)
         except KeyboardInterrupt:
+            # Skipped steps never change the parameters, so the current ones are the last finite ones.
             state.seconds = time.perf_counter() - started
-            if state.nonfinite_in_a_row == 0:
-                checkpoint(run.last_checkpoint)
+            checkpoint(run.last_checkpoint)
             logger.warning("fit interrupted at step %d; continue it with --resume", state.step)
             raise
 
@@ -240,11 +246,11 @@ def _count_nonfinite(state: FitState, finite: bool, max_nonfinite: int) -> None:
         )
 
 
-def load_trained(run: RunFolder, model: LatentUDE, config: RunConfig, which: str = "best") -> tuple[LatentUDE, dict]:
+def load_trained(run: RunFolder, model: LatentUDE, config: RunConfig, checkpoint_name: str = "best") -> tuple[LatentUDE, dict]:
     """Load the `best` or `last` parameters of a run into `model`, which was built from the run's config."""
     params, static = eqx.partition(model, trainable_filter(model))
     # The optimiser state's structure is needed to read the file; its values are not used.
     opt_state = make_optimizer(config.training).init(params)
-    path = run.best_checkpoint if which == "best" else run.last_checkpoint
+    path = run.best_checkpoint if checkpoint_name == "best" else run.last_checkpoint
     header, (loaded, _) = load_checkpoint(path, (params, opt_state))
     return eqx.combine(loaded, static), header

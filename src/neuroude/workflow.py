@@ -113,8 +113,8 @@ def write_evaluation(run: RunFolder, model, recording, split, config: RunConfig,
     return metrics
 
 
-def load_run(path: str | os.PathLike, which: str = "best") -> Run:
-    """Load a fitted run: its configuration, data, split, model and metrics."""
+def load_run(path: str | os.PathLike, checkpoint_name: str = "best") -> Run:
+    """Load a fitted run: its configuration, data, split, model (`best` or `last` checkpoint) and metrics."""
     import json
 
     run = RunFolder(path)
@@ -122,7 +122,7 @@ def load_run(path: str | os.PathLike, which: str = "best") -> Run:
     config = load_config(run.config)
     recording = load_data(config)
     split = _split(recording, config)
-    model, _ = load_trained(run, _model_for(recording, config, split), config, which)
+    model, _ = load_trained(run, _model_for(recording, config, split), config, checkpoint_name)
     metrics = json.loads(run.metrics.read_text()) if run.metrics.is_file() else None
     return Run(run, config, model, recording, split, metrics)
 
