@@ -1,0 +1,39 @@
+"""Atomic files and run folders."""
+
+import pytest
+
+from neuroude.errors import DataFileError, RunFolderError
+from neuroude.runs import RunFolder, atomic_open, write_text
+
+
+def test_failed_write_keeps_old_file(tmp_path):
+    path = tmp_path / "metrics.json"
+    write_text(path, "old")
+    with pytest.raises(RuntimeError):
+        with atomic_open(path) as stream:
+            stream.write("half")
+            raise RuntimeError("disk full")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_run_folder_over_file_rejected(tmp_path):
+    target = tmp_path / "run"
+    target.write_text("")
+    with pytest.raises(RunFolderError, match="is a file"):
+        RunFolder(target).prepare(resume=False, overwrite=False)
+
+
+def test_overwrite_clears_old_outputs(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    run.prepare(resume=False, overwrite=False)
+    write_text(run.config, "seed: 0\n")
+    write_text(run.metrics, "{}")
+    run.prepare(resume=False, overwrite=True)
+    assert not run.metrics.exists()
+
+
+def test_require_fitted_names_missing_file(tmp_path):
+    run = RunFolder(tmp_path)
+    with pytest.raises(DataFileError, match="config.yaml not found"):
+        run.require_fitted()
