@@ -179,3 +179,13 @@ def test_existing_run_not_overwritten(tmp_path):
 def test_resume_without_checkpoint_rejected(tmp_path):
     with pytest.raises(DataFileError, match="cannot resume"):
         fit_run(npz_config(tmp_path), tmp_path / "empty", resume=True, quiet=True)
+
+
+def test_resume_extends_fit_with_saved_config(tmp_path, caplog):
+    config = npz_config(tmp_path, training={"steps": 2})
+    fit_run(config, tmp_path / "run", quiet=True)
+    different = npz_config(tmp_path, model={"latent_size": 3})
+    resumed = fit_run(different, tmp_path / "run", resume=True, quiet=True, steps=4)
+    assert resumed.metrics["training"]["steps_run"] == 4
+    assert resumed.config.model.latent_size == 2
+    assert "resuming with the configuration saved" in caplog.text

@@ -48,14 +48,12 @@ def _fit(arguments) -> int:
     config = load_config(arguments.config) if arguments.config else RunConfig()
     if arguments.seed is not None:
         config.seed = arguments.seed
-    if arguments.steps is not None:
-        if arguments.steps < 1:
-            raise ConfigError(f"--steps is {arguments.steps}; expected an integer >= 1")
-        config.training.steps = arguments.steps
+    if arguments.steps is not None and arguments.steps < 1:
+        raise ConfigError(f"--steps is {arguments.steps}; expected an integer >= 1")
     name = Path(arguments.config).stem if arguments.config else "receptor-neuron"
     out = arguments.out or str(Path("runs") / name)
 
-    run = fit_run(config, out, resume=arguments.resume, overwrite=arguments.overwrite, quiet=arguments.quiet)
+    run = fit_run(config, out, arguments.resume, arguments.overwrite, arguments.quiet, arguments.steps)
     _print_metrics(run.metrics)
     print(f"run folder: {run.folder.root}")
     return 0

@@ -62,13 +62,21 @@ def fit_run(
     resume: bool = False,
     overwrite: bool = False,
     quiet: bool = False,
+    steps: int | None = None,
 ) -> Run:
-    """Fit the configured model and write a complete run folder at `out`."""
+    """Fit the configured model and write a complete run folder at `out`.
+
+    With `resume`, the configuration saved in `out` is used and `config` only
+    matters through `steps`, which may extend the fit.
+    """
     run = RunFolder(out)
     run.check_writable(resume, overwrite)
     if resume:
-        steps = config.training.steps
-        config = load_config(run.config)
+        saved = load_config(run.config)
+        if saved.model_dump(exclude={"training": {"steps"}}) != config.model_dump(exclude={"training": {"steps"}}):
+            logger.warning("resuming with the configuration saved in %s, not the one given", run.config)
+        config = saved
+    if steps is not None:
         config.training.steps = steps
 
     # Data and model are checked before anything is written, so bad input leaves no half-made run folder.
