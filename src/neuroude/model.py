@@ -110,6 +110,16 @@ class LatentUDE(eqx.Module):
             return solve_fixed_step(fields, x0, t0, bin_width, n_bins, self.n_substeps, noise_key, self.method)
         return solve_adaptive(fields, x0, t0, bin_width, n_bins, self.method, self.adjoint, self.rtol, self.atol)
 
+    def _sample_paths(self, fields, mean0, std0, t0: float, bin_width: float, n_bins: int, key, n_samples: int):
+        """Draw `x0 ~ N(mean0, std0^2)` and integrate `fields` from it, `n_samples` times; return paths and path KLs."""
+
+        def one_path(sample_key):
+            k_x0, k_noise = jax.random.split(sample_key)
+            x0 = mean0 + std0 * jax.random.normal(k_x0, mean0.shape, mean0.dtype)
+            return self._integrate(fields, x0, t0, bin_width, n_bins, k_noise)
+
+        return jax.vmap(one_path)(jax.random.split(key, n_samples))
+
     # -- inference -----------------------------------------------------------
 
     def encode(self, stimulus: Float[Array, "T k"]) -> Float[Array, "T m"]:
@@ -135,14 +145,9 @@ class LatentUDE(eqx.Module):
         context = None if self.sde.is_ode else self.recognition.context(y, drive)
         fields = self._fields(drive, context)
 
-        def one_path(sample_key):
-            k_x0, k_noise = jax.random.split(sample_key)
-            x0 = mean0 + std0 * jax.random.normal(k_x0, mean0.shape, mean0.dtype)
-            path, kl_path = self._integrate(fields, x0, t0, bin_width, y.shape[0], k_noise)
-            log_likelihood = self.observation.log_prob(y, path, mask)
-            return log_likelihood, kl_path, self._residual_penalty(path, drive)
-
-        log_likelihood, kl_path, penalty = jax.vmap(one_path)(jax.random.split(key, n_samples))
+        paths, kl_path = self._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
+        log_likelihood = jax.vmap(lambda path: self.observation.log_prob(y, path, mask))(paths)
+        penalty = jax.vmap(lambda path: self._residual_penalty(path, drive))(paths)
         return {
             "log_likelihood": jnp.mean(log_likelihood),
             "kl_initial": kl_initial,
@@ -200,14 +205,8 @@ class LatentUDE(eqx.Module):
         drive = self.encode(stimulus)
         mean0, std0 = self.recognition.initial_state(y, drive)
         fields = self._fields(drive, None)
-
-        def one_path(sample_key):
-            k_x0, k_noise = jax.random.split(sample_key)
-            x0 = mean0 + std0 * jax.random.normal(k_x0, mean0.shape, mean0.dtype)
-            path, _ = self._integrate(fields, x0, t0, bin_width, y.shape[0], k_noise)
-            return self.observation.mean(path), path
-
-        return jax.vmap(one_path)(jax.random.split(key, n_samples))
+        paths, _ = self._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
+        return jax.vmap(self.observation.mean)(paths), paths
 
     def posterior_paths(
         self,
@@ -223,14 +222,8 @@ class LatentUDE(eqx.Module):
         mean0, std0 = self.recognition.initial_state(y, drive)
         context = None if self.sde.is_ode else self.recognition.context(y, drive)
         fields = self._fields(drive, context)
-
-        def one_path(sample_key):
-            k_x0, k_noise = jax.random.split(sample_key)
-            x0 = mean0 + std0 * jax.random.normal(k_x0, mean0.shape, mean0.dtype)
-            path, _ = self._integrate(fields, x0, t0, bin_width, y.shape[0], k_noise)
-            return path
-
-        return jax.vmap(one_path)(jax.random.split(key, n_samples))
+        paths, _ = self._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
+        return paths
 
 
 class VectorFields(eqx.Module):
