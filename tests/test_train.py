@@ -189,3 +189,17 @@ def test_resume_extends_fit_with_saved_config(tmp_path, caplog):
     assert resumed.metrics["training"]["steps_run"] == 4
     assert resumed.config.model.latent_size == 2
     assert "resuming with the configuration saved" in caplog.text
+
+
+def test_gaussian_run_scores_r_squared(tmp_path):
+    rng = np.random.default_rng(0)
+    from neuroude.data import Recording
+
+    traces = Recording(y=rng.normal(size=(10, 12, 3)), ts=np.arange(12) * 0.01, u=rng.normal(size=(10, 12, 1)))
+    save_npz(traces, tmp_path / "traces.npz")
+    config = tiny_config(data={"source": "npz", "path": str(tmp_path / "traces.npz")},
+                         model={"observation": "gaussian"}, training={"steps": 2})
+    run = fit_run(config, tmp_path / "run", quiet=True)
+    assert np.isfinite(run.metrics["test"]["model"]["r_squared"])
+    assert np.isfinite(run.metrics["test"]["training_mean"]["r_squared"])
+    assert (tmp_path / "run" / "figures" / "heldout_predictions.png").is_file()
