@@ -129,6 +129,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of all sides (default 3)")
     parser.add_argument("--steps", type=int, default=10, help="timed neuroude steps per round after the first call (default 10)")
     parser.add_argument("--skip-torch", action="store_true", help="leave out peer_torchsde.py, which takes about a minute per round")
+    parser.add_argument(
+        "--torch-threads", type=int, metavar="N",
+        help="torch threads for peer_torchsde.py (default: the script's own, 2); on a loaded machine 1 can be several times faster",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write all figures and raw outputs to this JSON file")
     parser.add_argument(
         "--variants", default="",
@@ -142,6 +146,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     if args.rounds < 1:
         parser.error(f"--rounds is {args.rounds}; expected an integer >= 1")
+    if args.torch_threads is not None and args.torch_threads < 1:
+        parser.error(f"--torch-threads is {args.torch_threads}; expected an integer >= 1")
     if args.steps < 10:
         parser.error(f"--steps is {args.steps}; expected an integer >= 10, so the median is taken over enough steps")
     args.variants = [name for name in args.variants.split(",") if name]
@@ -167,7 +173,11 @@ def build_sides(args: argparse.Namespace) -> tuple[list[Side], list[Side]]:
         Side("diffrax (peer)", [str(args.peer_jax_python), str(args.peer_dir / "peer_diffrax.py"), "diffrax"]),
     ]
     if not args.skip_torch:
-        sides.append(Side("torchsde (peer)", [str(args.peer_torch_python), str(args.peer_dir / "peer_torchsde.py")]))
+        torch_command = [str(args.peer_torch_python), str(args.peer_dir / "peer_torchsde.py")]
+        if args.torch_threads is not None:
+            # The script reads the thread count as its second argument; any first argument but "adjoint" selects sdeint.
+            torch_command += ["sdeint", str(args.torch_threads)]
+        sides.append(Side("torchsde (peer)", torch_command))
     variants = [Side(f"neuroude {name}", neuroude_command + ["--variant", name]) for name in args.variants]
     return sides, variants
 
@@ -185,6 +195,8 @@ def print_report(sides: list[Side], variants: list[Side], ratios: list[dict], he
     print(f"{header['date']}  nproc {header['machine']['nproc']}  {header['machine']['cpu_model']}")
     print(f"command: {header['command']}")
     print(f"load average before / after: {header['load_before']} / {header['load_after']}")
+    for side in sides + variants:
+        print(f"  {side.name}: {shlex.join(side.command)}")
     print()
     print(f"{'side':<26} {'median s/step':>13}  {'first call s':>12}  {'peak RSS MiB':>12}  per-round medians (s)")
     for side in sides + variants:

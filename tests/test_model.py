@@ -158,3 +158,13 @@ def test_mismatched_recognition_size_rejected(make_model):
     model = make_model()
     with pytest.raises(ConfigError, match="latent_size 3"):
         type(model)(model.encoder, model.recognition, model.sde, model.observation, 3, 4, key=jax.random.PRNGKey(0))
+
+
+def test_diverged_prediction_scores_minus_infinity():
+    from neuroude.evaluate import _score
+
+    prediction = np.ones((2, 5, 1))
+    prediction[0, 3, 0] = np.inf
+    scores = _score(np.ones((2, 5, 1)), prediction, None, 1, "poisson")
+    assert scores["bits_per_spike"] == -np.inf
+    assert scores["nonfinite_predictions"] == 1

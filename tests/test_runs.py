@@ -37,3 +37,13 @@ def test_require_fitted_names_missing_file(tmp_path):
     run = RunFolder(tmp_path)
     with pytest.raises(DataFileError, match="config.yaml not found"):
         run.require_fitted()
+
+
+def test_json_writes_nonfinite_as_null(tmp_path):
+    import json
+    import math
+
+    from neuroude.runs import write_json
+
+    write_json(tmp_path / "m.json", {"score": -math.inf, "nested": [math.nan, 1.5]})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"score": None, "nested": [None, 1.5]}

@@ -64,7 +64,9 @@ def _print_metrics(metrics: dict) -> None:
     key = "bits_per_spike" if metrics["observation"] == "poisson" else "r_squared"
     print(f"held-out test {key.replace('_', ' ')} (first {metrics['skip_bins']} bins of each trial not scored):")
     for name, scores in test.items():
-        print(f"  {name:<50s} {scores[key]: .4f}")
+        score = scores.get(key)
+        shown = "n/a (non-finite predictions)" if score is None else f"{score: .4f}"
+        print(f"  {name:<50s} {shown}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ model and the baselines alike.
 from __future__ import annotations
 
 import logging
+import math
 
 import equinox as eqx
 import jax
@@ -55,6 +56,12 @@ def predict_recording(model, recording, key, n_samples: int = 32) -> dict[str, n
 
 
 def _score(y, prediction, mask, skip_bins: int, observation: str) -> dict[str, float]:
+    """Score a prediction; a prediction with non-finite values (a diverged sample path) scores -inf."""
+    if not np.all(np.isfinite(prediction)):
+        count = int(np.sum(~np.isfinite(prediction)))
+        logger.warning("%d predicted values are NaN or infinite (a sample path diverged); scoring them as -inf", count)
+        name = "bits_per_spike" if observation == "poisson" else "r_squared"
+        return {name: -math.inf, "nonfinite_predictions": count}
     y = score_window(y, skip_bins)
     prediction = score_window(prediction, skip_bins)
     mask = None if mask is None else score_window(mask, skip_bins)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -46,8 +47,20 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         stream.write(text)
 
 
+def _strict_json_value(value):
+    # JSON has no NaN or infinity; a score that could not be computed is written as null.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _strict_json_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json_value(item) for item in value]
+    return value
+
+
 def write_json(path: str | os.PathLike, value) -> None:
-    write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
+    """Write `value` as strict JSON, with NaN and infinities as null."""
+    write_text(path, json.dumps(_strict_json_value(value), indent=2, allow_nan=False) + "\n")
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict, tree) -> None:
