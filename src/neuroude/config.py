@@ -47,7 +47,7 @@ class ModelConfig(Section):
 
     latent_size: int = Field(4, ge=1)
     drift: Literal["mlp", "fitzhugh_nagumo", "fitzhugh_nagumo_residual"] = "mlp"
-    drift_width: int = Field(64, ge=1)
+    drift_width: int = Field(32, ge=1)
     drift_depth: int = Field(2, ge=1)
     drift_time_constant: float = Field(0.02, gt=0, description="seconds; time scale of the network drift")
     constants: dict[str, float] = Field(default_factory=dict, description="initial FitzHugh-Nagumo constants")
@@ -92,8 +92,8 @@ class TrainingConfig(Section):
     kl_schedule: Literal["linear", "cyclical", "constant"] = "linear"
     kl_warmup_steps: int = Field(300, ge=0, description="steps to raise beta from 0 to 1; the cycle length if cyclical")
     n_samples: int = Field(1, ge=1, description="Monte-Carlo paths per trial in the ELBO")
-    eval_every: int = Field(100, ge=1)
-    patience: int = Field(6, ge=1, description="evaluations without improvement before stopping early")
+    eval_every: int = Field(50, ge=1)
+    patience: int = Field(8, ge=1, description="evaluations without improvement before stopping early")
     checkpoint_every: int = Field(100, ge=1)
     max_nonfinite: int = Field(20, ge=1, description="non-finite steps in a row before the fit stops")
 
