@@ -168,3 +168,16 @@ def test_diverged_prediction_scores_minus_infinity():
     scores = _score(np.ones((2, 5, 1)), prediction, None, 1, "poisson")
     assert scores["bits_per_spike"] == -np.inf
     assert scores["nonfinite_predictions"] == 1
+
+
+@pytest.mark.parametrize("model_settings", [
+    {"diffusion": "network", "diffusion_uses_input": True},
+    {"diffusion": "input_scaled", "encoder": "linear"},
+    {"drift": "fitzhugh_nagumo_residual", "observation": "gaussian"},
+])
+def test_no_weak_typed_parameters(model_settings):
+    # A weak-typed leaf turns strong after the first update and makes the training step compile twice.
+    model = build_model(tiny_config(model=model_settings), 3, 1, jax.random.PRNGKey(0))
+    weak = [path for path, leaf in jax.tree_util.tree_leaves_with_path(model)
+            if eqx.is_array(leaf) and getattr(leaf, "weak_type", False)]
+    assert weak == []

@@ -115,7 +115,7 @@ class NetworkDiffusion(eqx.Module):
         self.weight_in = jax.random.normal(k_in, (state_size, width, fan_in)) / jnp.sqrt(fan_in)
         self.bias_in = jnp.zeros((state_size, width))
         self.weight_out = jax.random.normal(k_out, (state_size, width)) / jnp.sqrt(width)
-        self.bias_out = jnp.full((state_size,), -1.0)
+        self.bias_out = jnp.full((state_size,), -1.0, dtype=jnp.float32)
         self.uses_input = uses_input
         self.max_scale = float(max_scale)
         self.floor = float(floor)
