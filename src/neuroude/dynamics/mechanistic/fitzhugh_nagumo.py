@@ -6,11 +6,17 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ...errors import ConfigError
 from ..parameters import Constant
+from .base import ConstantSpec, init_constants, input_gain
 
 # FitzHugh (1961), Biophys J 1:445-466: a = 0.7, b = 0.8, tau = 12.5 (dimensionless time).
-DEFAULTS = {"a": 0.7, "b": 0.8, "tau": 12.5, "time_scale": 100.0}
+CONSTANTS = {
+    "a": ConstantSpec(0.7, unit="dimensionless"),
+    "b": ConstantSpec(0.8, unit="dimensionless"),
+    "tau": ConstantSpec(12.5, unit="dimensionless time"),
+    "time_scale": ConstantSpec(100.0, unit="1/s"),
+    "i_ext": ConstantSpec(0.0, "real", unit="dimensionless current"),
+}
 
 
 class FitzHughNagumo(eqx.Module):
@@ -40,19 +46,8 @@ class FitzHughNagumo(eqx.Module):
     state_size: int = eqx.field(static=True, default=2)
 
     def __init__(self, input_size: int = 0, frozen: tuple[str, ...] = (), **values: float):
-        known = set(DEFAULTS) | {"i_ext"}
-        unknown = set(values) - known
-        if unknown:
-            raise ConfigError(f"unknown FitzHugh-Nagumo constants {sorted(unknown)}; expected some of {sorted(known)}")
-        bad_frozen = set(frozen) - known
-        if bad_frozen:
-            raise ConfigError(f"frozen names {sorted(bad_frozen)} are not FitzHugh-Nagumo constants {sorted(known)}")
-
-        settings = {**DEFAULTS, "i_ext": 0.0, **values}
-        for name in DEFAULTS:
-            setattr(self, name, Constant(settings[name], "positive", learnable=name not in frozen))
-        self.i_ext = Constant(settings["i_ext"], "real", learnable="i_ext" not in frozen)
-        self.input_gain = jnp.ones((input_size,), dtype=jnp.float32) * 0.5
+        init_constants(self, "FitzHugh-Nagumo", CONSTANTS, frozen, values)
+        self.input_gain = input_gain(input_size)
 
     def __call__(self, t, x: Float[Array, " 2"], u: Float[Array, " m"]) -> Float[Array, " 2"]:
         v, w = x[0], x[1]
