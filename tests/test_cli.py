@@ -159,3 +159,10 @@ def test_corrupt_npz(tmp_path, capsys):
     config = write_yaml(tmp_path / "c.yaml", {"data": {"source": "npz", "path": str(tmp_path / "data.npz")}})
     error = run_fit_expecting_error(capsys, config, "--out", tmp_path / "run")
     assert "data.npz" in error
+
+
+def test_models_lists_constants(capsys):
+    assert main(["models"]) == 0
+    output = capsys.readouterr().out
+    assert "fitzhugh_nagumo (FitzHughNagumo), states: 2" in output
+    assert "tau" in output

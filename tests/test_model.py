@@ -128,10 +128,11 @@ def test_sde_variants_give_finite_loss(method, diffusion, recording):
     assert np.isfinite(float(loss))
 
 
-@pytest.mark.parametrize("drift", ["fitzhugh_nagumo", "fitzhugh_nagumo_residual"])
-def test_mechanistic_drifts_give_finite_loss(drift, recording):
+@pytest.mark.parametrize("residual", [False, True])
+def test_mechanistic_drifts_give_finite_loss(residual, recording):
     # FitzHugh-Nagumo's default time scale (100 / s) needs steps well below 10 ms for Euler to stay stable.
-    config = tiny_config(model={"drift": drift, "residual_penalty": 0.1}, solver={"n_substeps": 10})
+    config = tiny_config(model={"drift": "fitzhugh_nagumo", "residual": residual, "residual_penalty": 0.1},
+                         solver={"n_substeps": 10})
     model = build_model(config, 3, 1, jax.random.PRNGKey(0))
     loss, terms = model.loss(*batch(recording), 0.0, 0.01, jax.random.PRNGKey(0))
     assert np.isfinite(float(loss))
@@ -173,7 +174,7 @@ def test_diverged_prediction_scores_minus_infinity():
 @pytest.mark.parametrize("model_settings", [
     {"diffusion": "network", "diffusion_uses_input": True},
     {"diffusion": "input_scaled", "encoder": "linear"},
-    {"drift": "fitzhugh_nagumo_residual", "observation": "gaussian"},
+    {"drift": "fitzhugh_nagumo", "residual": True, "observation": "gaussian"},
 ])
 def test_no_weak_typed_parameters(model_settings):
     # A weak-typed leaf turns strong after the first update and makes the training step compile twice.

@@ -9,12 +9,12 @@ from .config import ModelConfig, RunConfig
 from .dynamics import (
     SDE,
     AdditiveDiffusion,
-    FitzHughNagumo,
     InputScaledDiffusion,
     NetworkDiffusion,
     NeuralDrift,
     ResidualDrift,
 )
+from .dynamics.mechanistic import make_mechanistic
 from .model import LatentUDE
 from .observation import GaussianObservation, PoissonObservation
 from .recognition import GRURecognition
@@ -27,11 +27,15 @@ def _drift(config: ModelConfig, input_size: int, key: PRNGKeyArray):
             config.latent_size, input_size, config.drift_width, config.drift_depth, config.drift_time_constant, key=key
         )
 
-    mechanistic = FitzHughNagumo(input_size, frozen=tuple(config.frozen_constants), **config.constants)
-    if config.drift == "fitzhugh_nagumo":
+    key_mechanistic, key_residual = jax.random.split(key)
+    mechanistic = make_mechanistic(
+        config.drift, config.latent_size, input_size, tuple(config.frozen_constants), config.constants,
+        key=key_mechanistic,
+    )
+    if not config.residual:
         return mechanistic
     return ResidualDrift(
-        mechanistic, input_size, config.drift_width, config.drift_depth, config.residual_penalty, key=key
+        mechanistic, input_size, config.drift_width, config.drift_depth, config.residual_penalty, key=key_residual
     )
 
 

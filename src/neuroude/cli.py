@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--split", choices=("train", "validation", "test"), default="test",
                         help="which trials to sample (default test)")
     sample.add_argument("--seed", type=int, default=0, help="random seed of the samples")
+
+    commands.add_parser("models", help="list the mechanistic drifts with their constants and defaults")
     return parser
 
 
@@ -79,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
             from .workflow import evaluate_run
 
             _print_metrics(evaluate_run(arguments.run_dir))
+            return 0
+        if arguments.command == "models":
+            from .dynamics.mechanistic import describe_models
+
+            print(describe_models())
             return 0
         if arguments.command == "sample":
             from .workflow import sample_run

@@ -17,6 +17,7 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .dynamics.mechanistic import MODELS, check_model_name
 from .errors import ConfigError, DataFileError
 
 
@@ -46,7 +47,8 @@ class ModelConfig(Section):
     """The four modules."""
 
     latent_size: int = Field(4, ge=1)
-    drift: Literal["mlp", "fitzhugh_nagumo", "fitzhugh_nagumo_residual"] = "mlp"
+    drift: str = Field("mlp", description="'mlp' (black box) or a mechanistic model name; see `neuroude models`")
+    residual: bool = Field(False, description="add a residual network to a mechanistic drift (grey box)")
     drift_width: int = Field(32, ge=1)
     drift_depth: int = Field(2, ge=1)
     drift_time_constant: float = Field(0.02, gt=0, description="seconds; time scale of the network drift")
@@ -68,8 +70,16 @@ class ModelConfig(Section):
 
     @model_validator(mode="after")
     def _check(self):
-        if self.drift.startswith("fitzhugh_nagumo") and self.latent_size != 2:
-            raise ValueError(f"model.latent_size is {self.latent_size}; the FitzHugh-Nagumo drift needs latent_size 2")
+        if self.drift == "mlp":
+            if self.residual:
+                raise ValueError("model.residual needs a mechanistic drift; the 'mlp' drift is a network already")
+            return self
+        check_model_name(self.drift)
+        state_size = MODELS[self.drift].state_size
+        if state_size is not None and state_size != self.latent_size:
+            raise ValueError(
+                f"model.latent_size is {self.latent_size}; the {self.drift} drift has {state_size} states"
+            )
         return self
 
 
