@@ -182,3 +182,16 @@ def test_no_weak_typed_parameters(model_settings):
     weak = [path for path, leaf in jax.tree_util.tree_leaves_with_path(model)
             if eqx.is_array(leaf) and getattr(leaf, "weak_type", False)]
     assert weak == []
+
+
+@pytest.mark.parametrize("name", ["hodgkin_huxley", "morris_lecar", "izhikevich", "wilson_cowan", "rate_network",
+                                  "jansen_rit", "linear", "stuart_landau", "kuramoto", "lorenz", "van_der_pol"])
+def test_registered_model_builds_from_config(name, recording):
+    from neuroude.dynamics.mechanistic import MODELS
+
+    latent_size = MODELS[name].state_size or 3
+    config = tiny_config(model={"drift": name, "latent_size": latent_size})
+    model = build_model(config, 3, 1, jax.random.PRNGKey(0))
+    drift = model.sde.drift(0.0, jnp.zeros(latent_size), jnp.ones(model.encoder.output_size))
+    assert drift.shape == (latent_size,)
+    assert bool(jnp.all(jnp.isfinite(drift)))

@@ -13,6 +13,17 @@ from typing import NamedTuple
 
 from ...errors import ConfigError
 from .fitzhugh_nagumo import FitzHughNagumo
+from .hodgkin_huxley import HodgkinHuxley
+from .izhikevich import Izhikevich
+from .jansen_rit import JansenRit
+from .kuramoto import Kuramoto
+from .linear import LinearDynamics
+from .lorenz import Lorenz
+from .morris_lecar import MorrisLecar
+from .rate_network import RateNetwork
+from .stuart_landau import StuartLandau
+from .van_der_pol import VanDerPol
+from .wilson_cowan import WilsonCowan
 
 
 class ModelEntry(NamedTuple):
@@ -22,6 +33,17 @@ class ModelEntry(NamedTuple):
 
 MODELS: dict[str, ModelEntry] = {
     "fitzhugh_nagumo": ModelEntry(FitzHughNagumo, 2),
+    "hodgkin_huxley": ModelEntry(HodgkinHuxley, 4),
+    "morris_lecar": ModelEntry(MorrisLecar, 2),
+    "izhikevich": ModelEntry(Izhikevich, 3),
+    "wilson_cowan": ModelEntry(WilsonCowan, 2),
+    "rate_network": ModelEntry(RateNetwork, None),
+    "jansen_rit": ModelEntry(JansenRit, 6),
+    "linear": ModelEntry(LinearDynamics, None),
+    "stuart_landau": ModelEntry(StuartLandau, 2),
+    "kuramoto": ModelEntry(Kuramoto, None),
+    "lorenz": ModelEntry(Lorenz, 3),
+    "van_der_pol": ModelEntry(VanDerPol, 2),
 }
 
 
@@ -64,4 +86,21 @@ def describe_models() -> str:
     return "\n".join(lines)
 
 
-__all__ = ["MODELS", "FitzHughNagumo", "check_model_name", "describe_models", "make_mechanistic"]
+__all__ = [
+    "MODELS",
+    "FitzHughNagumo",
+    "HodgkinHuxley",
+    "Izhikevich",
+    "JansenRit",
+    "Kuramoto",
+    "LinearDynamics",
+    "Lorenz",
+    "MorrisLecar",
+    "RateNetwork",
+    "StuartLandau",
+    "VanDerPol",
+    "WilsonCowan",
+    "check_model_name",
+    "describe_models",
+    "make_mechanistic",
+]
