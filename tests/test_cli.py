@@ -56,12 +56,17 @@ def test_resolved_config_written(fitted_run):
 def test_evaluate_and_sample(fitted_run, capsys):
     assert main(["evaluate", str(fitted_run)]) == 0
     assert "glm_stimulus" in capsys.readouterr().out
+    metrics = json.loads((fitted_run / "metrics.json").read_text())
+    assert metrics["training"]["steps_run"] == 2
+    assert "re-evaluating" in (fitted_run / "log.txt").read_text()
 
     assert main(["sample", str(fitted_run), "--n", "3"]) == 0
     with np.load(fitted_run / "samples_test.npz", allow_pickle=False) as samples:
         assert samples["expected"].shape[1] == 3
         assert samples["observations"].shape == samples["expected"].shape
         assert samples["paths"].shape[-1] == 2
+        assert "expected: (trials, samples, time, channels)" in str(samples["description"])
+        assert samples["u"].shape[0] == samples["y"].shape[0]
 
 
 def test_existing_run_folder_rejected(fitted_run, capsys):
@@ -125,6 +130,7 @@ def test_negative_counts(tmp_path, capsys):
     config = npz_config(tmp_path, y=y, dt=0.01)
     error = run_fit_expecting_error(capsys, config, "--out", tmp_path / "run")
     assert "negative" in error
+    assert "data.npz" in error
 
 
 def test_fractional_counts(tmp_path, capsys):

@@ -64,3 +64,11 @@ def test_yaml_tags_not_executed(tmp_path):
     path.write_text("seed: !!python/object/apply:os.getcwd []\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(path)
+
+
+def test_relative_data_path_read_beside_config(tmp_path):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    path = folder / "c.yaml"
+    path.write_text("data:\n  source: npz\n  path: recording.npz\n")
+    assert load_config(path).data.path == str(folder.resolve() / "recording.npz")

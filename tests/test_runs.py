@@ -29,8 +29,10 @@ def test_overwrite_clears_old_outputs(tmp_path):
     run.prepare(resume=False, overwrite=False)
     write_text(run.config, "seed: 0\n")
     write_text(run.metrics, "{}")
+    write_text(run.log, "old run\n")
     run.prepare(resume=False, overwrite=True)
     assert not run.metrics.exists()
+    assert not run.log.exists()
 
 
 def test_require_fitted_names_missing_file(tmp_path):
@@ -47,3 +49,14 @@ def test_json_writes_nonfinite_as_null(tmp_path):
 
     write_json(tmp_path / "m.json", {"score": -math.inf, "nested": [math.nan, 1.5]})
     assert json.loads((tmp_path / "m.json").read_text()) == {"score": None, "nested": [None, 1.5]}
+
+
+def test_written_files_follow_umask(tmp_path):
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        write_text(tmp_path / "metrics.json", "{}")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o644

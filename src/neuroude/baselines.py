@@ -272,5 +272,12 @@ def fit_ridge_by_validation(
         models[float(ridge)] = model
 
     best = max(scores, key=scores.get)
-    logger.info("PoissonGLM ridge %g chosen on validation; log-likelihoods %s", best, scores)
+    description = ", ".join(f"{name}={value}" for name, value in glm_arguments.items()) or "default settings"
+    logger.info("PoissonGLM (%s): ridge %g chosen on validation; log-likelihoods %s", description, best, scores)
+    if len(ridges) > 1 and best in (min(ridges), max(ridges)):
+        logger.warning(
+            "PoissonGLM (%s): the chosen ridge %g is at the edge of the searched range %s; "
+            "a ridge outside the range might fit the validation trials better",
+            description, best, sorted(float(ridge) for ridge in ridges),
+        )
     return models[best], scores

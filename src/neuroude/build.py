@@ -15,6 +15,7 @@ from .dynamics import (
     ResidualDrift,
 )
 from .dynamics.mechanistic import make_mechanistic
+from .errors import DataError
 from .model import LatentUDE
 from .observation import GaussianObservation, PoissonObservation
 from .recognition import GRURecognition
@@ -96,16 +97,18 @@ def load_data(config: RunConfig):
     else:
         recording = load_npz(data_config.path)
 
-    if config.model.observation == "poisson":
-        recording.check_counts()
-    _check_uniform_bins(recording.ts)
+    try:
+        if config.model.observation == "poisson":
+            recording.check_counts()
+        _check_uniform_bins(recording.ts)
+    except DataError as error:
+        source = data_config.path if data_config.source == "npz" else "the receptor-neuron recording"
+        raise DataError(f"{source}: {error}") from None
     return recording
 
 
 def _check_uniform_bins(ts) -> None:
     import numpy as np
-
-    from .errors import DataError
 
     widths = np.diff(ts)
     if widths.size and not np.allclose(widths, widths[0], rtol=1e-6, atol=0.0):

@@ -29,7 +29,9 @@ class DataConfig(Section):
     """Source of the recording and how it is cut into trials."""
 
     source: Literal["grasshopper", "npz"] = "grasshopper"
-    path: str | None = Field(None, description="NPZ file in the canonical format, for source 'npz'")
+    path: str | None = Field(
+        None, description="NPZ file in the canonical format, for source 'npz'; a relative path is read beside the config"
+    )
     bin_width: float = Field(0.005, gt=0, description="seconds per bin (grasshopper only)")
     trial_duration: float = Field(1.0, gt=0, description="seconds per trial (grasshopper only)")
     split: tuple[float, float, float] = Field((0.6, 0.2, 0.2), description="train, validation, test fractions of trials")
@@ -194,7 +196,17 @@ def load_config(path: str | os.PathLike) -> RunConfig:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
-    return parse_config(raw)
+    config = parse_config(raw)
+    _resolve_data_path(config, path.parent)
+    return config
+
+
+def _resolve_data_path(config: RunConfig, folder: Path) -> None:
+    # A relative data.path names a file beside the config, wherever the command is run from.
+    if config.data.path is not None and not Path(config.data.path).expanduser().is_absolute():
+        config.data.path = str((folder / Path(config.data.path)).resolve())
+    elif config.data.path is not None:
+        config.data.path = str(Path(config.data.path).expanduser())
 
 
 def dump_config(config: RunConfig) -> str:

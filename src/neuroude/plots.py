@@ -52,51 +52,85 @@ def plot_training(history: list[dict], evaluations: list[dict], path, metric_nam
     return _save(figure, path)
 
 
-def plot_predictions(recording, prediction: dict, path, skip_bins: int, max_trials: int = 4, max_channels: int = 4) -> Path:
-    """Plot held-out observations with the predicted mean and a band of one standard deviation over samples."""
+def _trial_labels(recording, trial_indices) -> list[str]:
+    if trial_indices is None:
+        return [f"trial {i}" for i in range(recording.n_trials)]
+    return [f"trial {int(i)}" for i in trial_indices]
+
+
+def plot_predictions(
+    recording, prediction: dict, path, skip_bins: int, trial_indices=None, max_trials: int = 4, max_channels: int = 4
+) -> Path:
+    """Plot held-out observations with the predicted mean and a band of one standard deviation over samples.
+
+    `trial_indices` are the trials' indices in the full recording, used in the panel titles.
+    """
     n_trials = min(max_trials, recording.n_trials)
     n_channels = min(max_channels, recording.n_channels)
     has_stimulus = recording.u is not None
     rows = n_channels + int(has_stimulus)
     figure, axes = plt.subplots(rows, n_trials, figsize=(3.6 * n_trials, 1.9 * rows), squeeze=False, sharex=True)
     ts = recording.ts - recording.ts[0]
-    channel_names = recording.metadata.get("channel_names") or [f"channel {i}" for i in range(recording.n_channels)]
+    metadata = recording.metadata
+    channel_names = metadata.get("channel_names") or [f"channel {i}" for i in range(recording.n_channels)]
+    input_names = metadata.get("input_names") or ["stimulus"]
+    is_counts = prediction.get("observation", "poisson") == "poisson"
+    unit = "counts per bin" if is_counts else "value"
+    labels = _trial_labels(recording, trial_indices)
+
     for trial in range(n_trials):
+        axes[0, trial].set_title(f"held-out {labels[trial]}")
         if has_stimulus:
             axes[0, trial].plot(ts, recording.u[trial], color="0.3", lw=0.8)
-            axes[0, trial].set_title(f"held-out trial {trial}")
+            if trial == 0:
+                axes[0, 0].set_ylabel(str(input_names[0])[:18])
         for channel in range(n_channels):
             axis = axes[channel + int(has_stimulus), trial]
             mean = prediction["mean"][trial, :, channel]
             std = prediction["std"][trial, :, channel]
-            axis.bar(ts, recording.y[trial, :, channel], width=recording.dt, color="0.75", label="data")
-            axis.plot(ts, mean, color="C3", lw=1.0, label="predicted")
-            axis.fill_between(ts, mean - std, mean + std, color="C3", alpha=0.25, lw=0)
-            axis.axvspan(ts[0], ts[min(skip_bins, len(ts) - 1)], color="C0", alpha=0.08)
+            if is_counts:
+                axis.bar(ts, recording.y[trial, :, channel], width=recording.dt, color="0.75", label="data")
+            else:
+                axis.plot(ts, recording.y[trial, :, channel], color="0.5", lw=0.8, label="data")
+            axis.plot(ts, mean, color="C3", lw=1.0, label="predicted mean")
+            axis.fill_between(ts, mean - std, mean + std, color="C3", alpha=0.3, lw=0, label="±1 SD over samples")
+            axis.axvspan(ts[0], ts[min(skip_bins, len(ts) - 1)], color="C0", alpha=0.12, lw=0)
             if trial == 0:
-                axis.set_ylabel(str(channel_names[channel])[:18])
+                axis.set_ylabel(f"{str(channel_names[channel])[:18]}\n({unit})")
+
     axes[-1, 0].set_xlabel("time in trial (s)")
     axes[int(has_stimulus), 0].legend(frameon=False, fontsize=7)
-    figure.suptitle("held-out predictions (shaded start: bins used to infer x0, not scored)", fontsize=9)
+    figure.suptitle(
+        "held-out predictions from the stimulus alone "
+        f"(blue: first {skip_bins} bins, used to infer the initial state and not scored)",
+        fontsize=9,
+    )
     figure.tight_layout()
     return _save(figure, path)
 
 
-def plot_latents(paths: np.ndarray, ts: np.ndarray, path, max_trials: int = 6) -> Path:
-    """Plot the first two latent dimensions of sampled paths, one colour per trial."""
+def plot_latents(paths: np.ndarray, ts: np.ndarray, path, trial_indices=None, max_trials: int = 4) -> Path:
+    """Plot the first two latent dimensions of the mean sampled path, one colour per trial."""
     figure, (axis_time, axis_plane) = plt.subplots(1, 2, figsize=(10, 4))
     ts = ts - ts[0]
-    for trial in range(min(max_trials, paths.shape[0])):
+    n_trials = min(max_trials, paths.shape[0])
+    labels = [f"trial {int(i)}" for i in trial_indices] if trial_indices is not None else None
+
+    for trial in range(n_trials):
         colour = f"C{trial % 10}"
+        label = labels[trial] if labels else f"trial {trial}"
         mean_path = paths[trial].mean(axis=0)
-        axis_time.plot(ts, mean_path[:, 0], color=colour, lw=0.9)
+        axis_time.plot(ts, mean_path[:, 0], color=colour, lw=0.8, label=label)
         if paths.shape[-1] > 1:
-            axis_plane.plot(mean_path[:, 0], mean_path[:, 1], color=colour, lw=0.9)
-            axis_plane.plot(mean_path[0, 0], mean_path[0, 1], "o", color=colour, ms=3)
+            axis_plane.plot(mean_path[:, 0], mean_path[:, 1], color=colour, lw=0.6, alpha=0.7)
+            axis_plane.plot(mean_path[0, 0], mean_path[0, 1], "o", color=colour, ms=5)
+
+    axis_time.set_title("latent 1 over time (mean over prior samples)")
     axis_time.set_xlabel("time in trial (s)")
-    axis_time.set_ylabel("latent 1 (mean over samples)")
+    axis_time.set_ylabel("latent 1")
+    axis_time.legend(frameon=False, fontsize=7)
     axis_plane.set_xlabel("latent 1")
     axis_plane.set_ylabel("latent 2")
-    axis_plane.set_title("latent paths (dot: inferred x0)")
+    axis_plane.set_title("latent plane (dot: inferred initial state x0)")
     figure.tight_layout()
     return _save(figure, path)

@@ -24,6 +24,13 @@ from .errors import DataFileError, RunFolderError
 CHECKPOINT_MAGIC = b"neuroude-checkpoint 1\n"
 
 
+def _umask() -> int:
+    # The umask can only be read by setting it, so set it back at once.
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file beside `path`; on success flush it to disk and rename it onto `path`."""
@@ -35,6 +42,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
             yield stream
             stream.flush()
             os.fsync(stream.fileno())
+        # mkstemp creates the file readable by its owner only; give it the permissions a plain open() would.
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -129,8 +138,8 @@ class RunFolder:
             self.require_resumable()
         elif self.holds_run() and not overwrite:
             raise RunFolderError(
-                f"run folder {self.root} already contains a run; pass --resume to continue it, "
-                "--overwrite to replace it, or choose another --out"
+                f"run folder {self.root} already contains a run; resume it (--resume, or resume=True in fit_run), "
+                "replace it (--overwrite, or overwrite=True), or choose another output folder"
             )
 
     def prepare(self, resume: bool, overwrite: bool) -> None:
@@ -139,7 +148,7 @@ class RunFolder:
         if resume:
             return
         if self.holds_run():
-            for stale in (self.last_checkpoint, self.best_checkpoint, self.metrics, self.history):
+            for stale in (self.last_checkpoint, self.best_checkpoint, self.metrics, self.history, self.log):
                 stale.unlink(missing_ok=True)
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self.figures.mkdir(parents=True, exist_ok=True)

@@ -164,6 +164,7 @@ def fit(
 
     train_step = make_train_step(static, optimizer, t0, bin_width, training.n_samples)
     base_key = jax.random.PRNGKey(config.seed)
+    metric_name = "bits per spike" if config.model.observation == "poisson" else "R^2"
 
     def checkpoint(path):
         save_checkpoint(path, state.to_dict(), (params, opt_state))
@@ -177,9 +178,9 @@ def fit(
         last = state.history[-1]
         logger.info(
             "step %d: loss %.2f, log-likelihood %.2f, KL initial %.3f, KL path %.3f, beta %.2f, "
-            "validation metric %.4f, skipped steps %d",
+            "validation %s %.4f, skipped steps %d",
             state.step, last["loss"], last["log_likelihood"], last["kl_initial"], last["kl_path"], last["beta"],
-            metric, state.nonfinite_total,
+            metric_name, metric, state.nonfinite_total,
         )
         if metric > state.best_metric:
             state.best_metric, state.best_step = metric, state.step
@@ -211,8 +212,8 @@ def fit(
                     metric = evaluate_now()
                     if state.evaluations_without_improvement >= training.patience:
                         state.stopped_early = True
-                        logger.info("stopping early at step %d: no improvement in %d evaluations",
-                                    state.step, training.patience)
+                        logger.info("stopping early at step %d: validation %s did not improve in %d evaluations",
+                                    state.step, metric_name, training.patience)
                 state.seconds = time.perf_counter() - started
                 if state.step % training.checkpoint_every == 0 or state.step == training.steps or state.stopped_early:
                     checkpoint(run.last_checkpoint)

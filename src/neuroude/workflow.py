@@ -6,6 +6,7 @@ what a notebook calls to do the same from Python.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -44,6 +45,11 @@ def _attach_log_file(run: RunFolder) -> logging.Handler:
     logging.getLogger("neuroude").addHandler(handler)
     logging.getLogger("neuroude").setLevel(logging.INFO)
     return handler
+
+
+def _detach_log_file(handler: logging.Handler) -> None:
+    logging.getLogger("neuroude").removeHandler(handler)
+    handler.close()
 
 
 def _split(recording, config: RunConfig) -> dict[str, list[int]]:
@@ -92,8 +98,7 @@ def fit_run(
         result = fit(model, recording, config, split, run, resume=resume, quiet=quiet)
         metrics = write_evaluation(run, result.model, recording, split, config, result.state)
     finally:
-        logging.getLogger("neuroude").removeHandler(handler)
-        handler.close()
+        _detach_log_file(handler)
     return Run(run, config, result.model, recording, split, metrics)
 
 
@@ -101,6 +106,11 @@ def write_evaluation(run: RunFolder, model, recording, split, config: RunConfig,
     """Evaluate on held-out trials, then write `metrics.json` and the figures."""
     key = jax.random.PRNGKey(config.seed + 1)
     metrics, test_prediction = evaluate(model, recording, split, config, key)
+    if state is None and run.metrics.is_file():
+        # Re-evaluating keeps the record of how the model was trained.
+        previous = json.loads(run.metrics.read_text())
+        if "training" in previous:
+            metrics["training"] = previous["training"]
     if state is not None:
         metrics["training"] = {
             "steps_run": state.step,
@@ -116,15 +126,16 @@ def write_evaluation(run: RunFolder, model, recording, split, config: RunConfig,
     metric_name = "bits per spike" if config.model.observation == "poisson" else "R^2"
     if state is not None and state.history:
         plots.plot_training(state.history, state.evaluations, run.figures / "training.png", metric_name)
-    plots.plot_predictions(test, test_prediction, run.figures / "heldout_predictions.png", config.evaluation.skip_bins)
-    plots.plot_latents(test_prediction["paths"], test.ts, run.figures / "latent_paths.png")
+    test_trials = split["test"]
+    test_prediction["observation"] = config.model.observation
+    plots.plot_predictions(test, test_prediction, run.figures / "heldout_predictions.png",
+                           config.evaluation.skip_bins, test_trials)
+    plots.plot_latents(test_prediction["paths"], test.ts, run.figures / "latent_paths.png", test_trials)
     return metrics
 
 
 def load_run(path: str | os.PathLike, checkpoint_name: str = "best") -> Run:
     """Load a fitted run: its configuration, data, split, model (`best` or `last` checkpoint) and metrics."""
-    import json
-
     run = RunFolder(path)
     run.require_fitted()
     config = load_config(run.config)
@@ -138,15 +149,26 @@ def load_run(path: str | os.PathLike, checkpoint_name: str = "best") -> Run:
 def evaluate_run(path: str | os.PathLike) -> dict:
     """Recompute held-out metrics and figures of a fitted run from its best checkpoint."""
     run = load_run(path)
-    return write_evaluation(run.folder, run.model, run.recording, run.split, run.config, None)
+    handler = _attach_log_file(run.folder)
+    try:
+        logger.info("re-evaluating %s from its best checkpoint", run.folder.root)
+        return write_evaluation(run.folder, run.model, run.recording, run.split, run.config, None)
+    finally:
+        _detach_log_file(handler)
+
+
+SAMPLES_DESCRIPTION = (
+    "expected: (trials, samples, time, channels) expected observations per prior sample "
+    "(counts per bin for Poisson models); observations: the same shape, drawn from the observation model; "
+    "paths: (trials, samples, time, latents) latent paths; y: (trials, time, channels) recorded data; "
+    "u: (trials, time, inputs) stimulus, when recorded; ts: (time,) seconds; trials: indices in the recording"
+)
 
 
 def sample_run(path: str | os.PathLike, n_samples: int = 32, split_name: str = "test", seed: int = 0) -> Path:
     """Write predictive samples of a split's trials to `samples_<split>.npz` in the run folder.
 
-    Arrays: `expected` (trials, samples, time, channels) expected observations,
-    `observations` sampled from the observation model, `paths` latent paths,
-    `y` the recorded data and `ts` the bin times.
+    The file's arrays are listed in `SAMPLES_DESCRIPTION`, which is also stored in it as `description`.
     """
     run = load_run(path)
     subset = run.recording.select(run.split[split_name])
@@ -154,9 +176,19 @@ def sample_run(path: str | os.PathLike, n_samples: int = 32, split_name: str = "
     observed = _sample_observations(run.model, prediction["samples"], seed)
 
     target = run.folder.root / f"samples_{split_name}.npz"
+    arrays = {
+        "expected": prediction["samples"],
+        "observations": observed,
+        "paths": prediction["paths"],
+        "y": subset.y,
+        "ts": subset.ts,
+        "trials": np.asarray(run.split[split_name]),
+        "description": np.asarray(SAMPLES_DESCRIPTION),
+    }
+    if subset.u is not None:
+        arrays["u"] = subset.u
     with atomic_open(target, "wb") as stream:
-        np.savez(stream, expected=prediction["samples"], observations=observed, paths=prediction["paths"],
-                 y=subset.y, ts=subset.ts, trials=np.asarray(run.split[split_name]))
+        np.savez(stream, **arrays)
     return target
 
 

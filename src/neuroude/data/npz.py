@@ -100,14 +100,17 @@ def load_npz(path: str | os.PathLike) -> Recording:
     metadata = _read_metadata(arrays, path, y_key, n_trials=y.shape[0])
     behaviour_key = next((key for key in BEHAVIOUR_KEYS if key in arrays), None)
 
-    return Recording(
-        y=y,
-        ts=ts,
-        u=arrays.get("u"),
-        behaviour=arrays[behaviour_key] if behaviour_key else None,
-        mask=arrays.get("mask"),
-        metadata=metadata,
-    )
+    try:
+        return Recording(
+            y=y,
+            ts=ts,
+            u=arrays.get("u"),
+            behaviour=arrays[behaviour_key] if behaviour_key else None,
+            mask=arrays.get("mask"),
+            metadata=metadata,
+        )
+    except DataError as error:
+        raise DataError(f"{path}: {error}") from None
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:

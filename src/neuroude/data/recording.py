@@ -265,7 +265,7 @@ class Recording:
             example = values[np.argmax(fractional)]
             raise DataError(
                 f"{field} has {int(fractional.sum())} non-integer values (e.g. {example}); expected integer spike counts. "
-                "Continuous traces need a Gaussian observation model instead of a Poisson one."
+                "Continuous traces need a Gaussian observation model (model.observation: gaussian) instead of a Poisson one."
             )
 
     def split(
