@@ -195,3 +195,36 @@ def test_registered_model_builds_from_config(name, recording):
     drift = model.sde.drift(0.0, jnp.zeros(latent_size), jnp.ones(model.encoder.output_size))
     assert drift.shape == (latent_size,)
     assert bool(jnp.all(jnp.isfinite(drift)))
+
+
+def network_config(tmp_path, latent_size=6, **network):
+    connectivity = np.array([[0.0, 1.0, 0.5], [1.0, 0.0, 0.2], [0.5, 0.2, 0.0]])
+    np.save(tmp_path / "connectome.npy", connectivity)
+    settings = {"local": "stuart_landau", "connectivity": str(tmp_path / "connectome.npy"), **network}
+    return tiny_config(model={"drift": "network", "latent_size": latent_size, "network": settings})
+
+
+def test_network_drift_from_config(tmp_path, recording):
+    model = build_model(network_config(tmp_path), 3, 1, jax.random.PRNGKey(0))
+    assert model.sde.drift.state_size == 6
+    loss, _ = model.loss(*batch(recording), 0.0, 0.01, jax.random.PRNGKey(0))
+    assert np.isfinite(float(loss))
+
+
+def test_network_latent_size_mismatch(tmp_path):
+    with pytest.raises(ConfigError, match="set model.latent_size to 6"):
+        build_model(network_config(tmp_path, latent_size=4), 3, 1, jax.random.PRNGKey(0))
+
+
+def test_network_missing_connectivity_file(tmp_path):
+    from neuroude.errors import DataFileError
+
+    config = network_config(tmp_path)
+    config.model.network.connectivity = str(tmp_path / "absent.npy")
+    with pytest.raises(DataFileError, match="absent.npy not found"):
+        build_model(config, 3, 1, jax.random.PRNGKey(0))
+
+
+def test_network_section_required():
+    with pytest.raises(ConfigError, match="model.network is missing"):
+        tiny_config(model={"drift": "network", "latent_size": 6})

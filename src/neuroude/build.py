@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import numpy as np
 from jaxtyping import PRNGKeyArray
 
 from .config import ModelConfig, RunConfig
@@ -14,8 +15,9 @@ from .dynamics import (
     NeuralDrift,
     ResidualDrift,
 )
-from .dynamics.mechanistic import make_mechanistic
-from .errors import DataError
+from .dynamics.mechanistic import MODELS, make_mechanistic
+from .dynamics.mechanistic.network import BrainNetwork, check_connectivity
+from .errors import ConfigError, DataError, DataFileError
 from .model import LatentUDE
 from .observation import GaussianObservation, PoissonObservation
 from .recognition import GRURecognition
@@ -29,15 +31,48 @@ def _drift(config: ModelConfig, input_size: int, key: PRNGKeyArray):
         )
 
     key_mechanistic, key_residual = jax.random.split(key)
-    mechanistic = make_mechanistic(
-        config.drift, config.latent_size, input_size, tuple(config.frozen_constants), config.constants,
-        key=key_mechanistic,
-    )
+    if config.drift == "network":
+        mechanistic = _network(config, input_size, key_mechanistic)
+    else:
+        mechanistic = make_mechanistic(
+            config.drift, config.latent_size, input_size, tuple(config.frozen_constants), config.constants,
+            key=key_mechanistic,
+        )
     if not config.residual:
         return mechanistic
     return ResidualDrift(
         mechanistic, input_size, config.drift_width, config.drift_depth, config.residual_penalty, key=key_residual
     )
+
+
+def _network(config: ModelConfig, input_size: int, key: PRNGKeyArray) -> BrainNetwork:
+    settings = config.network
+    connectivity = load_connectivity(settings.connectivity)
+    local_size = MODELS[settings.local].state_size
+    expected = connectivity.shape[0] * local_size
+    if config.latent_size != expected:
+        raise ConfigError(
+            f"model.latent_size is {config.latent_size}; a network of {connectivity.shape[0]} {settings.local} "
+            f"nodes with {local_size} states each has {expected}, so set model.latent_size to {expected}"
+        )
+    return BrainNetwork.from_registry(
+        settings.local, connectivity, input_size, key,
+        coupling_variable=settings.coupling_variable, coupling=settings.coupling,
+        global_coupling=settings.global_coupling, frozen=tuple(config.frozen_constants),
+        heterogeneous=settings.heterogeneous, target_variable=settings.target_variable,
+        node_inputs=settings.node_inputs, **config.constants,
+    )
+
+
+def load_connectivity(path: str) -> np.ndarray:
+    """Read a (nodes, nodes) connectivity matrix from a .npy file (no pickled objects)."""
+    try:
+        matrix = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataFileError(f"connectivity file {path} not found") from None
+    except (ValueError, OSError) as error:
+        raise DataFileError(f"connectivity file {path} is not a readable .npy array: {error}") from None
+    return check_connectivity(matrix)
 
 
 def _diffusion(config: ModelConfig, input_size: int, key: PRNGKeyArray):
@@ -108,8 +143,6 @@ def load_data(config: RunConfig):
 
 
 def _check_uniform_bins(ts) -> None:
-    import numpy as np
-
     widths = np.diff(ts)
     if widths.size and not np.allclose(widths, widths[0], rtol=1e-6, atol=0.0):
         raise DataError(

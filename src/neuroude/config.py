@@ -45,12 +45,26 @@ class DataConfig(Section):
         return self
 
 
+class NetworkConfig(Section):
+    """Whole-brain network: copies of one local model coupled through a structural connectivity matrix."""
+
+    local: str = Field("stuart_landau", description="mechanistic model at each node; see `neuroude models`")
+    connectivity: str = Field(..., description=".npy file of the (nodes, nodes) connectivity; relative to the config")
+    coupling: Literal["diffusive", "additive"] = "diffusive"
+    coupling_variable: int = Field(0, ge=0, description="local state read from the other nodes")
+    target_variable: int | None = Field(None, ge=0, description="local state whose drift receives the coupling")
+    global_coupling: float = Field(1.0, ge=0)
+    heterogeneous: bool = Field(False, description="one set of local constants per node")
+    node_inputs: bool | None = Field(None, description="input channel i drives node i only; default when sizes match")
+
+
 class ModelConfig(Section):
     """The four modules."""
 
     latent_size: int = Field(4, ge=1)
     drift: str = Field("mlp", description="'mlp' (black box) or a mechanistic model name; see `neuroude models`")
     residual: bool = Field(False, description="add a residual network to a mechanistic drift (grey box)")
+    network: NetworkConfig | None = Field(None, description="settings of drift 'network'")
     drift_width: int = Field(32, ge=1)
     drift_depth: int = Field(2, ge=1)
     drift_time_constant: float = Field(0.02, gt=0, description="seconds; time scale of the network drift")
@@ -72,6 +86,13 @@ class ModelConfig(Section):
 
     @model_validator(mode="after")
     def _check(self):
+        if self.drift == "network":
+            if self.network is None:
+                raise ValueError("model.network is missing; drift 'network' needs its local model and connectivity")
+            check_model_name(self.network.local)
+            if MODELS[self.network.local].state_size is None:
+                raise ValueError(f"model.network.local {self.network.local!r} has no fixed size; choose a fixed-size model")
+            return self
         if self.drift == "mlp":
             if self.residual:
                 raise ValueError("model.residual needs a mechanistic drift; the 'mlp' drift is a network already")
@@ -201,12 +222,17 @@ def load_config(path: str | os.PathLike) -> RunConfig:
     return config
 
 
+def _resolve_beside(path: str, folder: Path) -> str:
+    # A relative path names a file beside the config, wherever the command is run from.
+    expanded = Path(path).expanduser()
+    return str(expanded if expanded.is_absolute() else (folder / expanded).resolve())
+
+
 def _resolve_data_path(config: RunConfig, folder: Path) -> None:
-    # A relative data.path names a file beside the config, wherever the command is run from.
-    if config.data.path is not None and not Path(config.data.path).expanduser().is_absolute():
-        config.data.path = str((folder / Path(config.data.path)).resolve())
-    elif config.data.path is not None:
-        config.data.path = str(Path(config.data.path).expanduser())
+    if config.data.path is not None:
+        config.data.path = _resolve_beside(config.data.path, folder)
+    if config.model.network is not None:
+        config.model.network.connectivity = _resolve_beside(config.model.network.connectivity, folder)
 
 
 def dump_config(config: RunConfig) -> str:

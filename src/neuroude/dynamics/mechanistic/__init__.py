@@ -20,6 +20,7 @@ from .kuramoto import Kuramoto
 from .linear import LinearDynamics
 from .lorenz import Lorenz
 from .morris_lecar import MorrisLecar
+from .network import BrainNetwork
 from .rate_network import RateNetwork
 from .stuart_landau import StuartLandau
 from .van_der_pol import VanDerPol
@@ -88,6 +89,7 @@ def describe_models() -> str:
 
 __all__ = [
     "MODELS",
+    "BrainNetwork",
     "FitzHughNagumo",
     "HodgkinHuxley",
     "Izhikevich",
