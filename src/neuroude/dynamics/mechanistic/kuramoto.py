@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 
 import equinox as eqx
 import jax
@@ -22,6 +23,18 @@ CONSTANTS = {
 
 # Initial weight (rad/s per unit of encoded input) of the input added to every phase velocity.
 INPUT_SCALE = 0.5
+
+# Terms that `Kuramoto.drift_with` can replace by a closure.
+TERMS = {
+    "coupling": "coupling function H(theta_j - theta_i), sin in the Kuramoto model, a phase difference in rad -> scalar",
+}
+
+# Input and output size of each term, in the convention of eqx.nn.MLP ("scalar" is a 0-d array).
+TERM_SIZES = {"coupling": ("scalar", "scalar")}
+
+# Terms that are 2 pi-periodic in their input. A network that replaces one should read (sin z, cos z), not z,
+# because the phases are not wrapped and their differences leave any range seen in training.
+PERIODIC_TERMS = ("coupling",)
 
 
 class Kuramoto(eqx.Module):
@@ -51,6 +64,9 @@ class Kuramoto(eqx.Module):
     `cos(theta)` rather than theta itself.
 
     `coupling` is a `Constant`: pass `frozen=("coupling",)` to keep it fixed.
+
+    `drift_with` replaces the coupling function sin by another function H
+    (a neural closure), evaluated pairwise at O(N^2) cost.
     """
 
     coupling: Constant
@@ -102,8 +118,37 @@ class Kuramoto(eqx.Module):
         return jnp.hypot(jnp.mean(jnp.cos(theta), axis=-1), jnp.mean(jnp.sin(theta), axis=-1))
 
     def __call__(self, t, x: Float[Array, " n"], u: Float[Array, " m"]) -> Float[Array, " n"]:
-        mean_cos = jnp.mean(jnp.cos(x))
-        mean_sin = jnp.mean(jnp.sin(x))
-        # (1/N) sum_j sin(theta_j - theta_i) = mean_sin cos(theta_i) - mean_cos sin(theta_i).
-        coupling_term = mean_sin * jnp.cos(x) - mean_cos * jnp.sin(x)
+        return self.drift_with(t, x, u, {})
+
+    def drift_with(
+        self, t, x: Float[Array, " n"], u: Float[Array, " m"], closures: Mapping[str, Callable]
+    ) -> Float[Array, " n"]:
+        """Evaluate the drift with the coupling function replaced when `closures` names it.
+
+            dtheta_i/dt = omega_i + (K / N) sum_j H(theta_j - theta_i) + (B u)_i
+
+        `closures["coupling"]` is H. It is called on one phase difference
+        (a 0-d array, rad) at a time for all N^2 ordered pairs, the diagonal
+        `j = i` included, so the cost is O(N^2). The mean-field form of the
+        mechanistic model relies on H = sin and does not apply. A constant part
+        of H, such as H(0) != 0, adds `K H(0)` to every natural frequency, and
+        K scales H, so only the product K H is identifiable from data.
+        Without a closure the drift is the mechanistic O(N) form, and
+        `drift_with(t, x, u, {})` returns `self(t, x, u)` bit for bit.
+        Raises ConfigError for a name that is not in `TERMS`.
+        """
+        unknown = sorted(set(closures) - set(TERMS))
+        if unknown:
+            raise ConfigError(f"unknown Kuramoto closure terms {unknown}; expected some of {sorted(TERMS)}")
+
+        if "coupling" in closures:
+            # differences[i, j] = theta_j - theta_i, averaged over j for oscillator i.
+            differences = x[None, :] - x[:, None]
+            pairwise = jax.vmap(jax.vmap(closures["coupling"]))(differences)
+            coupling_term = jnp.mean(pairwise, axis=1)
+        else:
+            mean_cos = jnp.mean(jnp.cos(x))
+            mean_sin = jnp.mean(jnp.sin(x))
+            # (1/N) sum_j sin(theta_j - theta_i) = mean_sin cos(theta_i) - mean_cos sin(theta_i).
+            coupling_term = mean_sin * jnp.cos(x) - mean_cos * jnp.sin(x)
         return self.omega + self.coupling.value * coupling_term + self.B @ u

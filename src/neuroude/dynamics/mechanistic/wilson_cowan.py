@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ...errors import ConfigError
 from ..parameters import Constant
 from .base import ConstantSpec, init_constants
 
@@ -33,6 +36,17 @@ CONSTANTS = {
 # Initial weight of the encoded input onto the excitatory drive. The input onto
 # the inhibitory drive starts at 0 and is learned like any other weight.
 INPUT_SCALE = 0.5
+
+# Terms that `WilsonCowan.drift_with` can replace by a closure.
+TERMS = {
+    "sigmoid": (
+        "response functions (S_e(z), S_i(z)) of the two populations, a function of one input z -> 2 values. "
+        "The excitatory population reads the first value at its input, the inhibitory one the second at its own"
+    ),
+}
+
+# Input and output size of each term, in the convention of eqx.nn.MLP ("scalar" is a 0-d array).
+TERM_SIZES = {"sigmoid": ("scalar", 2)}
 
 
 def wilson_cowan_sigmoid(x: Float[Array, "..."], gain: Float[Array, ""], threshold: Float[Array, ""]):
@@ -71,6 +85,9 @@ class WilsonCowan(eqx.Module):
     (`observable = (0,)`).
 
     Each constant is a `Constant`: pass `frozen=("w_ee", ...)` to keep some fixed.
+
+    `drift_with` replaces the response functions S_e and S_i by another
+    function (a neural closure).
     """
 
     tau_e: Constant
@@ -97,6 +114,28 @@ class WilsonCowan(eqx.Module):
         self.input_gain = gain.at[0].set(INPUT_SCALE)
 
     def __call__(self, t, x: Float[Array, " 2"], u: Float[Array, " m"]) -> Float[Array, " 2"]:
+        return self.drift_with(t, x, u, {})
+
+    def drift_with(
+        self, t, x: Float[Array, " 2"], u: Float[Array, " m"], closures: Mapping[str, Callable]
+    ) -> Float[Array, " 2"]:
+        """Evaluate the drift with the response functions replaced when `closures` names them.
+
+            tau_e dE/dt = -E + (k_e - r_e E) H(z_e)[0],   z_e = w_ee E - w_ei I + P + G_e u
+            tau_i dI/dt = -I + (k_i - r_i I) H(z_i)[1],   z_i = w_ie E - w_ii I + Q + G_i u
+
+        `closures["sigmoid"]` is H: called with one input (a 0-d array), it
+        returns the pair (S_e, S_i), so each population has its own response
+        function. The maxima `k_e` and `k_i` stay those of the mechanistic
+        sigmoids, computed from the gain and threshold constants. Without a
+        closure H is the pair of mechanistic sigmoids, and
+        `drift_with(t, x, u, {})` returns `self(t, x, u)` bit for bit.
+        Raises ConfigError for a name that is not in `TERMS`.
+        """
+        unknown = sorted(set(closures) - set(TERMS))
+        if unknown:
+            raise ConfigError(f"unknown Wilson-Cowan closure terms {unknown}; expected some of {sorted(TERMS)}")
+
         rate_e, rate_i = x[0], x[1]
         external = self.input_gain @ u
         input_e = self.w_ee.value * rate_e - self.w_ei.value * rate_i + self.drive_e.value + external[0]
@@ -106,8 +145,12 @@ class WilsonCowan(eqx.Module):
         gain_i, threshold_i = self.gain_i.value, self.threshold_i.value
         max_e = 1.0 - jax.nn.sigmoid(-gain_e * threshold_e)
         max_i = 1.0 - jax.nn.sigmoid(-gain_i * threshold_i)
-        response_e = wilson_cowan_sigmoid(input_e, gain_e, threshold_e)
-        response_i = wilson_cowan_sigmoid(input_i, gain_i, threshold_i)
+        if "sigmoid" in closures:
+            response_e = closures["sigmoid"](input_e)[0]
+            response_i = closures["sigmoid"](input_i)[1]
+        else:
+            response_e = wilson_cowan_sigmoid(input_e, gain_e, threshold_e)
+            response_i = wilson_cowan_sigmoid(input_i, gain_i, threshold_i)
 
         d_rate_e = (-rate_e + (max_e - self.refractory_e.value * rate_e) * response_e) / self.tau_e.value
         d_rate_i = (-rate_i + (max_i - self.refractory_i.value * rate_i) * response_i) / self.tau_i.value
