@@ -3,6 +3,16 @@
 Every vector field here is called as `f(t, x, u)` with `x` of shape
 (state_size,) and `u` of shape (input_size,), and returns an array shaped like
 `x`. Diffusions are diagonal: they return the per-state noise scale `sigma(x, u)`.
+
+Euler-Maruyama converges to the Ito solution and Heun to the Stratonovich one.
+The two differ exactly when some `sigma_i` depends on `x_i`, by the drift
+correction `0.5 * sigma_i * d sigma_i / d x_i` (see `noise.py`):
+
+- `AdditiveDiffusion`, `InputScaledDiffusion`: sigma does not depend on x, so
+  both methods solve the same SDE.
+- `NetworkDiffusion`, `MultiplicativeDiffusion`: sigma_i depends on x_i, so the
+  choice of method is a choice of SDE. Use `ito_to_stratonovich_drift` to
+  integrate an Ito model with Heun.
 """
 
 from __future__ import annotations
@@ -144,3 +154,30 @@ class InputScaledDiffusion(eqx.Module):
 
     def __call__(self, t, x: Float[Array, " d"], u: Float[Array, " m"]) -> Float[Array, " d"]:
         return jax.nn.softplus(self.raw_scale + self.input_weight @ u)
+
+
+class MultiplicativeDiffusion(eqx.Module):
+    """Multiplicative diagonal noise: `sigma_i(x) = s_i * |x_i| + floor`, with `s_i = softplus(r_i) > 0` learnable.
+
+    With `floor = 0` and `x_i > 0` this is the noise of geometric Brownian
+    motion. The floor (default 1e-3, in the units of x per sqrt(second)) keeps
+    sigma above 0 at `x_i = 0`, where the path KL, which divides by sigma, would
+    diverge. Because sigma_i depends on x_i, Euler-Maruyama (Ito) and Heun
+    (Stratonovich) solve different SDEs. The Ito-to-Stratonovich drift
+    correction is `-0.5 * s_i * sign(x_i) * sigma_i(x)`.
+    """
+
+    raw_scale: Float[Array, " d"]
+    floor: float = eqx.field(static=True)
+
+    def __init__(self, state_size: int, scale: float = 0.1, floor: float = 1e-3):
+        _check_sizes(state_size=state_size)
+        if not scale > 0:
+            raise ConfigError(f"diffusion scale is {scale}; expected a value > 0")
+        if not floor > 0:
+            raise ConfigError(f"diffusion floor is {floor}; expected a value > 0, because the path KL divides by sigma")
+        self.raw_scale = jnp.full((state_size,), jnp.log(jnp.expm1(scale)), dtype=jnp.float32)
+        self.floor = float(floor)
+
+    def __call__(self, t, x: Float[Array, " d"], u: Float[Array, " m"]) -> Float[Array, " d"]:
+        return jax.nn.softplus(self.raw_scale) * jnp.abs(x) + self.floor
