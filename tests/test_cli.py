@@ -172,3 +172,18 @@ def test_models_lists_constants(capsys):
     output = capsys.readouterr().out
     assert "fitzhugh_nagumo (FitzHughNagumo), states: 2" in output
     assert "tau" in output
+
+
+def test_quiet_fit_prints_no_progress_messages(tmp_path, capsys):
+    y = np.random.default_rng(0).poisson(0.5, (6, 20, 2))
+    config = npz_config(tmp_path, y=y, dt=0.01)
+    main(["fit", str(config), "--out", str(tmp_path / "run"), "--steps", "1", "--quiet"])
+    assert "INFO" not in capsys.readouterr().err
+    assert "fitting" in (tmp_path / "run" / "log.txt").read_text()
+
+
+def test_fit_without_quiet_reports_progress(tmp_path, capsys):
+    y = np.random.default_rng(0).poisson(0.5, (6, 20, 2))
+    config = npz_config(tmp_path, y=y, dt=0.01)
+    main(["fit", str(config), "--out", str(tmp_path / "run"), "--steps", "1"])
+    assert "INFO: fitting" in capsys.readouterr().err

@@ -33,6 +33,8 @@ def test_yaml_round_trip(tmp_path):
         ({"model": {"drift": "fitzhugh_nagumo", "latent_size": 3}}, "has 2 states"),
         ({"model": {"drift": "fitzhugh_nagumu", "latent_size": 2}}, "Did you mean 'fitzhugh_nagumo'?"),
         ({"model": {"residual": True}}, "needs a mechanistic drift"),
+        ({"model": {"drift": "fitzhugh_nagumo", "latent_size": 2, "closure": "recovry"}}, "closure terms"),
+        ({"model": {"closure": "recovery"}}, "model.closure needs a mechanistic drift"),
         ({"evaluation": {"skip_bins": 2}}, "must not be scored"),
         ({"solver": {"method": "tsit5"}}, "integrates ODEs only"),
     ],

@@ -228,3 +228,17 @@ def test_network_missing_connectivity_file(tmp_path):
 def test_network_section_required():
     with pytest.raises(ConfigError, match="model.network is missing"):
         tiny_config(model={"drift": "network", "latent_size": 6})
+
+
+@pytest.mark.parametrize("model_settings", [
+    {"drift": "fitzhugh_nagumo", "closure": "recovery"},
+    {"drift": "wilson_cowan", "closure": "sigmoid", "diffusion": "multiplicative"},
+])
+def test_closure_and_multiplicative_noise_from_config(model_settings, recording):
+    from neuroude.dynamics import NeuralClosure
+
+    config = tiny_config(model=model_settings, solver={"n_substeps": 10})
+    model = build_model(config, 3, 1, jax.random.PRNGKey(0))
+    assert isinstance(model.sde.drift, NeuralClosure)
+    loss, _ = model.loss(*batch(recording), 0.0, 0.01, jax.random.PRNGKey(0))
+    assert np.isfinite(float(loss))

@@ -11,6 +11,8 @@ from .dynamics import (
     SDE,
     AdditiveDiffusion,
     InputScaledDiffusion,
+    MultiplicativeDiffusion,
+    NeuralClosure,
     NetworkDiffusion,
     NeuralDrift,
     ResidualDrift,
@@ -38,6 +40,8 @@ def _drift(config: ModelConfig, input_size: int, key: PRNGKeyArray):
             config.drift, config.latent_size, input_size, tuple(config.frozen_constants), config.constants,
             key=key_mechanistic,
         )
+    if config.closure is not None:
+        return NeuralClosure(mechanistic, config.closure, config.drift_width, config.drift_depth, key=key_residual)
     if not config.residual:
         return mechanistic
     return ResidualDrift(
@@ -80,6 +84,8 @@ def _diffusion(config: ModelConfig, input_size: int, key: PRNGKeyArray):
         return None
     if config.diffusion == "additive":
         return AdditiveDiffusion(config.latent_size, config.diffusion_scale)
+    if config.diffusion == "multiplicative":
+        return MultiplicativeDiffusion(config.latent_size, config.diffusion_scale)
     if config.diffusion == "input_scaled":
         return InputScaledDiffusion(config.latent_size, input_size, config.diffusion_scale)
     return NetworkDiffusion(

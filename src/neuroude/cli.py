@@ -71,9 +71,26 @@ def _print_metrics(metrics: dict) -> None:
         print(f"  {name:<50s} {shown}")
 
 
+def _log_to_terminal(quiet: bool) -> None:
+    """Send neuroude's log messages to standard error: warnings only with `quiet`, else progress messages too.
+
+    The run's log file records every message either way.
+    """
+    package_logger = logging.getLogger("neuroude")
+    for handler in [h for h in package_logger.handlers if getattr(h, "is_terminal_handler", False)]:
+        package_logger.removeHandler(handler)
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.is_terminal_handler = True
+    handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    _log_to_terminal(quiet=getattr(arguments, "quiet", False))
     try:
         if arguments.command == "fit":
             return _fit(arguments)

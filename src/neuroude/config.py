@@ -17,7 +17,7 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .dynamics.mechanistic import MODELS, check_model_name
+from .dynamics.mechanistic import MODELS, check_model_name, closure_terms
 from .errors import ConfigError, DataFileError
 
 
@@ -65,13 +65,14 @@ class ModelConfig(Section):
     drift: str = Field("mlp", description="'mlp' (black box) or a mechanistic model name; see `neuroude models`")
     residual: bool = Field(False, description="add a residual network to a mechanistic drift (grey box)")
     network: NetworkConfig | None = Field(None, description="settings of drift 'network'")
+    closure: str | None = Field(None, description="term of the mechanistic drift replaced by a network (grey box)")
     drift_width: int = Field(32, ge=1)
     drift_depth: int = Field(2, ge=1)
     drift_time_constant: float = Field(0.02, gt=0, description="seconds; time scale of the network drift")
     constants: dict[str, float] = Field(default_factory=dict, description="initial FitzHugh-Nagumo constants")
     frozen_constants: list[str] = Field(default_factory=list, description="FitzHugh-Nagumo constants kept fixed")
     residual_penalty: float = Field(0.0, ge=0)
-    diffusion: Literal["additive", "network", "input_scaled", "none"] = "additive"
+    diffusion: Literal["additive", "multiplicative", "network", "input_scaled", "none"] = "additive"
     diffusion_scale: float = Field(0.3, gt=0, description="initial noise scale of additive diffusion")
     diffusion_uses_input: bool = False
     encoder: Literal["identity", "linear", "mlp"] = "mlp"
@@ -86,6 +87,8 @@ class ModelConfig(Section):
 
     @model_validator(mode="after")
     def _check(self):
+        if self.closure is not None:
+            self._check_closure()
         if self.drift == "network":
             if self.network is None:
                 raise ValueError("model.network is missing; drift 'network' needs its local model and connectivity")
@@ -104,6 +107,17 @@ class ModelConfig(Section):
                 f"model.latent_size is {self.latent_size}; the {self.drift} drift has {state_size} states"
             )
         return self
+
+    def _check_closure(self) -> None:
+        if self.drift in ("mlp", "network"):
+            raise ValueError(f"model.closure needs a mechanistic drift; model.drift is {self.drift!r}")
+        if self.residual:
+            raise ValueError("model.closure and model.residual cannot be combined; choose one grey-box form")
+        terms = closure_terms(self.drift)
+        if self.closure not in terms:
+            raise ValueError(
+                f"model.closure is {self.closure!r}; the {self.drift} drift has the closure terms {sorted(terms)}"
+            )
 
 
 class SolverConfig(Section):

@@ -74,6 +74,12 @@ def make_mechanistic(
     return entry.cls(input_size, frozen=frozen, **sized, **constants)
 
 
+def closure_terms(name: str) -> dict[str, str]:
+    """Return the terms of model `name` that a neural closure may replace, with their descriptions."""
+    check_model_name(name)
+    return dict(getattr(sys.modules[MODELS[name].cls.__module__], "TERMS", {}))
+
+
 def describe_models() -> str:
     """Return a table of every mechanistic model with its state size and constants."""
     lines = []
@@ -84,6 +90,8 @@ def describe_models() -> str:
         for constant, spec in specs.items():
             unit = f" {spec.unit}" if spec.unit else ""
             lines.append(f"    {constant:<14s} default {spec.value:g}{unit}, {spec.transform}")
+        for term, description in closure_terms(name).items():
+            lines.append(f"    closure term {term!r}: {description}")
     return "\n".join(lines)
 
 
@@ -103,6 +111,7 @@ __all__ = [
     "VanDerPol",
     "WilsonCowan",
     "check_model_name",
+    "closure_terms",
     "describe_models",
     "make_mechanistic",
 ]
