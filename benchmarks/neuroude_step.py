@@ -65,23 +65,11 @@ def _patch_diffusion_without_einsum() -> None:
 
 
 def _patch_step_without_guard() -> None:
-    """Replace make_train_step by the same step without the jnp.where guard on parameters and optimiser state."""
+    """Build the training step without the jnp.where guard on parameters and optimiser state."""
+    guarded = train_module.make_train_step
 
     def make_train_step(static, optimizer, t0, bin_width, n_samples):
-        @eqx.filter_jit
-        def train_step(params, opt_state, y, stimulus, mask, key, beta):
-            def loss_fn(trainable):
-                model = eqx.combine(trainable, static)
-                return model.loss(y, stimulus, mask, t0, bin_width, key, beta, n_samples)
-
-            (loss, terms), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(params)
-            leaves = jax.tree_util.tree_leaves(grads)
-            finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in leaves]))
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            params = eqx.apply_updates(params, updates)
-            return params, opt_state, {"loss": loss, **terms}, finite, optax.tree.norm(grads)
-
-        return train_step
+        return guarded(static, optimizer, t0, bin_width, n_samples, skip_nonfinite=False)
 
     train_module.make_train_step = make_train_step
 

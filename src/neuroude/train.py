@@ -59,8 +59,12 @@ def make_optimizer(config: TrainingConfig) -> optax.GradientTransformation:
     )
 
 
-def make_train_step(static, optimizer, t0: float, bin_width: float, n_samples: int):
-    """Return the jitted training step: loss, gradient, a guarded optimiser update, all in one XLA program."""
+def make_train_step(static, optimizer, t0: float, bin_width: float, n_samples: int, skip_nonfinite: bool = True):
+    """Return the jitted training step: loss, gradient and optimiser update, all in one XLA program.
+
+    With `skip_nonfinite`, a step whose loss or gradient is not finite leaves
+    the parameters and optimiser state unchanged.
+    """
 
     @eqx.filter_jit
     def train_step(params, opt_state, y, stimulus, mask, key, beta):
@@ -75,14 +79,14 @@ def make_train_step(static, optimizer, t0: float, bin_width: float, n_samples: i
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
         new_params = eqx.apply_updates(params, updates)
 
-        # A non-finite step leaves parameters and optimiser state exactly as they were.
-        def keep_if_finite(new, old):
-            return jnp.where(finite, new, old)
+        if skip_nonfinite:
+            def keep_if_finite(new, old):
+                return jnp.where(finite, new, old)
 
-        params = jax.tree_util.tree_map(keep_if_finite, new_params, params)
-        opt_state = jax.tree_util.tree_map(keep_if_finite, new_opt_state, opt_state)
+            new_params = jax.tree_util.tree_map(keep_if_finite, new_params, params)
+            new_opt_state = jax.tree_util.tree_map(keep_if_finite, new_opt_state, opt_state)
         terms = {"loss": loss, **terms}
-        return params, opt_state, terms, finite, optax.tree.norm(grads)
+        return new_params, new_opt_state, terms, finite, optax.tree.norm(grads)
 
     return train_step
 

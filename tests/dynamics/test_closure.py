@@ -290,7 +290,7 @@ def test_fitted_recovery_closure_matches_true_term():
     # i_ext = 0.5 puts FitzHugh-Nagumo on a limit cycle; at the default 0 it rests at a fixed point.
     model = FitzHughNagumo(0, i_ext=0.5)
     states = limit_cycle_states(model)
-    v, w = np.asarray(states[:, 0]), np.asarray(states[:, 1])
+    v = np.asarray(states[:, 0])
     assert v.max() - v.min() > 3.0, "the states should span the relaxation oscillation of v"
 
     train, held_out = states[::4], states[2::4]

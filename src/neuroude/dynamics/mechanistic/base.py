@@ -53,3 +53,11 @@ def input_gain(input_size: int, scale: float = 0.5) -> jax.Array:
 def constant_values(module, specs: dict[str, ConstantSpec]) -> dict[str, float]:
     """Return the current physical value of each constant of `module`."""
     return {name: float(getattr(module, name).value) for name in specs}
+
+
+def check_size_and_key(model_name: str, size, key, unit: str) -> None:
+    """Raise ConfigError unless `size` is a positive integer and a key was given to draw the initial arrays."""
+    if not isinstance(size, int) or size < 1:
+        raise ConfigError(f"{model_name} size is {size!r}; expected a positive integer number of {unit}")
+    if key is None:
+        raise ConfigError(f"{model_name} key is None; expected a jax.random key to draw the initial arrays")

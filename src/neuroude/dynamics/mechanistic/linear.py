@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ...errors import ConfigError
-from .base import ConstantSpec, init_constants
+from .base import ConstantSpec, check_size_and_key, init_constants
 
 # The model has no scalar constants: A, B and b are learnable arrays.
 CONSTANTS: dict[str, ConstantSpec] = {}
@@ -48,10 +48,7 @@ class LinearDynamics(eqx.Module):
         frozen: tuple[str, ...] = (),
         **values: float,
     ):
-        if not isinstance(size, int) or size < 1:
-            raise ConfigError(f"linear dynamics size is {size!r}; expected a positive integer number of states")
-        if key is None:
-            raise ConfigError("linear dynamics key is None; expected a jax.random key to draw the initial matrices")
+        check_size_and_key("linear dynamics", size, key, "states")
         if not (math.isfinite(tau) and tau > 0):
             raise ConfigError(f"linear dynamics tau is {tau}; expected a decay time in seconds > 0")
         if not (math.isfinite(coupling) and 0 <= coupling < 1):

@@ -11,7 +11,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ...errors import ConfigError
 from ..parameters import Constant
-from .base import ConstantSpec, init_constants
+from .base import ConstantSpec, check_size_and_key, init_constants
 
 # 10 ms, the unit time constant of the rate networks of Sussillo & Abbott (2009), Neuron 63:544-557.
 CONSTANTS = {
@@ -55,10 +55,7 @@ class RateNetwork(eqx.Module):
         frozen: tuple[str, ...] = (),
         **values: float,
     ):
-        if not isinstance(size, int) or size < 1:
-            raise ConfigError(f"rate network size is {size!r}; expected a positive integer number of units")
-        if key is None:
-            raise ConfigError("rate network key is None; expected a jax.random key to draw the initial weights")
+        check_size_and_key("rate network", size, key, "units")
         if not (math.isfinite(gain) and gain >= 0):
             raise ConfigError(f"rate network gain is {gain}; expected a finite value >= 0")
         init_constants(self, "rate network", CONSTANTS, frozen, values)
