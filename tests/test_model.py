@@ -242,3 +242,24 @@ def test_closure_and_multiplicative_noise_from_config(model_settings, recording)
     assert isinstance(model.sde.drift, NeuralClosure)
     loss, _ = model.loss(*batch(recording), 0.0, 0.01, jax.random.PRNGKey(0))
     assert np.isfinite(float(loss))
+
+
+def test_readout_sees_only_observed_states(recording):
+    config = tiny_config(model={"drift": "fitzhugh_nagumo", "observed_states": "model"}, solver={"n_substeps": 10})
+    model = build_model(config, 3, 1, jax.random.PRNGKey(0))
+    assert model.observed_states == (0,)
+    assert model.observation.readout.weight.shape == (3, 1)
+    loss, _ = model.loss(*batch(recording), 0.0, 0.01, jax.random.PRNGKey(0))
+    assert np.isfinite(float(loss))
+
+
+def test_observed_state_index_out_of_range():
+    config = tiny_config(model={"observed_states": [0, 5]})
+    with pytest.raises(ConfigError, match=r"observed_states \[5\] are out of range"):
+        build_model(config, 3, 1, jax.random.PRNGKey(0))
+
+
+def test_mlp_drift_has_no_model_observables():
+    config = tiny_config(model={"observed_states": "model"})
+    with pytest.raises(ConfigError, match="names no observable states"):
+        build_model(config, 3, 1, jax.random.PRNGKey(0))

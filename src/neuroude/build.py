@@ -94,6 +94,22 @@ def _diffusion(config: ModelConfig, input_size: int, key: PRNGKeyArray):
     )
 
 
+def _observed_states(config: ModelConfig, drift) -> tuple[int, ...] | None:
+    if config.observed_states == "all":
+        return None
+    if config.observed_states == "model":
+        # Grey-box wrappers expose the observable states of the mechanistic model inside them.
+        mechanistic = getattr(drift, "mechanistic", drift)
+        observable = getattr(mechanistic, "observable", None)
+        if observable is None:
+            raise ConfigError(
+                f"model.observed_states is 'model', but the {config.drift} drift names no observable states; "
+                "use 'all' or a list of indices"
+            )
+        return tuple(observable)
+    return tuple(config.observed_states)
+
+
 def build_model(
     config: RunConfig, n_channels: int, n_inputs: int, key: PRNGKeyArray, mean_count: float = 0.1
 ) -> LatentUDE:
@@ -114,17 +130,17 @@ def build_model(
     )
     sde = SDE(_drift(model_config, drive_size, keys[2]), _diffusion(model_config, drive_size, keys[3]))
 
+    observed_states = _observed_states(model_config, sde.drift)
+    readout_size = model_config.latent_size if observed_states is None else len(observed_states)
     if model_config.observation == "poisson":
-        observation = PoissonObservation(
-            model_config.latent_size, n_channels, model_config.link, max(mean_count, 1e-3), key=keys[4]
-        )
+        observation = PoissonObservation(readout_size, n_channels, model_config.link, max(mean_count, 1e-3), key=keys[4])
     else:
-        observation = GaussianObservation(model_config.latent_size, n_channels, key=keys[4])
+        observation = GaussianObservation(readout_size, n_channels, key=keys[4])
 
     return LatentUDE(
         encoder, recognition, sde, observation, model_config.latent_size, model_config.context_size,
         model_config.correction_width, config.solver.method, config.solver.n_substeps, model_config.interpolation,
-        config.solver.adjoint, config.solver.rtol, config.solver.atol, key=keys[5],
+        config.solver.adjoint, config.solver.rtol, config.solver.atol, observed_states, key=keys[5],
     )
 
 

@@ -84,6 +84,9 @@ class ModelConfig(Section):
     n_init_bins: int = Field(10, ge=1, description="bins read to infer the initial state")
     observation: Literal["poisson", "gaussian"] = "poisson"
     link: Literal["exp", "softplus"] = "exp"
+    observed_states: Literal["all", "model"] | list[int] = Field(
+        "all", description="latent states the readout sees: all, the mechanistic model's observable ones, or indices"
+    )
 
     @model_validator(mode="after")
     def _check(self):

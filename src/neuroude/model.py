@@ -44,6 +44,7 @@ class LatentUDE(eqx.Module):
     adjoint: str = eqx.field(static=True)
     rtol: float = eqx.field(static=True)
     atol: float = eqx.field(static=True)
+    observed_states: tuple[int, ...] | None = eqx.field(static=True)
 
     def __init__(
         self,
@@ -60,6 +61,7 @@ class LatentUDE(eqx.Module):
         adjoint: str = "checkpoint",
         rtol: float = 1e-4,
         atol: float = 1e-6,
+        observed_states: tuple[int, ...] | None = None,
         *,
         key: PRNGKeyArray,
     ):
@@ -84,6 +86,7 @@ class LatentUDE(eqx.Module):
         self.adjoint = adjoint
         self.rtol = rtol
         self.atol = atol
+        self.observed_states = _check_observed_states(observed_states, latent_size)
 
         if sde.is_ode:
             self.correction = None
@@ -120,6 +123,12 @@ class LatentUDE(eqx.Module):
 
         return jax.vmap(one_path)(jax.random.split(key, n_samples))
 
+    def observed(self, path: Float[Array, "T d"]) -> Float[Array, "T o"]:
+        """Return the states of `path` that the observation model reads."""
+        if self.observed_states is None:
+            return path
+        return path[:, jnp.asarray(self.observed_states)]
+
     # -- inference -----------------------------------------------------------
 
     def encode(self, stimulus: Float[Array, "T k"]) -> Float[Array, "T m"]:
@@ -146,7 +155,7 @@ class LatentUDE(eqx.Module):
         fields = self._fields(drive, context)
 
         paths, kl_path = self._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
-        log_likelihood = jax.vmap(lambda path: self.observation.log_prob(y, path, mask))(paths)
+        log_likelihood = jax.vmap(lambda path: self.observation.log_prob(y, self.observed(path), mask))(paths)
         penalty = jax.vmap(lambda path: self._residual_penalty(path, drive))(paths)
         return {
             "log_likelihood": jnp.mean(log_likelihood),
@@ -206,7 +215,7 @@ class LatentUDE(eqx.Module):
         mean0, std0 = self.recognition.initial_state(y, drive)
         fields = self._fields(drive, None)
         paths, _ = self._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
-        return jax.vmap(self.observation.mean)(paths), paths
+        return jax.vmap(lambda path: self.observation.mean(self.observed(path)))(paths), paths
 
     def posterior_paths(
         self,
@@ -224,6 +233,20 @@ class LatentUDE(eqx.Module):
         fields = self._fields(drive, context)
         paths, _ = self._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
         return paths
+
+
+def _check_observed_states(observed_states, latent_size: int) -> tuple[int, ...] | None:
+    if observed_states is None:
+        return None
+    states = tuple(int(index) for index in observed_states)
+    if not states:
+        raise ConfigError("observed_states is empty; expected at least one latent state index")
+    out_of_range = [index for index in states if not 0 <= index < latent_size]
+    if out_of_range:
+        raise ConfigError(
+            f"observed_states {out_of_range} are out of range; expected indices from 0 to {latent_size - 1}"
+        )
+    return states
 
 
 class VectorFields(eqx.Module):
