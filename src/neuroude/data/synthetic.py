@@ -158,3 +158,97 @@ def _simulate_paths(x0: np.ndarray, u: np.ndarray, parameters: dict, rng: np.ran
         for _ in range(parameters["substeps"]):
             x = x + _drift(x, u[:, t, 0], parameters) * step + noise_scale * rng.normal(size=x.shape)
     return paths
+
+
+def simulate_from_drift(
+    drift,
+    x0: np.ndarray,
+    u: np.ndarray,
+    dt: float,
+    n_substeps: int,
+    noise: float,
+    readout: np.ndarray,
+    bias: np.ndarray | None = None,
+    mean_count: float = MEAN_COUNT,
+    seed: int = 0,
+) -> tuple[Recording, dict]:
+    """Simulate Poisson spike counts from any drift `f(t, x, u)`, such as a mechanistic model with known constants.
+
+        dx = f(t, x, u(t)) dt + noise dW
+        y[t, n] ~ Poisson(exp(readout[n] . x(t) + bias[n]))
+
+    `drift` is called as `drift(t, x, u)` on one trial's state `x` (d,) and input `u` (m,)
+    and returns dx/dt (d,). An equinox Module of `neuroude.dynamics` works as is. `x0` is
+    (trials, d), `u` (trials, time, m) and `readout` (neurons, d). The SDE is integrated by
+    Euler-Maruyama with `n_substeps` steps per bin of `dt` seconds, with `u` held constant
+    within each bin. This is the scheme of a LatentUDE with `solver.method: euler`, the
+    same `solver.n_substeps` and `model.interpolation: hold`, so such a model can match the
+    simulation exactly. `x[:, 0]` is `x0` and `x[:, k]` the state at time `k * dt`.
+    With `bias=None`, each neuron's bias is set so that its mean expected count over all
+    trials and bins is `mean_count`.
+
+    Returns the recording and the ground truth: "x" (trials, time, d) latent paths,
+    "mean_counts" (trials, time, neurons), "x0", "C", "b" and "parameters" (noise, dt,
+    substeps). JAX is imported inside this function, so importing `neuroude.data` still
+    does not import it.
+    """
+    import jax
+
+    x0 = np.asarray(x0, dtype=np.float64)
+    u = np.asarray(u, dtype=np.float64)
+    readout = np.asarray(readout, dtype=np.float64)
+    if x0.ndim != 2:
+        raise ConfigError(f"x0 has shape {x0.shape}; expected (trials, latents)")
+    if u.ndim != 3 or u.shape[0] != x0.shape[0]:
+        raise ConfigError(f"u has shape {u.shape}; expected (trials, time, inputs) with {x0.shape[0]} trials")
+    if readout.ndim != 2 or readout.shape[1] != x0.shape[1]:
+        raise ConfigError(f"readout has shape {readout.shape}; expected (neurons, {x0.shape[1]})")
+    if bias is not None and np.shape(bias) != (readout.shape[0],):
+        raise ConfigError(f"bias has shape {np.shape(bias)}; expected ({readout.shape[0]},)")
+    if not isinstance(n_substeps, (int, np.integer)) or n_substeps < 1:
+        raise ConfigError(f"n_substeps is {n_substeps!r}; expected a positive integer")
+    if not mean_count > 0:
+        raise ConfigError(f"mean_count is {mean_count!r}; expected a value > 0")
+    _validate_arguments(n_trials=x0.shape[0], n_time=u.shape[1], dt=dt, n_neurons=readout.shape[0], noise=noise)
+
+    rng = np.random.default_rng(seed)
+    n_trials, n_time = u.shape[:2]
+    step = dt / n_substeps
+    noise_scale = noise * np.sqrt(step)
+    drift_batch = jax.jit(jax.vmap(drift, in_axes=(None, 0, 0)))
+
+    paths = np.empty((n_trials, n_time, x0.shape[1]))
+    x = x0.copy()
+    for k in range(n_time):
+        paths[:, k] = x
+        for substep in range(n_substeps):
+            t = k * dt + substep * step
+            rate = np.asarray(drift_batch(np.float32(t), x.astype(np.float32), u[:, k].astype(np.float32)))
+            x = x + rate * step + noise_scale * rng.normal(size=x.shape)
+    if not np.all(np.isfinite(paths)):
+        raise DataError("the simulated paths diverged to NaN or infinity; reduce dt or raise n_substeps")
+
+    log_rates = paths @ readout.T
+    if bias is None:
+        bias = np.log(mean_count) - np.log(np.exp(log_rates).mean(axis=(0, 1)))
+    bias = np.asarray(bias, dtype=np.float64)
+    mean_counts = np.exp(log_rates + bias)
+    y = rng.poisson(mean_counts)
+
+    metadata = {
+        "source": f"neuroude.data.synthetic.simulate_from_drift({type(drift).__name__}, seed={seed})",
+        "units": {"y": "spikes per bin", "u": "arbitrary", "ts": "s"},
+        "channel_names": [f"neuron {n}" for n in range(readout.shape[0])],
+        "input_names": [f"input {i}" for i in range(u.shape[2])],
+        TRIAL_INFO_KEY: {"trial_id": list(range(n_trials))},
+    }
+    recording = Recording(y=y, ts=np.arange(n_time) * dt, u=u, metadata=metadata)
+    truth = {
+        "x": paths,
+        "mean_counts": mean_counts,
+        "x0": x0,
+        "C": readout,
+        "b": bias,
+        "parameters": {"noise": float(noise), "dt": float(dt), "substeps": int(n_substeps)},
+    }
+    return recording, truth
