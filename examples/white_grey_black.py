@@ -24,8 +24,8 @@ noisy to choose constants by.
 
 Run folders are written to FOLDER/white, FOLDER/grey and FOLDER/black, replacing those
 of an earlier call. With the default 600 steps and seed 0 the script took 54 s on 2 CPU
-cores (about 17 s per fit) and printed test bits per spike 0.309 (white), 0.301 (grey) and
-0.282 (black) against 0.071 for the stimulus GLM.
+cores (about 17 s per fit). It printed test bits per spike of 0.309 (white), 0.301 (grey)
+and 0.282 (black), against 0.071 for the stimulus GLM.
 """
 
 from __future__ import annotations

@@ -66,8 +66,8 @@ def _print_metrics(metrics: dict) -> None:
     print(f"held-out test {key.replace('_', ' ')} (first {metrics['skip_bins']} bins of each trial not scored):")
     for name, scores in test.items():
         score = scores.get(key)
-        shown = "n/a (non-finite predictions)" if score is None else f"{score: .4f}"
-        print(f"  {name:<50s} {shown}")
+        score_text = "n/a (non-finite predictions)" if score is None else f"{score: .4f}"
+        print(f"  {name:<50s} {score_text}")
 
 
 def _log_to_terminal(quiet: bool) -> None:

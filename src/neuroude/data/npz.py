@@ -214,5 +214,5 @@ def _parse_metadata_json(arrays: dict[str, np.ndarray], path: Path) -> dict:
     except json.JSONDecodeError as error:
         raise DataError(f"{METADATA_KEY} in {path} is not valid JSON: {error}") from error
     if not isinstance(metadata, dict):
-        raise DataError(f"{METADATA_KEY} in {path} holds a {type(metadata).__name__}; expected a JSON object")
+        raise DataError(f"{METADATA_KEY} in {path} contains a {type(metadata).__name__}; expected a JSON object")
     return metadata
