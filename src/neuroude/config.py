@@ -146,6 +146,9 @@ class TrainingConfig(Section):
     patience: int = Field(8, ge=1, description="evaluations without improvement before stopping early")
     checkpoint_every: int = Field(100, ge=1)
     max_nonfinite: int = Field(20, ge=1, description="non-finite steps in a row before the fit stops")
+    devices: int | None = Field(
+        None, ge=1, description="number of local devices to use, the first ones listed by JAX; None uses all"
+    )
 
 
 class EvaluationConfig(Section):

@@ -1,6 +1,10 @@
 """Fitting loop: AdamW with clipping and a learning-rate schedule, KL annealing, minibatches,
 early stopping on the validation metric, atomic checkpoints and exact resumption.
 
+With more than one local device, each minibatch's trials are split over a 1-D
+device mesh and the parameters and optimiser state are replicated. The same
+jitted step then runs data parallel through XLA's SPMD partitioner.
+
 Each step's randomness (minibatch and noise) is derived from the seed and the
 step number alone, so a fit that is interrupted and resumed from its last
 checkpoint ends exactly where an uninterrupted fit with the same seed ends.
@@ -20,10 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .config import RunConfig, TrainingConfig
 from .dynamics.parameters import trainable_filter
-from .errors import TrainingError
+from .errors import ConfigError, TrainingError
 from .evaluate import validation_metric
 from .model import LatentUDE
 from .progress import FitProgress
@@ -91,6 +96,44 @@ def make_train_step(static, optimizer, t0: float, bin_width: float, n_samples: i
     return train_step
 
 
+def select_devices(training: TrainingConfig) -> list:
+    """Return the local devices a fit runs on: the first `training.devices` of them, or all.
+
+    Raises ConfigError when more devices are requested than are present, or
+    when `training.batch_size` trials cannot be split evenly over the devices.
+    """
+    available = jax.local_devices()
+    count = len(available) if training.devices is None else training.devices
+    if count > len(available):
+        raise ConfigError(
+            f"training.devices is {count}, but only {len(available)} local devices are present. "
+            f"Set it to at most {len(available)}, or leave it unset to use all of them."
+        )
+    if training.batch_size % count:
+        lower = training.batch_size // count * count
+        upper = lower + count
+        nearest = f"{lower} or {upper}" if lower else f"{upper}"
+        raise ConfigError(
+            f"training.batch_size is {training.batch_size}, which does not divide evenly over the {count} devices "
+            f"in use. Expected a multiple of {count}, such as {nearest}, or set training.devices to a divisor "
+            f"of {training.batch_size}."
+        )
+    return available[:count]
+
+
+@dataclass(frozen=True)
+class DataParallel:
+    """Shardings of a data-parallel fit over a 1-D mesh whose axis is named "trials"."""
+
+    batch: NamedSharding
+    replicated: NamedSharding
+
+    @classmethod
+    def over(cls, devices: list) -> DataParallel:
+        mesh = Mesh(np.asarray(devices), ("trials",))
+        return cls(NamedSharding(mesh, PartitionSpec("trials")), NamedSharding(mesh, PartitionSpec()))
+
+
 @dataclass
 class FitState:
     """Host-side state of a fit, stored in each checkpoint's header."""
@@ -148,6 +191,7 @@ def fit(
     observations, R^2 for Gaussian ones) and the fit's state.
     """
     training = config.training
+    devices = select_devices(training)
     spec = trainable_filter(model)
     params, static = eqx.partition(model, spec)
     optimizer = make_optimizer(training)
@@ -158,6 +202,15 @@ def fit(
         header, (params, opt_state) = load_checkpoint(run.last_checkpoint, (params, opt_state))
         state = FitState(**header)
         logger.info("resumed from %s at step %d", run.last_checkpoint, state.step)
+
+    # One device keeps the default placement, so a single-device fit makes no sharding calls.
+    # NOTE: a fit resumed on a different device count sums the loss in another order, so it is not bit-exact,
+    # and the validation metric runs replicated on every device rather than sharded.
+    data_parallel = DataParallel.over(devices) if len(devices) > 1 else None
+    if data_parallel is not None:
+        params, opt_state = jax.device_put((params, opt_state), data_parallel.replicated)
+        logger.info("data parallel over %d devices, %d trials per device per step",
+                    len(devices), training.batch_size // len(devices))
 
     y = jnp.asarray(recording.y)
     stimulus = jnp.asarray(recording.u) if recording.u is not None else jnp.zeros(y.shape[:2] + (0,), y.dtype)
@@ -201,8 +254,11 @@ def fit(
                 indices = _minibatch(config.seed, state.step, train_indices, training.batch_size)
                 key = jax.random.fold_in(jax.random.fold_in(base_key, 0), state.step)
                 beta = kl_weight(state.step, training)
+                batch = (y[indices], stimulus[indices], mask[indices])
+                if data_parallel is not None:
+                    batch = jax.device_put(batch, data_parallel.batch)
                 params, opt_state, terms, finite, grad_norm = train_step(
-                    params, opt_state, y[indices], stimulus[indices], mask[indices], key, jnp.float32(beta)
+                    params, opt_state, *batch, key, jnp.float32(beta)
                 )
                 state.step += 1
                 _count_nonfinite(state, bool(finite), training.max_nonfinite)
