@@ -22,7 +22,7 @@ from .evaluate import evaluate, predict_recording
 from .model import LatentUDE
 from .observation import GaussianObservation
 from .runs import RunFolder, atomic_open, write_json, write_text
-from .train import FitState, fit, load_trained
+from .train import FitState, fit, load_trained, select_devices
 
 logger = logging.getLogger("neuroude")
 
@@ -89,6 +89,7 @@ def fit_run(
     recording = load_data(config)
     split = _split(recording, config)
     model = _model_for(recording, config, split)
+    select_devices(config.training)
     run.prepare(resume=resume, overwrite=overwrite)
 
     handler = _attach_log_file(run)
