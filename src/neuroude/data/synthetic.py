@@ -58,14 +58,8 @@ def simulate_latent_sde(
     mean_counts = np.exp(log_rates + bias)
     y = rng.poisson(mean_counts)
 
-    metadata = {
-        "source": f"neuroude.data.simulate_latent_sde(seed={seed})",
-        "units": {"y": "spikes per bin", "u": "arbitrary", "ts": "s"},
-        "channel_names": [f"neuron {n}" for n in range(n_neurons)],
-        "input_names": ["drive"],
-        TRIAL_INFO_KEY: {"trial_id": list(range(n_trials))},
-    }
-    recording = Recording(y=y, ts=np.arange(n_time) * dt, u=u, metadata=metadata)
+    source = f"neuroude.data.simulate_latent_sde(seed={seed})"
+    recording = _simulated_recording(y, u, dt, source, ["drive"])
     truth = {
         "x": x,
         "mean_counts": mean_counts,
@@ -235,14 +229,8 @@ def simulate_from_drift(
     mean_counts = np.exp(log_rates + bias)
     y = rng.poisson(mean_counts)
 
-    metadata = {
-        "source": f"neuroude.data.synthetic.simulate_from_drift({type(drift).__name__}, seed={seed})",
-        "units": {"y": "spikes per bin", "u": "arbitrary", "ts": "s"},
-        "channel_names": [f"neuron {n}" for n in range(readout.shape[0])],
-        "input_names": [f"input {i}" for i in range(u.shape[2])],
-        TRIAL_INFO_KEY: {"trial_id": list(range(n_trials))},
-    }
-    recording = Recording(y=y, ts=np.arange(n_time) * dt, u=u, metadata=metadata)
+    source = f"neuroude.data.synthetic.simulate_from_drift({type(drift).__name__}, seed={seed})"
+    recording = _simulated_recording(y, u, dt, source, [f"input {i}" for i in range(u.shape[2])])
     truth = {
         "x": paths,
         "mean_counts": mean_counts,
@@ -252,3 +240,15 @@ def simulate_from_drift(
         "parameters": {"noise": float(noise), "dt": float(dt), "substeps": int(n_substeps)},
     }
     return recording, truth
+
+
+def _simulated_recording(y: np.ndarray, u: np.ndarray, dt: float, source: str, input_names: list[str]) -> Recording:
+    n_trials, n_time, n_neurons = y.shape
+    metadata = {
+        "source": source,
+        "units": {"y": "spikes per bin", "u": "arbitrary", "ts": "s"},
+        "channel_names": [f"neuron {n}" for n in range(n_neurons)],
+        "input_names": input_names,
+        TRIAL_INFO_KEY: {"trial_id": list(range(n_trials))},
+    }
+    return Recording(y=y, ts=np.arange(n_time) * dt, u=u, metadata=metadata)
