@@ -131,8 +131,9 @@ class BrainNetwork(eqx.Module):
     uncoupled network with `G` frozen at exactly 0, because the softplus
     parametrisation of a positive constant cannot reach 0.
 
-    NOTE: conduction delays (`x_j(t - D_ij)`) are not implemented yet, so all
-    coupling is instantaneous.
+    Conduction delays (`x_j(t - D_ij)`) are simulated by `delays.simulate_network`.
+    NOTE: fitting uses instantaneous coupling, because the training solvers do
+    not carry a history buffer yet.
     """
 
     local: eqx.Module

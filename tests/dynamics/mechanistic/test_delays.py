@@ -1,0 +1,147 @@
+"""Conduction delays in the whole-brain network.
+
+A two-node chain, where node 1 decays on its own and drives node 2 through a
+delayed additive coupling, has a closed-form solution by the method of steps.
+Without delays the simulator must reproduce the instantaneous network solved
+by the generic fixed-step solver, and its gradient in the global coupling must
+match central finite differences.
+"""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from neuroude.dynamics.mechanistic.delays import conduction_delays, delay_steps, simulate_network
+from neuroude.dynamics.mechanistic.linear import LinearDynamics
+from neuroude.dynamics.mechanistic.network import BrainNetwork
+from neuroude.dynamics.mechanistic.stuart_landau import StuartLandau
+from neuroude.errors import ConfigError
+from neuroude.solve import solve_fixed_step
+
+DECAY = 2.0  # 1/s, decay rate of both nodes
+GAIN = 3.0  # 1/s, coupling from node 1 to node 2
+DELAY = 0.25  # seconds
+
+
+def decaying_chain(gain: float = GAIN) -> BrainNetwork:
+    """Node 1 decays alone and drives node 2 (additive coupling, weight 1 from node 1 to node 2)."""
+    local = LinearDynamics(0, size=1, key=jax.random.key(0))
+    local = eqx.tree_at(lambda m: m.A, local, jnp.array([[-DECAY]], jnp.float32))
+    connectivity = np.array([[0.0, 0.0], [1.0, 0.0]])
+    return BrainNetwork(local, connectivity, coupling="additive", global_coupling=gain)
+
+
+def chain_solution(t: np.ndarray) -> np.ndarray:
+    """Node 2 of the chain from x = (1, 0), with node 1 held at 1 before the start."""
+    before = GAIN / DECAY * (1 - np.exp(-DECAY * t))
+    at_delay = GAIN / DECAY * (1 - np.exp(-DECAY * DELAY))
+    after = (at_delay + GAIN * (t - DELAY)) * np.exp(-DECAY * (t - DELAY))
+    return np.where(t < DELAY, before, after)
+
+
+def test_delayed_chain_matches_method_of_steps():
+    dt = 1e-4
+    delays = np.array([[0.0, DELAY], [DELAY, 0.0]])
+    path = simulate_network(decaying_chain(), jnp.array([1.0, 0.0]), dt, 10_000, delays=delays, save_every=100)
+
+    t = np.arange(path.shape[0]) * 100 * dt
+    np.testing.assert_allclose(path[:, 0], np.exp(-DECAY * t), atol=2e-3)
+    np.testing.assert_allclose(path[:, 1], chain_solution(t), atol=2e-3)
+
+
+def test_delay_changes_the_response():
+    dt = 1e-3
+    delays = np.array([[0.0, DELAY], [DELAY, 0.0]])
+    instantaneous = simulate_network(decaying_chain(), jnp.array([1.0, 0.0]), dt, 1000)
+    delayed = simulate_network(decaying_chain(), jnp.array([1.0, 0.0]), dt, 1000, delays=delays)
+
+    # Without delay node 2 follows GAIN t exp(-DECAY t), which peaks at 1 / DECAY. With the delay the
+    # closed form peaks at DELAY + 1 / DECAY - x2(DELAY) / GAIN.
+    at_delay = (1 - math.exp(-DECAY * DELAY)) / DECAY
+    assert int(jnp.argmax(instantaneous[:, 1])) * dt == pytest.approx(1 / DECAY, abs=2 * dt)
+    assert int(jnp.argmax(delayed[:, 1])) * dt == pytest.approx(DELAY + 1 / DECAY - at_delay, abs=2 * dt)
+
+
+def test_zero_delays_match_fixed_step_solver():
+    rng = np.random.default_rng(1)
+    connectivity = rng.uniform(0, 1, (4, 4))
+    np.fill_diagonal(connectivity, 0.0)
+    network = BrainNetwork(StuartLandau(0), connectivity, global_coupling=0.5)
+    x0 = jnp.asarray(rng.normal(size=network.state_size), jnp.float32)
+    dt, n_steps = 1e-3, 200
+
+    simulated = simulate_network(network, x0, dt, n_steps, delays=np.zeros((4, 4)), save_every=10)
+
+    def fields(t, x, k, frac):
+        return network(t, x, jnp.zeros(0)), jnp.zeros_like(x), jnp.zeros(())
+
+    reference, _ = solve_fixed_step(fields, x0, 0.0, 10 * dt, n_steps // 10 + 1, 10, key=None)
+    np.testing.assert_allclose(simulated, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_gradient_in_coupling_matches_finite_differences():
+    delays = np.array([[0.0, 0.01], [0.02, 0.0]])
+    dt = 1e-3
+
+    def end_state(gain):
+        with jax.enable_x64(True):
+            network = decaying_chain(1.0)
+            network = eqx.tree_at(lambda n: n.global_coupling.raw, network, gain)
+            path = simulate_network(network, jnp.array([1.0, 0.5], jnp.float64), dt, 100, delays=delays)
+            return path[-1, 1]
+
+    with jax.enable_x64(True):
+        raw = jnp.asarray(0.3, jnp.float64)
+        gradient = jax.grad(end_state)(raw)
+        h = 1e-6
+        numeric = (end_state(raw + h) - end_state(raw - h)) / (2 * h)
+    assert math.isfinite(float(gradient))
+    assert float(gradient) == pytest.approx(float(numeric), rel=1e-6)
+
+
+def test_noise_is_reproducible_and_needs_key():
+    network = decaying_chain()
+    first = simulate_network(network, jnp.zeros(2), 1e-3, 100, noise_scale=0.1, key=jax.random.key(3), save_every=10)
+    second = simulate_network(network, jnp.zeros(2), 1e-3, 100, noise_scale=0.1, key=jax.random.key(3), save_every=10)
+    np.testing.assert_array_equal(first, second)
+    assert float(jnp.std(first)) > 0
+
+    with pytest.raises(ConfigError, match="key is None"):
+        simulate_network(network, jnp.zeros(2), 1e-3, 100, noise_scale=0.1)
+
+
+def test_conduction_delays_units():
+    lengths = np.array([[0.0, 100.0], [50.0, 0.0]])  # mm
+    delays = conduction_delays(lengths, conduction_speed=10.0)  # m/s
+    np.testing.assert_allclose(delays, [[0.0, 0.01], [0.005, 0.0]])
+    np.testing.assert_array_equal(delay_steps(delays, 1e-3, 2), [[0, 10], [5, 0]])
+
+
+@pytest.mark.parametrize(
+    ("lengths", "speed", "message"),
+    [
+        (np.array([[0.0, -1.0], [1.0, 0.0]]), 5.0, "negative or non-finite"),
+        (np.array([[0.0, np.nan], [1.0, 0.0]]), 5.0, "negative or non-finite"),
+        (np.zeros((2, 3)), 5.0, "square"),
+        (np.zeros((2, 2)), 0.0, "conduction_speed is 0.0"),
+    ],
+)
+def test_conduction_delays_reject_bad_input(lengths, speed, message):
+    with pytest.raises(ConfigError, match=message):
+        conduction_delays(lengths, speed)
+
+
+def test_simulate_network_rejects_bad_shapes():
+    network = decaying_chain()
+    with pytest.raises(ConfigError, match="x0 has shape"):
+        simulate_network(network, jnp.zeros(3), 1e-3, 10)
+    with pytest.raises(ConfigError, match="multiple of save_every"):
+        simulate_network(network, jnp.zeros(2), 1e-3, 10, save_every=3)
+    with pytest.raises(ConfigError, match=r"delays have shape \(3, 3\)"):
+        simulate_network(network, jnp.zeros(2), 1e-3, 10, delays=np.zeros((3, 3)))
