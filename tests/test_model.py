@@ -263,3 +263,18 @@ def test_mlp_drift_has_no_model_observables():
     config = tiny_config(model={"observed_states": "model"})
     with pytest.raises(ConfigError, match="names no observable states"):
         build_model(config, 3, 1, jax.random.PRNGKey(0))
+
+
+def test_checkpointed_model_matches_plain(make_model, recording):
+    plain = make_model(tiny_config(solver={"n_substeps": 2}))
+    segmented = make_model(tiny_config(solver={"n_substeps": 2, "checkpoint_bins": 5}))
+
+    def loss(model):
+        return model.loss(*batch(recording), 0.0, 0.01, jax.random.PRNGKey(3), 1.0, 1)[0]
+
+    plain_loss, plain_grads = eqx.filter_value_and_grad(loss)(plain)
+    segmented_loss, segmented_grads = eqx.filter_value_and_grad(loss)(segmented)
+
+    assert float(segmented_loss) == pytest.approx(float(plain_loss), rel=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(plain_grads), jax.tree_util.tree_leaves(segmented_grads)):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)

@@ -141,6 +141,7 @@ def build_model(
         encoder, recognition, sde, observation, model_config.latent_size, model_config.context_size,
         model_config.correction_width, config.solver.method, config.solver.n_substeps, model_config.interpolation,
         config.solver.adjoint, config.solver.rtol, config.solver.atol, observed_states, key=keys[5],
+        checkpoint_bins=config.solver.checkpoint_bins,
     )
 
 

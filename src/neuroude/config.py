@@ -129,6 +129,10 @@ class SolverConfig(Section):
     adjoint: Literal["checkpoint", "backsolve"] = "checkpoint"
     rtol: float = Field(1e-4, gt=0)
     atol: float = Field(1e-6, gt=0)
+    checkpoint_bins: int = Field(
+        0, ge=0,
+        description="bins per segment recomputed in the backward pass (fixed-step methods); 0 stores every step",
+    )
 
 
 class TrainingConfig(Section):

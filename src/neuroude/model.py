@@ -45,6 +45,7 @@ class LatentUDE(eqx.Module):
     rtol: float = eqx.field(static=True)
     atol: float = eqx.field(static=True)
     observed_states: tuple[int, ...] | None = eqx.field(static=True)
+    checkpoint_bins: int = eqx.field(static=True)
 
     def __init__(
         self,
@@ -64,12 +65,15 @@ class LatentUDE(eqx.Module):
         observed_states: tuple[int, ...] | None = None,
         *,
         key: PRNGKeyArray,
+        checkpoint_bins: int = 0,
     ):
         check_method(method, sde.is_ode, adjoint)
         if interpolation not in INTERPOLATIONS:
             raise ConfigError(f"interpolation is {interpolation!r}; expected one of {INTERPOLATIONS}")
         if n_substeps < 1:
             raise ConfigError(f"n_substeps is {n_substeps}; expected an integer >= 1")
+        if checkpoint_bins < 0:
+            raise ConfigError(f"checkpoint_bins is {checkpoint_bins}; expected 0 (off) or a number of bins >= 1")
         if recognition.latent_size != latent_size:
             raise ConfigError(
                 f"the recognition model infers {recognition.latent_size} latent states; expected latent_size {latent_size}"
@@ -87,6 +91,7 @@ class LatentUDE(eqx.Module):
         self.rtol = rtol
         self.atol = atol
         self.observed_states = _check_observed_states(observed_states, latent_size)
+        self.checkpoint_bins = checkpoint_bins
 
         if sde.is_ode:
             self.correction = None
@@ -110,7 +115,9 @@ class LatentUDE(eqx.Module):
     def _integrate(self, fields, x0, t0: float, bin_width: float, n_bins: int, key: PRNGKeyArray | None):
         if self.method in FIXED_STEP_METHODS:
             noise_key = None if self.sde.is_ode else key
-            return solve_fixed_step(fields, x0, t0, bin_width, n_bins, self.n_substeps, noise_key, self.method)
+            return solve_fixed_step(
+                fields, x0, t0, bin_width, n_bins, self.n_substeps, noise_key, self.method, self.checkpoint_bins
+            )
         return solve_adaptive(fields, x0, t0, bin_width, n_bins, self.method, self.adjoint, self.rtol, self.atol)
 
     def _sample_paths(self, fields, mean0, std0, t0: float, bin_width: float, n_bins: int, key, n_samples: int):

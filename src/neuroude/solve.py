@@ -53,25 +53,30 @@ def solve_fixed_step(
     n_substeps: int,
     key: PRNGKeyArray | None,
     method: str = "euler",
+    checkpoint_bins: int = 0,
 ) -> tuple[Float[Array, "n_bins d"], Float[Array, ""]]:
     """Integrate from `x0` at `t0` to the end of `n_bins` bins; return the states at bin times and the path KL.
 
     `key=None` integrates without noise (an ODE, or the drift-only path).
+
+    `checkpoint_bins > 0` cuts the path into segments of that many bins and
+    recomputes each segment in the backward pass (`jax.checkpoint`), so reverse
+    mode stores one state per segment plus one segment's steps instead of every
+    step. Segments of about `sqrt(n_bins)` bins make that memory grow like
+    `sqrt(n_bins)`. The values and gradients are those of the plain scan.
     """
     if method not in FIXED_STEP_METHODS:
         raise ConfigError(f"fixed-step method is {method!r}; expected one of {FIXED_STEP_METHODS}")
     if n_substeps < 1:
         raise ConfigError(f"n_substeps is {n_substeps}; expected an integer >= 1")
+    if checkpoint_bins < 0:
+        raise ConfigError(f"checkpoint_bins is {checkpoint_bins}; expected 0 (off) or a number of bins >= 1")
 
     step = bin_width / n_substeps
     n_steps = (n_bins - 1) * n_substeps
     if n_steps == 0:
         return x0[None], jnp.zeros((), x0.dtype)
 
-    if key is None:
-        increments = jnp.zeros((n_steps, x0.shape[0]), x0.dtype)
-    else:
-        increments = jax.random.normal(key, (n_steps, x0.shape[0]), x0.dtype) * jnp.sqrt(step)
 
     def position(i):
         k = jnp.minimum(i // n_substeps, n_bins - 1)
@@ -100,9 +105,56 @@ def solve_fixed_step(
 
     body = euler_step if method == "euler" else heun_step
     carry0 = (x0, jnp.zeros((), x0.dtype))
-    (_, path_kl), path = jax.lax.scan(body, carry0, (jnp.arange(n_steps), increments))
+    if checkpoint_bins:
+        return _scan_checkpointed(body, carry0, key, step, n_steps, n_substeps, checkpoint_bins)
 
+    increments = brownian_increments(key, jnp.arange(n_bins - 1), n_substeps, x0.shape[0], step, x0.dtype)
+    (_, path_kl), path = jax.lax.scan(body, carry0, (jnp.arange(n_steps), increments))
     at_bins = path[n_substeps - 1 :: n_substeps]
+    return jnp.concatenate([x0[None], at_bins]), path_kl
+
+
+def brownian_increments(
+    key: PRNGKeyArray | None, bins: Array, n_substeps: int, size: int, step: float, dtype
+) -> Float[Array, "steps size"]:
+    """Return the Brownian increments of the solver steps inside `bins`, shape (len(bins) * n_substeps, size).
+
+    Bin `k` draws from `fold_in(key, k)`, so a segment of bins can draw its own
+    increments and get the values a whole-path draw would give. `key=None`
+    gives zeros (no noise).
+    """
+    if key is None:
+        return jnp.zeros((bins.shape[0] * n_substeps, size), dtype)
+
+    def one_bin(k):
+        return jax.random.normal(jax.random.fold_in(key, k), (n_substeps, size), dtype)
+
+    return jax.vmap(one_bin)(bins).reshape(-1, size) * jnp.sqrt(step)
+
+
+def _scan_checkpointed(body, carry0, key, step: float, n_steps: int, n_substeps: int, checkpoint_bins: int):
+    """Run `body` over all steps in rematerialised segments of `checkpoint_bins` bins; return bin states and KL."""
+    x0 = carry0[0]
+    n_segments = -(-n_steps // (checkpoint_bins * n_substeps))
+
+    def masked_step(carry, inputs):
+        # Steps past the end (padding of the last segment) leave the carry unchanged.
+        i, _ = inputs
+        new_carry, _ = body(carry, inputs)
+        carry = jax.tree_util.tree_map(lambda new, old: jnp.where(i < n_steps, new, old), new_carry, carry)
+        return carry, carry[0]
+
+    @jax.checkpoint
+    def run_segment(carry, segment):
+        # The increments are drawn inside the segment, so the backward pass stores none of them.
+        bins = segment * checkpoint_bins + jnp.arange(checkpoint_bins)
+        increments = brownian_increments(key, bins, n_substeps, x0.shape[0], step, x0.dtype)
+        steps = bins[0] * n_substeps + jnp.arange(checkpoint_bins * n_substeps)
+        carry, states = jax.lax.scan(masked_step, carry, (steps, increments))
+        return carry, states[n_substeps - 1 :: n_substeps]
+
+    (_, path_kl), at_bins = jax.lax.scan(run_segment, carry0, jnp.arange(n_segments))
+    at_bins = at_bins.reshape(-1, x0.shape[0])[: n_steps // n_substeps]
     return jnp.concatenate([x0[None], at_bins]), path_kl
 
 
