@@ -25,6 +25,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .dynamics.hybrid import ResidualDrift
 from .dynamics.sde import SDE
 from .errors import ConfigError
+from .segments import checkpointed_sum
 from .solve import FIXED_STEP_METHODS, check_method, solve_adaptive, solve_fixed_step
 from .stimulus import INTERPOLATIONS, input_at
 
@@ -158,11 +159,11 @@ class LatentUDE(eqx.Module):
         drive = self.encode(stimulus)
         mean0, std0 = self.recognition.initial_state(y, drive)
         kl_initial = jnp.sum(0.5 * (mean0**2 + std0**2 - 1.0) - jnp.log(std0))
-        context = None if self.sde.is_ode else self.recognition.context(y, drive)
+        context = None if self.sde.is_ode else self.recognition.context(y, drive, self.checkpoint_bins)
         fields = self._fields(drive, context)
 
         paths, kl_path = self._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
-        log_likelihood = jax.vmap(lambda path: self.observation.log_prob(y, self.observed(path), mask))(paths)
+        log_likelihood = jax.vmap(lambda path: self._log_likelihood(y, path, mask))(paths)
         penalty = jax.vmap(lambda path: self._residual_penalty(path, drive))(paths)
         return {
             "log_likelihood": jnp.mean(log_likelihood),
@@ -170,6 +171,14 @@ class LatentUDE(eqx.Module):
             "kl_path": jnp.mean(kl_path),
             "residual_penalty": jnp.mean(penalty),
         }
+
+    def _log_likelihood(self, y: Float[Array, "T n"], path: Float[Array, "T d"], mask: Float[Array, "T n"]):
+        # Likelihoods that are sums over bins can be computed in recomputed segments, like the solver.
+        if self.checkpoint_bins and getattr(self.observation, "time_separable", False):
+            return checkpointed_sum(
+                lambda y, x, m: self.observation.log_prob(y, x, m), (y, self.observed(path), mask), self.checkpoint_bins
+            )
+        return self.observation.log_prob(y, self.observed(path), mask)
 
     def _residual_penalty(self, path: Float[Array, "T d"], drive: Float[Array, "T m"]) -> Float[Array, ""]:
         drift = self.sde.drift

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .errors import ConfigError
+from .segments import checkpointed_scan
 
 
 class GRURecognition(eqx.Module):
@@ -50,12 +51,13 @@ class GRURecognition(eqx.Module):
         self.latent_size = latent_size
         self.n_init_bins = n_init_bins
 
-    def _run_backwards(self, features: Float[Array, "T f"]) -> Float[Array, "T h"]:
+    def _run_backwards(self, features: Float[Array, "T f"], checkpoint_bins: int = 0) -> Float[Array, "T h"]:
         def step(hidden, feature):
             hidden = self.cell(feature, hidden)
             return hidden, hidden
 
-        _, hiddens = jax.lax.scan(step, jnp.zeros(self.hidden_size, features.dtype), features[::-1])
+        hidden0 = jnp.zeros(self.hidden_size, features.dtype)
+        _, hiddens = checkpointed_scan(step, hidden0, features[::-1], checkpoint_bins)
         return hiddens[::-1]
 
     def initial_state(
@@ -67,7 +69,13 @@ class GRURecognition(eqx.Module):
         mean, log_std = jnp.split(self.to_initial(hidden), 2)
         return mean, jnp.exp(jnp.clip(log_std, -7.0, 3.0))
 
-    def context(self, y: Float[Array, "T n"], drive: Float[Array, "T m"]) -> Float[Array, "T c"]:
-        """Return the context sequence, aligned to forward time."""
-        hiddens = self._run_backwards(jnp.concatenate([y, drive], axis=-1))
+    def context(
+        self, y: Float[Array, "T n"], drive: Float[Array, "T m"], checkpoint_bins: int = 0
+    ) -> Float[Array, "T c"]:
+        """Return the context sequence, aligned to forward time.
+
+        `checkpoint_bins > 0` recomputes the GRU in segments of that many bins
+        in the backward pass (see `neuroude.segments`).
+        """
+        hiddens = self._run_backwards(jnp.concatenate([y, drive], axis=-1), checkpoint_bins)
         return jax.vmap(self.to_context)(hiddens)

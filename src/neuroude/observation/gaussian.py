@@ -11,6 +11,9 @@ from jaxtyping import Array, Float, PRNGKeyArray
 class GaussianObservation(eqx.Module):
     """`y_tn ~ Normal(C x_t + b, s_n^2)` with one learned variance per channel."""
 
+    # log_prob is a sum over bins, so the model may evaluate it segment by segment.
+    time_separable = True
+
     readout: eqx.nn.Linear
     log_std: Float[Array, " n"]
 

@@ -20,6 +20,9 @@ class PoissonObservation(eqx.Module):
     drive, which keeps rates from exploding early in a fit.
     """
 
+    # log_prob is a sum over bins, so the model may evaluate it segment by segment.
+    time_separable = True
+
     readout: eqx.nn.Linear
     link: str = eqx.field(static=True)
 
