@@ -1,5 +1,7 @@
 """Shared fixtures: small models and recordings, so JAX compiles each shape once per session."""
 
+import os
+import tempfile
 from pathlib import Path
 
 import jax
@@ -11,6 +13,9 @@ from neuroude.config import parse_config
 from neuroude.data import Recording
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# Commands run in-process turn on the compilation cache; it goes to a scratch folder, not the user's cache.
+os.environ.setdefault("NEUROUDE_COMPILATION_CACHE", tempfile.mkdtemp(prefix="neuroude-test-cache-"))
 
 
 def tiny_config(**sections):

@@ -90,6 +90,10 @@ def _log_to_terminal(quiet: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     _log_to_terminal(quiet=getattr(arguments, "quiet", False))
+    if arguments.command != "models":
+        from .cache import enable_compilation_cache
+
+        enable_compilation_cache()
     try:
         if arguments.command == "fit":
             return _fit(arguments)
