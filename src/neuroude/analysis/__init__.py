@@ -1,0 +1,3 @@
+"""Dynamical-systems analysis of a drift `f(x, u)` or of a fitted LatentUDE's prior dynamics."""
+
+from . import fixed_points
