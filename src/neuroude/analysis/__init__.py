@@ -1,3 +1,4 @@
 """Dynamical-systems analysis of a drift `f(x, u)` or of a fitted LatentUDE's prior dynamics."""
 
+from . import continuation
 from . import fixed_points
