@@ -2,3 +2,4 @@
 
 from . import continuation
 from . import fixed_points
+from . import noise
