@@ -3,3 +3,4 @@
 from . import continuation
 from . import fixed_points
 from . import noise
+from . import regimes
