@@ -3,4 +3,5 @@
 from . import continuation
 from . import fixed_points
 from . import noise
+from . import phase
 from . import regimes
