@@ -81,8 +81,8 @@ def test_double_well_escape_near_kramers():
 
     np.testing.assert_allclose(expected, 242.57, rtol=1e-4)
     assert escape.n_escaped >= 120
-    # Kramers' formula is the leading term for D small against the barrier; at a ratio of 4 the next
-    # terms and the sampling error of 128 paths (about 9%) allow 0.7 to 1.5 times the formula.
+    # Kramers' formula is only the leading term for D small against the barrier. At a barrier of 4 D the
+    # next terms and the sampling error of 128 paths (about 9%) allow 0.7 to 1.5 times the formula.
     ratio = escape.mean_time / expected
     assert 0.7 < ratio < 1.5, f"mean escape time {escape.mean_time:.1f}, Kramers {expected:.1f}"
 

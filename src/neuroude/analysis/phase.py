@@ -51,7 +51,7 @@ class Projection:
 
 
 def identity_projection(latent_size: int = 2) -> Projection:
-    """The plane of the first two states, with the others held at 0."""
+    """Return the plane of the first two states, with the others held at 0."""
     if latent_size < 2:
         raise ConfigError(f"latent size is {latent_size}; a plane needs at least 2 states")
     components = np.eye(latent_size)[:2]
@@ -59,7 +59,7 @@ def identity_projection(latent_size: int = 2) -> Projection:
 
 
 def pca_projection(states) -> Projection:
-    """The plane of the first two principal components of visited states (N, d), through their mean."""
+    """Return the plane of the first two principal components of visited states (N, d), through their mean."""
     states = np.asarray(states, np.float64).reshape(-1, np.shape(states)[-1])
     if states.shape[1] < 2 or states.shape[0] < 2:
         raise ConfigError(f"visited states have shape {states.shape}; expected (N, d) with N >= 2 and d >= 2")
@@ -71,7 +71,7 @@ def pca_projection(states) -> Projection:
 
 
 def default_projection(latent_size: int, states=None) -> Projection:
-    """The identity plane for 2 states, else the principal-component plane of `states`."""
+    """Return the identity plane for 2 states, else the principal-component plane of `states`."""
     if latent_size == 2:
         return identity_projection(2)
     if states is None:
@@ -97,6 +97,10 @@ def _limits(points: Sequence[Equilibrium], paths, projection: Projection | None,
     if not cloud:
         return np.array([[-2.0, 2.0], [-2.0, 2.0]])
     states = np.concatenate(cloud)
+    # A diverged sample path must not stretch the axes to infinity.
+    states = states[np.all(np.isfinite(states), axis=1)]
+    if states.shape[0] == 0:
+        return np.array([[-2.0, 2.0], [-2.0, 2.0]])
     coordinates = projection.project(states) if projection is not None else states
     low, high = coordinates.min(axis=0), coordinates.max(axis=0)
     centre, half = 0.5 * (low + high), np.maximum(0.6 * (high - low), 0.5)

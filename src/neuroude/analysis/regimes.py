@@ -71,9 +71,9 @@ def _oscillation(paths: np.ndarray, amplitude_tol: float, bound: float) -> tuple
     """Return (any path oscillates, any path is unbounded) from simulated paths (n, T, d).
 
     A path oscillates when, over the last third, its widest state swings by
-    more than `amplitude_tol`, turns back at least twice, and its swing in the
-    last sixth is at least 80% of that in the sixth before, so the motion is
-    not decaying.
+    more than `amplitude_tol` and turns back at least twice. Its swing in the
+    last sixth must also be at least 80% of that in the sixth before, so a
+    decaying motion does not count.
     """
     unbounded = bool(np.any(~np.isfinite(paths)) or np.any(np.abs(paths) > bound))
     if unbounded:
