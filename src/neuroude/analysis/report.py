@@ -115,6 +115,9 @@ def analyze_run(
     visited = visited_states(model, recording, key_visited)
     projection = default_projection(model.latent_size, visited) if model.latent_size >= 2 else None
     run.folder.figures.mkdir(parents=True, exist_ok=True)
+    # Figures of an earlier analysis would otherwise sit beside an analysis.json that does not list them.
+    for stale in [*run.folder.figures.glob("phase_portrait_*.png"), run.folder.figures / "continuation.png"]:
+        stale.unlink(missing_ok=True)
 
     keys = jax.random.split(key_levels, len(levels))
     result = {
