@@ -3,12 +3,14 @@
 import json
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import tiny_config, tiny_recording
 
 from neuroude.analysis.fitted import encode_constant_input, prior_diffusion, prior_drift
+from neuroude.analysis.noise import stationary_spread
 from neuroude.cli import main
 from neuroude.data import save_npz
 from neuroude.errors import ConfigError
@@ -93,6 +95,21 @@ def test_fitted_helpers_read_prior(fitted_run):
     assert sigma.shape == (2,)
     velocity = prior_drift(model)(jnp.zeros(2), u)
     np.testing.assert_allclose(velocity, model.sde.drift(0.0, jnp.zeros(2), u))
+
+
+def test_fitted_spread_near_lyapunov(fitted_run, analysis):
+    # At the fitted noise (about 0.3) paths cross the threshold of this excitable model and spike, so the
+    # test scales the fitted diffusion by 0.1. Paths then stay within about 0.03 of the rest state, where
+    # the drift is close to linear, so the Lyapunov covariance should match within the 25% allowed here.
+    model = fitted_run.model
+    u = encode_constant_input(model, 0.0, 1)
+    rest = analysis["levels"][0]["points"][0]["state"]
+    fitted_diffusion = prior_diffusion(model)
+    spread = stationary_spread(prior_drift(model), lambda x, u: 0.1 * fitted_diffusion(x, u), u, rest,
+                               jax.random.PRNGKey(0), n_paths=64, dt=0.005, duration=20.0, burn_in=2.0,
+                               record_every=20)
+    np.testing.assert_allclose(np.diag(spread.covariance), np.diag(spread.linear_covariance), rtol=0.25)
+    np.testing.assert_allclose(spread.mean, rest, atol=0.02)
 
 
 def test_encode_constant_input_rejects_wrong_size(fitted_run):

@@ -8,10 +8,11 @@ because it only exists given a recorded trial.
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..errors import ConfigError, NeuroudeError
 from ..evaluate import predict_recording
@@ -28,8 +29,12 @@ def prior_drift(model: LatentUDE) -> Drift:
 def prior_diffusion(model: LatentUDE) -> Diffusion:
     """Return the prior diffusion `sigma(x, u)`; zero for an ODE model."""
     if model.sde.is_ode:
-        return lambda x, u: jnp.zeros_like(x)
+        return _zero_diffusion
     return autonomous(model.sde.diffusion)
+
+
+def _zero_diffusion(x, u):
+    return jnp.zeros_like(x)
 
 
 def encode_constant_input(model: LatentUDE, stimulus, n_inputs: int) -> jax.Array:
@@ -47,11 +52,20 @@ def encode_constant_input(model: LatentUDE, stimulus, n_inputs: int) -> jax.Arra
     return model.encode(jnp.asarray(stimulus)[None])[0]
 
 
-def input_level_family(model: LatentUDE, direction):
+class InputLevelFamily(eqx.Module):
+    """`F(x, p)`: the prior drift at the drive encoded from the raw stimulus `p * direction`."""
+
+    model: LatentUDE
+    direction: Float[Array, " k"]
+
+    def __call__(self, x: Float[Array, " d"], p: Float[Array, ""]) -> Float[Array, " d"]:
+        u = self.model.encode((p * self.direction)[None])[0]
+        return self.model.sde.drift(0.0, x, u)
+
+
+def input_level_family(model: LatentUDE, direction) -> InputLevelFamily:
     """Return `F(x, p)`: the prior drift at the drive encoded from the raw stimulus `p * direction`."""
-    drift = prior_drift(model)
-    direction = jnp.asarray(direction, jnp.float32)
-    return lambda x, p: drift(x, model.encode((p * direction)[None])[0])
+    return InputLevelFamily(model, jnp.asarray(direction, jnp.float32))
 
 
 def visited_states(model: LatentUDE, recording, key: PRNGKeyArray, max_trials: int = 8, n_samples: int = 4) -> np.ndarray:

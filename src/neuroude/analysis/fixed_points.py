@@ -34,12 +34,26 @@ FIXED_POINT = "fixed point"
 SLOW_POINT = "slow point"
 
 
+class Autonomous(eqx.Module):
+    """The drift `f(x, u) = vector_field(t, x, u)` at a fixed time `t`.
+
+    A PyTree, so jitted analysis functions compile once per model structure
+    and reuse the compilation for other parameter values.
+    """
+
+    vector_field: eqx.Module
+    t: float = eqx.field(static=True, default=0.0)
+
+    def __call__(self, x: Float[Array, " d"], u: Float[Array, " m"]) -> Float[Array, " d"]:
+        return self.vector_field(self.t, x, u)
+
+
 def autonomous(vector_field, t: float = 0.0) -> Drift:
     """Return `f(x, u) = vector_field(t, x, u)` for a drift module with the process model's `(t, x, u)` signature.
 
     Every drift in `neuroude.dynamics` ignores `t`, so the analysis holds `t` fixed.
     """
-    return lambda x, u: vector_field(t, x, u)
+    return Autonomous(vector_field, t)
 
 
 @dataclass
