@@ -71,7 +71,8 @@ def simulate(
     """Simulate `dx = f dt + sigma dW` by Euler-Maruyama from each row of `x0` (n, d) for `duration`.
 
     Returns the states every `record_every` steps, starting with `x0`:
-    `(n, 1 + steps // record_every, d)`. `diffusion(x, u)` returns the diagonal of sigma.
+    `(n, 1 + steps // record_every, d)`. The last `steps % record_every` steps
+    are not simulated. `diffusion(x, u)` returns the diagonal of sigma.
     """
     u, x0 = _as_inputs(u, x0)
     n_steps = _check_time_grid(dt, duration)

@@ -79,11 +79,20 @@ def _continuation(run, visited, low: float, high: float, n_starts: int, key) -> 
     step = abs(high - low) / 50.0
     branches = []
     for point in points[:MAX_BRANCHES]:
+        if any(_on_branch(point.state, branch, low) for branch in branches):
+            continue
         try:
             branches.append(continue_equilibria(family, point.state, low, high, step=step, max_points=400))
         except ConfigError as error:
             logger.warning("continuation from %s failed: %s", point.state.tolist(), error)
     return branches
+
+
+def _on_branch(state: np.ndarray, branch: Branch, level: float) -> bool:
+    """Tell whether `state` is an equilibrium of `branch` at `level`, such as the far end of an S-shaped branch."""
+    at_level = branch.states[np.isclose(branch.parameters, level, rtol=0.0, atol=1e-9)]
+    distances = np.linalg.norm(at_level - state, axis=1)
+    return bool(np.any(distances < 1e-3 * (1.0 + np.linalg.norm(state))))
 
 
 def analyze_run(
