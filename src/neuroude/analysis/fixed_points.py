@@ -51,7 +51,7 @@ class Autonomous(eqx.Module):
 def autonomous(vector_field, t: float = 0.0) -> Drift:
     """Return `f(x, u) = vector_field(t, x, u)` for a drift module with the process model's `(t, x, u)` signature.
 
-    Every drift in `neuroude.dynamics` ignores `t`, so the analysis holds `t` fixed.
+    A drift that depends on time is analysed as the frozen vector field at that instant.
     """
     return Autonomous(vector_field, t)
 
@@ -102,11 +102,12 @@ def count_unstable(eigenvalues, relative_tolerance: float = 1e-4) -> int:
 def classify(eigenvalues, relative_tolerance: float = 1e-4) -> str:
     """Label a linearisation from the eigenvalues of its Jacobian.
 
-    Returns "stable node" or "stable focus" (all real parts negative; focus when
-    a complex pair is present), "unstable node" or "unstable focus" (all
-    positive), "saddle" or "saddle-focus" (both signs), and "non-hyperbolic"
-    when a real part is zero within `relative_tolerance` times the largest
-    eigenvalue magnitude, where linearisation does not decide stability.
+    Returns "stable node" or "stable focus" when all real parts are negative,
+    "unstable node" or "unstable focus" when all are positive, and "saddle" or
+    "saddle-focus" when both signs occur. The focus labels mark a complex pair.
+    "non-hyperbolic" means a real part is zero within `relative_tolerance`
+    times the largest eigenvalue magnitude, where linearisation does not
+    decide stability.
     """
     eigenvalues = np.asarray(eigenvalues, dtype=complex)
     scale = max(float(np.max(np.abs(eigenvalues))), 1e-30)
