@@ -38,6 +38,19 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="random seed of the samples")
 
     commands.add_parser("models", help="list the mechanistic drifts with their constants and defaults")
+
+    analyze = commands.add_parser(
+        "analyze", help="find fixed points, draw phase portraits and continue equilibria of a fitted run's prior drift"
+    )
+    analyze.add_argument("run_dir", help="run folder written by `neuroude fit`")
+    analyze.add_argument("--input", nargs="+", default=None, metavar="VALUE",
+                         help="constant raw stimulus levels to analyse, one figure each; a level is one number for "
+                              "every input channel or comma-separated numbers, one per channel "
+                              "(default: the recording's mean stimulus)")
+    analyze.add_argument("--continuation", nargs=2, type=float, default=None, metavar=("LOW", "HIGH"),
+                         help="follow the equilibria as the stimulus level (on every channel) goes from LOW to HIGH")
+    analyze.add_argument("--starts", type=int, default=64, help="starting states of the fixed-point search (default 64)")
+    analyze.add_argument("--seed", type=int, default=0, help="random seed of the starts and sample paths")
     return parser
 
 
@@ -57,6 +70,31 @@ def _fit(arguments) -> int:
     run = fit_run(config, out, arguments.resume, arguments.overwrite, arguments.quiet, arguments.steps)
     _print_metrics(run.metrics)
     print(f"run folder: {run.folder.root}")
+    return 0
+
+
+def _analyze(arguments) -> int:
+    from .analysis.report import analyze_run
+    from .errors import ConfigError
+
+    levels = None
+    if arguments.input is not None:
+        levels = []
+        for text in arguments.input:
+            try:
+                values = [float(value) for value in text.split(",")]
+            except ValueError:
+                raise ConfigError(f"--input level {text!r} is not a number or comma-separated numbers") from None
+            levels.append(values[0] if len(values) == 1 else values)
+    result = analyze_run(arguments.run_dir, levels, arguments.continuation, arguments.starts, arguments.seed)
+
+    for level in result["levels"]:
+        kinds = [f"{point['kind']} ({point['stability']})" for point in level["points"]]
+        print(f"stimulus {level['stimulus']}: {', '.join(kinds) or 'no fixed or slow point found'}")
+    for branch in result.get("continuation", {}).get("branches", []):
+        for point in branch["bifurcations"]:
+            print(f"{point['kind']} at stimulus level {point['parameter']:.4g}")
+    print(f"analysis: {Path(arguments.run_dir) / 'analysis.json'}")
     return 0
 
 
@@ -107,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(describe_models())
             return 0
+        if arguments.command == "analyze":
+            return _analyze(arguments)
         if arguments.command == "sample":
             from .workflow import sample_run
 

@@ -1,0 +1,9 @@
+"""Dynamical-systems analysis of a drift `f(x, u)` or of a fitted LatentUDE's prior dynamics."""
+
+from . import continuation
+from . import fitted
+from . import fixed_points
+from . import noise
+from . import phase
+from . import regimes
+from . import report

@@ -1,0 +1,137 @@
+"""`neuroude analyze` on a tiny fitted FitzHugh-Nagumo run, checked against the fitted constants."""
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import tiny_config, tiny_recording
+
+from neuroude.analysis.fitted import encode_constant_input, prior_diffusion, prior_drift
+from neuroude.analysis.noise import stationary_spread
+from neuroude.cli import main
+from neuroude.data import save_npz
+from neuroude.errors import ConfigError
+from neuroude.workflow import fit_run, load_run
+
+LEVELS = [0.0, 1.0]
+CONTINUATION = (-1.0, 2.0)
+
+
+@pytest.fixture(scope="module")
+def fitted_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("analyze")
+    save_npz(tiny_recording(), folder / "recording.npz")
+    config = tiny_config(
+        data={"source": "npz", "path": str(folder / "recording.npz")},
+        model={"drift": "fitzhugh_nagumo", "constants": {"time_scale": 10.0}, "encoder": "identity"},
+    )
+    fit_run(config, folder / "run", quiet=True, steps=2)
+    # The analysis reads the best checkpoint, so the expected values come from the same one.
+    return load_run(folder / "run")
+
+
+@pytest.fixture(scope="module")
+def analysis(fitted_run):
+    arguments = ["analyze", str(fitted_run.folder.root), "--input", *map(str, LEVELS),
+                 "--continuation", *map(str, CONTINUATION), "--starts", "16"]
+    assert main(arguments) == 0
+    return json.loads((fitted_run.folder.root / "analysis.json").read_text())
+
+
+def fitted_constants(run):
+    drift = run.model.sde.drift
+    names = ("a", "b", "tau", "i_ext")
+    return {name: float(getattr(drift, name).value) for name in names} | {"gain": float(drift.input_gain[0])}
+
+
+def fixed_point_from_cubic(a, b, current):
+    """The real root of v - v^3/3 - (v + a)/b + I = 0 (unique for b < 1), and w = (v + a) / b."""
+    roots = np.roots([-1.0 / 3.0, 0.0, 1.0 - 1.0 / b, current - a / b])
+    v = roots[np.abs(roots.imag) < 1e-9].real[0]
+    return np.array([v, (v + a) / b])
+
+
+def test_analyze_writes_figures_and_json(fitted_run, analysis):
+    root = fitted_run.folder.root
+    for level in analysis["levels"]:
+        assert (root / level["figure"]).is_file()
+    assert (root / analysis["continuation"]["figure"]).is_file()
+    assert analysis["latent_size"] == 2
+    assert analysis["drift"] == "FitzHughNagumo"
+
+
+def test_fixed_points_match_fitted_cubic(fitted_run, analysis):
+    constants = fitted_constants(fitted_run)
+    assert [level["stimulus"] for level in analysis["levels"]] == [[value] for value in LEVELS]
+    for level, stimulus in zip(analysis["levels"], LEVELS):
+        fixed = [point for point in level["points"] if point["kind"] == "fixed point"]
+        current = constants["i_ext"] + constants["gain"] * stimulus
+        expected = fixed_point_from_cubic(constants["a"], constants["b"], current)
+        assert len(fixed) == 1, level["points"]
+        np.testing.assert_allclose(fixed[0]["state"], expected, atol=1e-3)
+
+
+def test_continuation_finds_fitted_hopf_input(fitted_run, analysis):
+    constants = fitted_constants(fitted_run)
+    v = -math.sqrt(1.0 - constants["b"] / constants["tau"])
+    hopf_current = (v + constants["a"]) / constants["b"] - v + v**3 / 3.0
+    hopf_input = (hopf_current - constants["i_ext"]) / constants["gain"]
+    assert CONTINUATION[0] < hopf_input < CONTINUATION[1]
+
+    branches = analysis["continuation"]["branches"]
+    hopf = [point for branch in branches for point in branch["bifurcations"] if point["kind"] == "hopf"]
+    assert len(hopf) >= 1
+    np.testing.assert_allclose(hopf[0]["parameter"], hopf_input, atol=1e-3)
+
+
+def test_fitted_helpers_read_prior(fitted_run):
+    model = fitted_run.model
+    u = encode_constant_input(model, 0.5, 1)
+    np.testing.assert_allclose(np.asarray(u), [0.5])
+    sigma = prior_diffusion(model)(jnp.zeros(2), u)
+    assert sigma.shape == (2,)
+    velocity = prior_drift(model)(jnp.zeros(2), u)
+    np.testing.assert_allclose(velocity, model.sde.drift(0.0, jnp.zeros(2), u))
+
+
+def test_fitted_spread_near_lyapunov(fitted_run, analysis):
+    # At the fitted noise (about 0.3) paths cross the threshold of this excitable model and spike, so the
+    # test scales the fitted diffusion by 0.1. Paths then stay within about 0.03 of the rest state, where
+    # the drift is close to linear, so the Lyapunov covariance should match within the 25% allowed here.
+    model = fitted_run.model
+    u = encode_constant_input(model, 0.0, 1)
+    rest = analysis["levels"][0]["points"][0]["state"]
+    fitted_diffusion = prior_diffusion(model)
+    spread = stationary_spread(prior_drift(model), lambda x, u: 0.1 * fitted_diffusion(x, u), u, rest,
+                               jax.random.PRNGKey(0), n_paths=64, dt=0.005, duration=20.0, burn_in=2.0,
+                               record_every=20)
+    np.testing.assert_allclose(np.diag(spread.covariance), np.diag(spread.linear_covariance), rtol=0.25)
+    np.testing.assert_allclose(spread.mean, rest, atol=0.02)
+
+
+def test_encode_constant_input_rejects_wrong_size(fitted_run):
+    with pytest.raises(ConfigError, match="expected one per input channel \\(1\\)"):
+        encode_constant_input(fitted_run.model, [1.0, 2.0], 1)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--input", "1,2"], "expected one per input channel"),
+        (["--input", "fast"], "--input level 'fast' is not a number"),
+        (["--continuation", "1", "1"], "expected two different stimulus levels"),
+        (["--starts", "0"], "n_starts is 0"),
+    ],
+)
+def test_analyze_rejects_bad_arguments(fitted_run, capsys, extra, message):
+    assert main(["analyze", str(fitted_run.folder.root), *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_analyze_rejects_missing_run(tmp_path, capsys):
+    assert main(["analyze", str(tmp_path / "nothing")]) == 2
+    assert "not found" in capsys.readouterr().err
+
