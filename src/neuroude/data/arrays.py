@@ -11,13 +11,15 @@ struct or a dataset inside an HDF5 group.
 y, u, behaviour and mask share one axis order, `layout`, a comma-separated permutation of
 "trials", "time" and "channels" (default "trials,time,channels"). A 2-D array is one trial,
 its two axes in the order `layout` gives them. Time is either `ts`, a variable of bin times
-in seconds, or `dt`, a number of seconds or the name of a scalar variable.
+in seconds, or `dt`, a number of seconds or the name of a scalar variable. u and behaviour
+may each be a list of variables, whose channels are concatenated in that order.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +40,8 @@ def load_mat(
     y: str,
     ts: str | None = None,
     dt: float | str | None = None,
-    u: str | None = None,
-    behaviour: str | None = None,
+    u: str | Sequence[str] | None = None,
+    behaviour: str | Sequence[str] | None = None,
     mask: str | None = None,
     layout: str = DEFAULT_LAYOUT,
 ) -> Recording:
@@ -61,8 +63,8 @@ def load_hdf5(
     y: str,
     ts: str | None = None,
     dt: float | str | None = None,
-    u: str | None = None,
-    behaviour: str | None = None,
+    u: str | Sequence[str] | None = None,
+    behaviour: str | Sequence[str] | None = None,
     mask: str | None = None,
     layout: str = DEFAULT_LAYOUT,
 ) -> Recording:
@@ -93,15 +95,20 @@ def _load(reader, path: Path, kind: str, y, ts, dt, u, behaviour, mask, layout) 
         raise ConfigError(f"ts is {ts!r} and dt is {dt!r}; expected exactly one of them (times or a bin width)")
 
     arrays = {"y": _to_trials_time_channels(reader.read(y), axes, y, path)}
-    for field, name in (("u", u), ("behaviour", behaviour), ("mask", mask)):
-        if name is not None:
-            arrays[field] = _to_trials_time_channels(reader.read(name), axes, name, path)
-    if "mask" in arrays:
-        arrays["mask"] = _as_mask(arrays["mask"], mask, path)
+    if mask is not None:
+        arrays["mask"] = _as_mask(_to_trials_time_channels(reader.read(mask), axes, mask, path), mask, path)
+    metadata = {"source": str(path), "format": kind, "variables": {"y": y, "mask": mask}}
+
+    for field, names in (("u", u), ("behaviour", behaviour)):
+        names = [names] if isinstance(names, str) else list(names or [])
+        if names:
+            blocks = [_to_trials_time_channels(reader.read(name), axes, name, path) for name in names]
+            arrays[field] = _concatenate_channels(blocks, names, path)
+            metadata[f"{'input' if field == 'u' else field}_names"] = _column_names(blocks, names)
+        metadata["variables"][field] = names
 
     n_time = arrays["y"].shape[1]
     times = _read_times(reader, ts, dt, n_time, path)
-    metadata = {"source": str(path), "format": kind, "variables": {"y": y, "u": u, "behaviour": behaviour, "mask": mask}}
     if isinstance(dt, str) or ts is not None:
         metadata["variables"]["time"] = ts if ts is not None else dt
 
@@ -122,6 +129,21 @@ def _to_trials_time_channels(array: np.ndarray, axes: tuple[str, ...], name: str
     raise DataError(
         f"{name!r} in {path} has shape {array.shape}; expected 3 axes ({', '.join(axes)}) or 2 for one trial"
     )
+
+
+def _concatenate_channels(blocks: list[np.ndarray], names: list[str], path: Path) -> np.ndarray:
+    leading = {block.shape[:2] for block in blocks}
+    if len(leading) > 1:
+        shapes = ", ".join(f"{name} {block.shape}" for name, block in zip(names, blocks))
+        raise DataError(f"the variables in {path} have different trial or time lengths: {shapes}; expected them to match")
+    return np.concatenate(blocks, axis=2)
+
+
+def _column_names(blocks: list[np.ndarray], names: list[str]) -> list[str]:
+    columns = []
+    for name, block in zip(names, blocks):
+        columns += [name] if block.shape[2] == 1 else [f"{name}[{i}]" for i in range(block.shape[2])]
+    return columns
 
 
 def _as_mask(array: np.ndarray, name: str, path: Path) -> np.ndarray:
