@@ -38,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="random seed of the samples")
 
     commands.add_parser("models", help="list the mechanistic drifts with their constants and defaults")
+
+    data = commands.add_parser("data", help="look at recording files")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    inspect = data_commands.add_parser("inspect", help="describe a file (NPZ, NWB, MATLAB, HDF5) and how to load it")
+    inspect.add_argument("file", help="recording file")
     return parser
 
 
@@ -57,6 +62,13 @@ def _fit(arguments) -> int:
     run = fit_run(config, out, arguments.resume, arguments.overwrite, arguments.quiet, arguments.steps)
     _print_metrics(run.metrics)
     print(f"run folder: {run.folder.root}")
+    return 0
+
+
+def _data(arguments) -> int:
+    from .data.inspect import describe_file
+
+    print(describe_file(arguments.file))
     return 0
 
 
@@ -103,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(describe_models())
             return 0
+        if arguments.command == "data":
+            return _data(arguments)
         if arguments.command == "sample":
             from .workflow import sample_run
 
