@@ -6,6 +6,7 @@ h5py and pynwb are imported only when a file needs them.
 
 from neuroude.data.arrays import load_hdf5, load_mat
 from neuroude.data.grasshopper import load_grasshopper
+from neuroude.data.hcp import load_hcp_bold, load_hcp_connectivity
 from neuroude.data.loaders import detect_format, load_recording
 from neuroude.data.npz import load_npz, save_npz
 from neuroude.data.nwb import load_nwb
@@ -16,6 +17,8 @@ __all__ = [
     "Recording",
     "detect_format",
     "load_grasshopper",
+    "load_hcp_bold",
+    "load_hcp_connectivity",
     "load_hdf5",
     "load_mat",
     "load_npz",
