@@ -154,6 +154,7 @@ def _read_units(nwbfile, path: Path) -> tuple[list[np.ndarray], dict]:
     if "spike_times" not in units.colnames:
         raise DataError(f"the Units table of {path} has the columns {list(units.colnames)}; expected 'spike_times'")
 
+    # NOTE: obs_intervals are not read, so bins outside a unit's observed intervals count as observed zeros.
     spike_times = []
     for index in range(len(units)):
         times = np.sort(np.asarray(units.get_unit_spike_times(index), dtype=np.float64))
