@@ -209,3 +209,24 @@ def test_missing_file(tmp_path):
 def test_invalid_options(nwb_path, options, message):
     with pytest.raises(ConfigError, match=message):
         load_nwb(nwb_path, **options)
+
+
+def test_trial_columns_in_metadata(tmp_path):
+    from datetime import datetime, timezone
+
+    from pynwb import NWBHDF5IO, NWBFile
+
+    nwbfile = NWBFile(session_description="test", identifier="columns", session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc))
+    nwbfile.add_unit(spike_times=[0.1, 0.2])
+    nwbfile.add_trial_column(name="condition", description="scalar per trial")
+    nwbfile.add_trial_column(name="events", description="ragged per trial", index=True)
+    nwbfile.add_trial(start_time=0.0, stop_time=0.5, condition=3, events=[0.1, 0.2, 0.3])
+    nwbfile.add_trial(start_time=0.5, stop_time=1.0, condition=7, events=[0.6])
+    path = tmp_path / "columns.nwb"
+    with NWBHDF5IO(str(path), mode="w") as io:
+        io.write(nwbfile)
+
+    trial_info = load_nwb(path, bin_width=0.1).metadata["trial_info"]
+
+    assert trial_info["condition"] == [3, 7]
+    assert "events" not in trial_info

@@ -188,9 +188,15 @@ def _read_trials(nwbfile, path: Path, spike_times: list[np.ndarray], trial_durat
             "expected start_time and stop_time in seconds"
         )
 
+    from hdmf.common import DynamicTableRegion, VectorIndex
+
     columns = {}
     for name in trials.colnames:
-        values = np.asarray(trials[name].data[:])
+        column = trials[name]
+        # Ragged columns and references to other tables have no single value per trial.
+        if isinstance(column, (VectorIndex, DynamicTableRegion)):
+            continue
+        values = np.asarray(column.data[:])
         if values.ndim == 1 and values.dtype.kind in "biufSUO":
             columns[name] = values
     columns["start_time"] = columns["start_time"].astype(np.float64)
