@@ -151,3 +151,25 @@ def test_hdf5_extension_with_mat_content(tmp_path):
     path.write_bytes(path.with_suffix(".mat").read_bytes())
     with pytest.raises(DataFileError, match=r"named like a HDF5 file, but its content is a MAT file"):
         load_hdf5(path, y="y", dt=0.1)
+
+
+def test_mat_two_dimensional_lacks_last_axis(tmp_path):
+    path = tmp_path / "session.mat"
+    # MATLAB stores a (4 trials, 6 bins, 1 channel) array as 4 x 6.
+    scipy.io.savemat(path, {"rate": Y[:, :, 0], "single": Y[0].T})
+
+    one_channel = load_mat(path, y="rate", dt=0.1)
+    one_trial = load_mat(path, y="single", dt=0.1, layout="channels,time,trials")
+
+    assert one_channel.y.shape == (4, 6, 1)
+    assert np.array_equal(one_channel.y[:, :, 0], Y[:, :, 0])
+    assert one_trial.y.shape == (1, 6, 3)
+    assert np.array_equal(one_trial.y[0], Y[0])
+
+
+def test_one_dimensional_rejected(tmp_path):
+    path = tmp_path / "session.h5"
+    with h5py.File(path, "w") as file:
+        file["y"] = np.zeros(5)
+    with pytest.raises(DataError, match=r"'y' in .* has shape \(5,\); expected 3 axes \(trials, time, channels\), or 2 without the trials axis"):
+        load_hdf5(path, y="y", dt=0.1)

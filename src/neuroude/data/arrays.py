@@ -9,8 +9,10 @@ A variable is named by its path: "spikes", or "session/spikes" for a field of a 
 struct or a dataset inside an HDF5 group.
 
 y, u, behaviour and mask share one axis order, `layout`, a comma-separated permutation of
-"trials", "time" and "channels" (default "trials,time,channels"). A 2-D array is one trial,
-its two axes in the order `layout` gives them. Time is either `ts`, a variable of bin times
+"trials", "time" and "channels" (default "trials,time,channels"). MATLAB drops trailing
+axes of size 1, so in a MATLAB file a 2-D array lacks the last axis of `layout`: with the
+default layout it is (trials, time) with one channel. In a plain HDF5 file a 2-D array is one
+trial, its two axes in the order `layout` gives them. Time is either `ts`, a variable of bin times
 in seconds, or `dt`, a number of seconds or the name of a scalar variable. u and behaviour
 may each be a list of variables, whose channels are concatenated in that order.
 """
@@ -55,7 +57,7 @@ def load_mat(
         version_73 = file.read(19) == b"MATLAB 7.3 MAT-file"
 
     reader = _Hdf5Reader(path, matlab=True) if version_73 else _MatReader(path)
-    return _load(reader, path, "mat", y, ts, dt, u, behaviour, mask, layout)
+    return _load(reader, path, "mat", y, ts, dt, u, behaviour, mask, layout, missing_axis=-1)
 
 
 def load_hdf5(
@@ -74,7 +76,7 @@ def load_hdf5(
     invalid options and DataError when a dataset is missing or has the wrong shape.
     """
     path = check_format(path, "hdf5")
-    return _load(_Hdf5Reader(path, matlab=False), path, "hdf5", y, ts, dt, u, behaviour, mask, layout)
+    return _load(_Hdf5Reader(path, matlab=False), path, "hdf5", y, ts, dt, u, behaviour, mask, layout, missing_axis=None)
 
 
 def parse_layout(layout: Any) -> tuple[str, ...]:
@@ -87,22 +89,28 @@ def parse_layout(layout: Any) -> tuple[str, ...]:
     return axes
 
 
-def _load(reader, path: Path, kind: str, y, ts, dt, u, behaviour, mask, layout) -> Recording:
+def _load(reader, path: Path, kind: str, y, ts, dt, u, behaviour, mask, layout, missing_axis: int | None) -> Recording:
+    """Read and validate the named arrays; `missing_axis` is the layout axis a 2-D array lacks (None: trials)."""
     axes = parse_layout(layout)
+    missing = "trials" if missing_axis is None else axes[missing_axis]
+
+    def to_standard(name: str) -> np.ndarray:
+        return _to_trials_time_channels(reader.read(name), axes, missing, name, path)
+
     if not isinstance(y, str) or not y:
         raise ConfigError(f"y is {y!r}; expected the name of the variable that contains the data")
     if (ts is None) == (dt is None):
         raise ConfigError(f"ts is {ts!r} and dt is {dt!r}; expected exactly one of them (times or a bin width)")
 
-    arrays = {"y": _to_trials_time_channels(reader.read(y), axes, y, path)}
+    arrays = {"y": to_standard(y)}
     if mask is not None:
-        arrays["mask"] = _as_mask(_to_trials_time_channels(reader.read(mask), axes, mask, path), mask, path)
+        arrays["mask"] = _as_mask(to_standard(mask), mask, path)
     metadata = {"source": str(path), "format": kind, "variables": {"y": y, "mask": mask}}
 
     for field, names in (("u", u), ("behaviour", behaviour)):
         names = [names] if isinstance(names, str) else list(names or [])
         if names:
-            blocks = [_to_trials_time_channels(reader.read(name), axes, name, path) for name in names]
+            blocks = [to_standard(name) for name in names]
             arrays[field] = _concatenate_channels(blocks, names, path)
             metadata[f"{'input' if field == 'u' else field}_names"] = _column_names(blocks, names)
         metadata["variables"][field] = names
@@ -120,14 +128,15 @@ def _load(reader, path: Path, kind: str, y, ts, dt, u, behaviour, mask, layout) 
     return recording
 
 
-def _to_trials_time_channels(array: np.ndarray, axes: tuple[str, ...], name: str, path: Path) -> np.ndarray:
+def _to_trials_time_channels(
+    array: np.ndarray, axes: tuple[str, ...], missing: str, name: str, path: Path
+) -> np.ndarray:
     if array.ndim == 2:
-        order = [axis for axis in axes if axis != "trials"]
-        return np.transpose(array, [order.index(axis) for axis in ("time", "channels")])[None]
+        array = np.expand_dims(array, axes.index(missing))
     if array.ndim == 3:
         return np.transpose(array, [axes.index(axis) for axis in AXES])
     raise DataError(
-        f"{name!r} in {path} has shape {array.shape}; expected 3 axes ({', '.join(axes)}) or 2 for one trial"
+        f"{name!r} in {path} has shape {array.shape}; expected 3 axes ({', '.join(axes)}), or 2 without the {missing} axis"
     )
 
 
