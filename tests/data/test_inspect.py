@@ -40,9 +40,13 @@ def test_inspect_nwb_without_units(tmp_path, capsys):
     assert "loadable: no, the file has no Units table" in out
 
 
+# A 2 x 2 x 2 MATLAB cell array of strings.
+LABELS = np.full((2, 2, 2), "a", dtype=object)
+
+
 def test_inspect_mat_and_hdf5(tmp_path, capsys):
     mat = tmp_path / "session.mat"
-    scipy.io.savemat(mat, {"spikes": np.zeros((3, 4, 5)), "dt": 0.1})
+    scipy.io.savemat(mat, {"spikes": np.zeros((3, 4, 5), dtype=np.uint8), "dt": 0.1, "labels": LABELS})
     hdf5 = tmp_path / "session.h5"
     with h5py.File(hdf5, "w") as file:
         file["neural/y"] = np.zeros((2, 3, 4), dtype=np.float32)
@@ -50,7 +54,8 @@ def test_inspect_mat_and_hdf5(tmp_path, capsys):
     _, mat_out, _ = inspect(mat, capsys)
     _, hdf5_out, _ = inspect(hdf5, capsys)
 
-    assert "spikes: shape (3, 4, 5), class double" in mat_out
+    assert "spikes: shape (3, 4, 5), class uint8" in mat_out
+    assert "labels: shape (2, 2, 2), class cell" in mat_out
     assert "data.read.y to one of ['spikes']" in mat_out
     assert "neural/y: shape (2, 3, 4), dtype float32" in hdf5_out
     assert "data.read.y to one of ['neural/y']" in hdf5_out

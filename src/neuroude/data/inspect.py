@@ -13,6 +13,7 @@ from neuroude.errors import NeuroudeError
 # Bin width tried when checking that an NWB file loads, in seconds.
 _TRIAL_BIN_WIDTH = 0.05
 _MAX_LISTED = 40
+_NUMERIC_CLASSES = {"double", "single", "logical", *(f"{sign}int{bits}" for sign in ("", "u") for bits in (8, 16, 32, 64))}
 
 
 def describe_file(path: str | os.PathLike) -> str:
@@ -142,7 +143,7 @@ def _describe_mat(path: Path) -> list[str]:
         entries = scipy.io.whosmat(path)
         lines = ["MATLAB v5 to v7; variables:"]
         lines += [f"  {name}: shape {shape}, class {matlab_class}" for name, shape, matlab_class in entries]
-        candidates = [name for name, shape, matlab_class in entries if len(shape) == 3 and matlab_class != "struct"]
+        candidates = [name for name, shape, matlab_class in entries if len(shape) == 3 and matlab_class in _NUMERIC_CLASSES]
     return _limited(lines) + _array_advice("mat", candidates)
 
 
