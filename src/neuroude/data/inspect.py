@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from neuroude.data.loaders import detect_format
-from neuroude.errors import NeuroudeError
+from neuroude.errors import DataFileError, NeuroudeError
 
 # Bin width tried when checking that an NWB file loads, in seconds.
 _TRIAL_BIN_WIDTH = 0.05
@@ -63,24 +63,19 @@ def _describe_npz(path: Path) -> list[str]:
 
 
 def _describe_nwb(path: Path) -> list[str]:
-    import pynwb
-
-    from neuroude.data.nwb import list_time_series
+    from neuroude.data.nwb import list_time_series, open_nwb
 
     try:
-        io = pynwb.NWBHDF5IO(str(path), mode="r")
-        nwbfile = io.read()
-    except Exception as error:  # hdmf raises many types on a file it cannot build
-        return [f"pynwb could not read it: {type(error).__name__}: {error}"]
-
-    with io:
-        lines = [f"session: {nwbfile.session_description!r}, starts {nwbfile.session_start_time}"]
-        lines += _nwb_units(nwbfile)
-        trial_lines, shortest = _nwb_trials(nwbfile)
-        lines += trial_lines
-        series = list_time_series(nwbfile)
-        lines.append(f"time series ({len(series)}):")
-        lines += _limited([_series_line(name, obj) for name, obj in sorted(series.items())])
+        with open_nwb(path) as (_, nwbfile):
+            lines = [f"session: {nwbfile.session_description!r}, starts {nwbfile.session_start_time}"]
+            lines += _nwb_units(nwbfile)
+            trial_lines, shortest = _nwb_trials(nwbfile)
+            lines += trial_lines
+            series = list_time_series(nwbfile)
+            lines.append(f"time series ({len(series)}):")
+            lines += _limited([_series_line(name, obj) for name, obj in sorted(series.items())])
+    except DataFileError as error:
+        return [str(error)]
 
     if nwbfile.units is None:
         return lines + ["loadable: no, the file has no Units table (neuroude bins sorted units)"]

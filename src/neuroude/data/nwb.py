@@ -24,7 +24,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -76,15 +77,7 @@ def load_nwb(
 
     _check_trial_columns(path)
 
-    import pynwb
-
-    try:
-        io = pynwb.NWBHDF5IO(str(path), mode="r")
-        nwbfile = io.read()
-    except Exception as error:  # hdmf raises many types on a file it cannot build
-        raise DataFileError(f"could not read {path} as an NWB file ({type(error).__name__}: {error})") from error
-
-    with io:
+    with open_nwb(path) as (io, nwbfile):
         spike_times, unit_info = _read_units(nwbfile, path)
         trials = _read_trials(nwbfile, path, spike_times, trial_duration)
         trials = _select_splits(trials, splits, path)
@@ -116,6 +109,24 @@ def load_nwb(
         raise DataError(f"{path}: {error}") from None
     logger.info("loaded %r from %s", recording, path)
     return recording
+
+
+@contextmanager
+def open_nwb(path: Path) -> Iterator[tuple[Any, Any]]:
+    """Open `path` with pynwb, closing it afterwards, and report a file pynwb cannot build as DataFileError."""
+    import pynwb
+
+    io = None
+    try:
+        io = pynwb.NWBHDF5IO(str(path), mode="r")
+        nwbfile = io.read()
+    except Exception as error:  # hdmf raises many types on a file it cannot build
+        if io is not None:
+            io.close()
+        raise DataFileError(f"could not read {path} as an NWB file ({type(error).__name__}: {error})") from error
+
+    with io:
+        yield io, nwbfile
 
 
 def _check_options(bin_width: Any, trial_length: Any, trial_duration: Any) -> None:
