@@ -41,6 +41,10 @@ class ReadConfig(Section):
     window: float | None = Field(
         None, gt=0, description="nwb without a trials table: seconds per consecutive window cut from the session"
     )
+    align_to: str | None = Field(None, description="nwb: trials column of event times to align to, e.g. move_onset_time")
+    align_window: tuple[float, float] | None = Field(
+        None, description="nwb: (before, after) seconds around the align_to event, e.g. [-0.25, 0.45]"
+    )
     y: str | None = Field(None, description="mat, hdf5: variable or dataset of the data, e.g. 'session/spikes'")
     ts: str | None = Field(None, description="mat, hdf5: variable of bin times in seconds (or give dt)")
     dt: float | str | None = Field(None, description="mat, hdf5: seconds per bin, or the variable that contains it")
@@ -68,6 +72,11 @@ class DataConfig(Section):
             raise ValueError(f"data.path is missing; source '{self.source}' needs the path of a recording file")
         if self.source in ("mat", "hdf5") and not self.read.y:
             raise ValueError(f"data.read.y is missing; source '{self.source}' needs the name of the data variable")
+        if (self.read.align_to is None) != (self.read.align_window is None):
+            raise ValueError(
+                f"data.read.align_to is {self.read.align_to!r} and data.read.align_window is "
+                f"{self.read.align_window!r}; expected both or neither"
+            )
         if self.source in ("mat", "hdf5") and (self.read.ts is None) == (self.read.dt is None):
             raise ValueError(f"data.read.ts is {self.read.ts!r} and data.read.dt is {self.read.dt!r}; expected exactly one")
         if any(fraction <= 0 for fraction in self.split) or abs(sum(self.split) - 1.0) > 1e-6:

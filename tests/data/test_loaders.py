@@ -82,6 +82,17 @@ def test_config_loads_nwb(files):
     assert recording.behaviour.shape == (1, 10, 2)
 
 
+def test_config_aligns_nwb(files):
+    config = tiny_config(data={
+        "source": "nwb", "path": str(files["nwb"]), "bin_width": 0.1,
+        "read": {"align_to": "start_time", "align_window": [0.2, 0.7]},
+    })
+    recording = load_data(config)
+
+    assert recording.y.shape == (2, 5, 3)
+    assert recording.metadata["aligned_to"] == {"column": "start_time", "window": [0.2, 0.7]}
+
+
 def test_config_loads_hdf5(files):
     config = tiny_config(data={"source": "hdf5", "path": str(files["hdf5"]), "read": {"y": "spikes", "dt": 0.1}})
     assert np.array_equal(load_data(config).y, Y)
@@ -94,6 +105,7 @@ def test_config_loads_hdf5(files):
         ({"source": "mat", "path": "x.mat", "read": {"dt": 0.1}}, "data.read.y is missing"),
         ({"source": "hdf5", "path": "x.h5", "read": {"y": "y"}}, "expected exactly one"),
         ({"source": "nwb", "path": "x.nwb", "read": {"trial_length": "trim"}}, "trial_length"),
+        ({"source": "nwb", "path": "x.nwb", "read": {"align_to": "move_onset_time"}}, "expected both or neither"),
     ],
 )
 def test_config_rejects_incomplete_read(data, message):

@@ -230,3 +230,54 @@ def test_trial_columns_in_metadata(tmp_path):
 
     assert trial_info["condition"] == [3, 7]
     assert "events" not in trial_info
+
+
+@pytest.fixture(scope="module")
+def event_path(tmp_path_factory):
+    from datetime import datetime, timezone
+
+    from pynwb import NWBHDF5IO, NWBFile
+
+    nwbfile = NWBFile(session_description="test", identifier="events", session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc))
+    for times in SPIKES:
+        nwbfile.add_unit(spike_times=times)
+    nwbfile.add_trial_column(name="move_onset_time", description="movement onset, s")
+    nwbfile.add_trial(start_time=0.0, stop_time=1.0, move_onset_time=0.4)
+    nwbfile.add_trial(start_time=1.0, stop_time=1.5, move_onset_time=np.nan)
+    nwbfile.add_trial(start_time=1.0, stop_time=2.0, move_onset_time=1.2)
+    path = tmp_path_factory.mktemp("events") / "events.nwb"
+    with NWBHDF5IO(str(path), mode="w") as io:
+        io.write(nwbfile)
+    return path
+
+
+def test_align_to_event(event_path, caplog):
+    with caplog.at_level("WARNING", logger="neuroude.data.nwb"):
+        recording = load_nwb(event_path, bin_width=0.1, align_to="move_onset_time", align_window=(-0.3, 0.7))
+
+    assert recording.y.shape == (2, 10, 3)
+    assert recording.mask is None
+    assert np.array_equal(recording.y[0], expected_counts(0.1, 10))
+    assert np.array_equal(recording.y[1], expected_counts(0.9, 10))
+    assert recording.metadata["dropped_trials"] == 1
+    assert recording.metadata["trial_info"]["trial_start_time"] == [0.0, 1.0]
+    assert recording.metadata["trial_info"]["start_time"] == pytest.approx([0.1, 0.9])
+    assert "dropped 1 of 3 trials with no move_onset_time" in caplog.text
+
+
+def test_align_to_unknown_column(event_path):
+    with pytest.raises(DataError, match=r"align_to is 'go_cue_time', but the trials table .* has no such column"):
+        load_nwb(event_path, bin_width=0.1, align_to="go_cue_time", align_window=(-0.3, 0.7))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"align_window": (-0.3, 0.7)}, "align_to is None"),
+        ({"align_to": "move_onset_time", "align_window": (0.5, 0.1)}, "before < after"),
+        ({"align_to": "move_onset_time", "align_window": 0.5}, r"expected \(before, after\)"),
+    ],
+)
+def test_invalid_alignment(event_path, options, message):
+    with pytest.raises(ConfigError, match=message):
+        load_nwb(event_path, bin_width=0.1, **options)

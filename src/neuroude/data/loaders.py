@@ -23,7 +23,9 @@ LOADERS = {"npz": load_npz, "nwb": load_nwb, "mat": load_mat, "hdf5": load_hdf5}
 # Keyword options each loader accepts, for error messages and for `config_options`.
 OPTIONS = {
     "npz": (),
-    "nwb": ("bin_width", "stimulus", "behaviour", "trial_length", "splits", "trial_duration"),
+    "nwb": (
+        "bin_width", "stimulus", "behaviour", "trial_length", "splits", "trial_duration", "align_to", "align_window",
+    ),
     "mat": ("y", "ts", "dt", "u", "behaviour", "mask", "layout"),
     "hdf5": ("y", "ts", "dt", "u", "behaviour", "mask", "layout"),
 }
@@ -44,8 +46,8 @@ def load_recording(path: str | os.PathLike, format: str | None = None, **options
     Options per format:
 
     - npz: none.
-    - nwb: bin_width (required), stimulus, behaviour, trial_length, splits, trial_duration;
-      see `load_nwb`.
+    - nwb: bin_width (required), stimulus, behaviour, trial_length, splits, trial_duration,
+      align_to, align_window; see `load_nwb`.
     - mat, hdf5: y (required), ts or dt, u, behaviour, mask, layout; see `load_mat`.
 
     `format` overrides the detected format; the file's content must still match it.
@@ -81,6 +83,8 @@ def config_options(format: str, bin_width: float, read: dict[str, Any]) -> dict[
             "trial_length": read.get("trial_length", "pad"),
             "splits": read.get("splits"),
             "trial_duration": read.get("window"),
+            "align_to": read.get("align_to"),
+            "align_window": read.get("align_window"),
         }
     else:
         options = {name: read.get(name) for name in ("y", "ts", "dt", "mask", "layout")}

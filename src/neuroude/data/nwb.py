@@ -50,6 +50,8 @@ def load_nwb(
     trial_length: Literal["pad", "cut"] = "pad",
     splits: Sequence[str] | None = None,
     trial_duration: float | None = None,
+    align_to: str | None = None,
+    align_window: tuple[float, float] | None = None,
 ) -> Recording:
     """Bin the Units table of an NWB file into a Recording aligned to its trials.
 
@@ -64,6 +66,11 @@ def load_nwb(
     splits : keep only the trials whose `split` column is one of these, e.g. ["train", "val"].
     trial_duration : seconds; when the file has no trials table, cut the span from the first
         to the last spike into consecutive windows of this length. Ignored when it has one.
+    align_to : a trials column of event times, e.g. "move_onset_time"; each trial then spans
+        `event + align_window[0]` to `event + align_window[1]` instead of start_time to
+        stop_time. Trials whose event time is missing (NaN) are dropped, with a warning, and
+        counted in `metadata["dropped_trials"]`.
+    align_window : (before, after) in seconds relative to the event, e.g. (-0.25, 0.45).
 
     A TimeSeries is named by its name, or by "parent/name" when several objects share the
     name (for example "Position/pos" for a SpatialSeries inside a Position container, and
@@ -73,6 +80,7 @@ def load_nwb(
     options and DataError when the file lacks a Units table, trial times or a named series.
     """
     _check_options(bin_width, trial_length, trial_duration)
+    _check_alignment(align_to, align_window)
     path = check_format(path, "nwb")
 
     _check_trial_columns(path)
@@ -81,6 +89,7 @@ def load_nwb(
         spike_times, unit_info = _read_units(nwbfile, path)
         trials = _read_trials(nwbfile, path, spike_times, trial_duration)
         trials = _select_splits(trials, splits, path)
+        trials, dropped = _align_trials(trials, align_to, align_window, path)
         n_bins, n_time = _trial_bins(trials, bin_width, trial_length, path)
 
         y, mask = _bin_spikes(spike_times, trials["start_time"], n_bins, n_time, bin_width)
@@ -96,6 +105,9 @@ def load_nwb(
         **unit_info,
         TRIAL_INFO_KEY: {**_json_columns(trials), "n_bins": [int(n) for n in n_bins]},
     }
+    if align_to is not None:
+        metadata["aligned_to"] = {"column": align_to, "window": [float(edge) for edge in align_window]}
+        metadata["dropped_trials"] = dropped
     if input_names:
         metadata["input_names"] = input_names
     if behaviour_names:
@@ -138,6 +150,50 @@ def _check_options(bin_width: Any, trial_length: Any, trial_duration: Any) -> No
         isinstance(trial_duration, (int, float)) and math.isfinite(trial_duration) and trial_duration >= bin_width
     ):
         raise ConfigError(f"trial_duration is {trial_duration!r}; expected a number of seconds >= bin_width ({bin_width})")
+
+
+def _check_alignment(align_to: Any, align_window: Any) -> None:
+    if align_to is None:
+        if align_window is not None:
+            raise ConfigError(f"align_window is {align_window!r} but align_to is None; name the event column to align to")
+        return
+    if not isinstance(align_to, str):
+        raise ConfigError(f"align_to is {align_to!r}; expected the name of a trials column of event times")
+    try:
+        before, after = (float(edge) for edge in align_window)
+    except (TypeError, ValueError):
+        raise ConfigError(f"align_window is {align_window!r}; expected (before, after) in seconds") from None
+    if not (math.isfinite(before) and math.isfinite(after) and before < after):
+        raise ConfigError(f"align_window is {align_window!r}; expected finite (before, after) with before < after")
+
+
+def _align_trials(trials: dict, align_to: str | None, align_window, path: Path) -> tuple[dict, int]:
+    """Replace each trial's span by a window around its `align_to` event; drop trials without one."""
+    if align_to is None:
+        return trials, 0
+    if align_to not in trials:
+        raise DataError(
+            f"align_to is {align_to!r}, but the trials table of {path} has no such column; "
+            f"its columns are {sorted(trials)}"
+        )
+    events = trials[align_to]
+    if events.dtype.kind not in "iuf":
+        raise DataError(f"the trials column {align_to!r} of {path} has dtype {events.dtype}; expected times in seconds")
+
+    events = events.astype(np.float64)
+    keep = np.isfinite(events)
+    if not keep.any():
+        raise DataError(f"the trials column {align_to!r} of {path} has no finite event time; cannot align any trial")
+    dropped = int((~keep).sum())
+    if dropped:
+        logger.warning("%s: dropped %d of %d trials with no %s", path, dropped, keep.size, align_to)
+
+    aligned = {name: values[keep] for name, values in trials.items()}
+    aligned["trial_start_time"] = aligned["start_time"]
+    aligned["trial_stop_time"] = aligned["stop_time"]
+    aligned["start_time"] = events[keep] + float(align_window[0])
+    aligned["stop_time"] = events[keep] + float(align_window[1])
+    return aligned, dropped
 
 
 def _check_trial_columns(path: Path) -> None:
