@@ -8,7 +8,7 @@
 
 from .build import build_model, load_data
 from .config import RunConfig, load_config
-from .data import Recording, load_grasshopper, load_npz, save_npz
+from .data import Recording, load_grasshopper, load_npz, load_recording, save_npz
 from .dynamics import SDE
 from .errors import ConfigError, DataError, DataFileError, NeuroudeError, RunFolderError, TrainingError
 from .model import LatentUDE
@@ -34,6 +34,7 @@ __all__ = [
     "load_data",
     "load_grasshopper",
     "load_npz",
+    "load_recording",
     "load_run",
     "sample_run",
     "save_npz",

@@ -147,20 +147,26 @@ def build_model(
 
 def load_data(config: RunConfig):
     """Load the recording the configuration names and check it fits the observation model."""
-    from .data import load_grasshopper, load_npz
+    from .data import load_grasshopper, load_hcp_bold, load_recording
+    from .data.loaders import config_options
 
     data_config = config.data
     if data_config.source == "grasshopper":
         recording = load_grasshopper(bin_width=data_config.bin_width, trial_duration=data_config.trial_duration)
+    elif data_config.source == "hcp":
+        recording = load_hcp_bold()
     else:
-        recording = load_npz(data_config.path)
+        options = config_options(data_config.source, data_config.bin_width, data_config.read.model_dump())
+        recording = load_recording(data_config.path, format=data_config.source, **options)
 
     try:
         if config.model.observation == "poisson":
             recording.check_counts()
         _check_uniform_bins(recording.ts)
     except DataError as error:
-        source = data_config.path if data_config.source == "npz" else "the receptor-neuron recording"
+        source = {"grasshopper": "the receptor-neuron recording", "hcp": "the HCP BOLD sample"}.get(
+            data_config.source, data_config.path
+        )
         raise DataError(f"{source}: {error}") from None
     return recording
 

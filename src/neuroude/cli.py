@@ -51,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
                          help="follow the equilibria as the stimulus level (on every channel) goes from LOW to HIGH")
     analyze.add_argument("--starts", type=int, default=64, help="starting states of the fixed-point search (default 64)")
     analyze.add_argument("--seed", type=int, default=0, help="random seed of the starts and sample paths")
+
+    data = commands.add_parser("data", help="look at recording files")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    inspect = data_commands.add_parser("inspect", help="describe a file (NPZ, NWB, MATLAB, HDF5) and how to load it")
+    inspect.add_argument("file", help="recording file")
     return parser
 
 
@@ -95,6 +100,10 @@ def _analyze(arguments) -> int:
         for point in branch["bifurcations"]:
             print(f"{point['kind']} at stimulus level {point['parameter']:.4g}")
     print(f"analysis: {Path(arguments.run_dir) / 'analysis.json'}")
+def _data(arguments) -> int:
+    from .data.inspect import describe_file
+
+    print(describe_file(arguments.file))
     return 0
 
 
@@ -147,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if arguments.command == "analyze":
             return _analyze(arguments)
+        if arguments.command == "data":
+            return _data(arguments)
         if arguments.command == "sample":
             from .workflow import sample_run
 

