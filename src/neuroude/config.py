@@ -179,6 +179,12 @@ class RunConfig(Section):
             )
         return self
 
+    def summary(self) -> str:
+        """Describe the run on a few lines: data, model, solver, training and evaluation choices."""
+        from .summary import describe_config
+
+        return describe_config(self)
+
 
 def _section_model(location: tuple) -> type[BaseModel]:
     model: type[BaseModel] = RunConfig
