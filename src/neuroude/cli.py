@@ -1,4 +1,4 @@
-"""The `neuroude` command: fit, evaluate and sample latent UDEs."""
+"""The `neuroude` command: fit, evaluate, sample and report on latent UDEs."""
 
 from __future__ import annotations
 
@@ -11,10 +11,16 @@ from .errors import NeuroudeError
 
 logger = logging.getLogger("neuroude")
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neuroude", description="Fit universal differential equations to neural recordings."
+    )
+    parser.add_argument(
+        "--log-level", choices=LOG_LEVELS, default=None,
+        help="lowest level of log messages shown on standard error (default info, or warning with --quiet)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -38,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="random seed of the samples")
 
     commands.add_parser("models", help="list the mechanistic drifts with their constants and defaults")
+
+    report = commands.add_parser(
+        "report", help="write RUN_DIR/report.html, one offline HTML page with the run's figures and metrics"
+    )
+    report.add_argument("run_dir", help="run folder written by `neuroude fit`")
+    report.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                        help="parameters to report on (default best)")
     return parser
 
 
@@ -60,6 +73,13 @@ def _fit(arguments) -> int:
     return 0
 
 
+def _report(arguments) -> int:
+    from .report import write_report
+
+    print(write_report(arguments.run_dir, arguments.checkpoint))
+    return 0
+
+
 def _print_metrics(metrics: dict) -> None:
     test = metrics["test"]
     key = "bits_per_spike" if metrics["observation"] == "poisson" else "r_squared"
@@ -70,10 +90,12 @@ def _print_metrics(metrics: dict) -> None:
         print(f"  {name:<50s} {score_text}")
 
 
-def _log_to_terminal(quiet: bool) -> None:
-    """Send neuroude's log messages to standard error: warnings only with `quiet`, else progress messages too.
+def _log_to_terminal(quiet: bool, level: str | None = None) -> None:
+    """Send neuroude's log messages to standard error from `level` up.
 
-    The run's log file records every message either way.
+    Without `level`: warnings only with `quiet`, else progress messages too.
+    The run's log file records every message from info up either way, and
+    debug messages too with level "debug".
     """
     package_logger = logging.getLogger("neuroude")
     for handler in [h for h in package_logger.handlers if getattr(h, "is_terminal_handler", False)]:
@@ -81,15 +103,18 @@ def _log_to_terminal(quiet: bool) -> None:
 
     handler = logging.StreamHandler(sys.stderr)
     handler.is_terminal_handler = True
-    handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    if level is None:
+        level = "warning" if quiet else "info"
+    threshold = getattr(logging, level.upper())
+    handler.setLevel(threshold)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     package_logger.addHandler(handler)
-    package_logger.setLevel(logging.INFO)
+    package_logger.setLevel(min(threshold, logging.INFO))
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
-    _log_to_terminal(quiet=getattr(arguments, "quiet", False))
+    _log_to_terminal(getattr(arguments, "quiet", False), arguments.log_level)
     try:
         if arguments.command == "fit":
             return _fit(arguments)
@@ -103,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(describe_models())
             return 0
+        if arguments.command == "report":
+            return _report(arguments)
         if arguments.command == "sample":
             from .workflow import sample_run
 
