@@ -119,6 +119,23 @@ def test_report_command_adds_other_figures(run_dir, capsys):
         (run_dir / "figures" / "phase_portrait.png").unlink()
 
 
+def test_report_of_gaussian_ode_run(tmp_path):
+    rng = np.random.default_rng(0)
+    recording = nu.Recording(y=rng.normal(size=(10, 12, 3)), ts=np.arange(12) * 0.01, u=rng.normal(size=(10, 12, 1)))
+    nu.save_npz(recording, tmp_path / "traces.npz")
+    config = tiny_config(data={"source": "npz", "path": str(tmp_path / "traces.npz")},
+                         model={"observation": "gaussian", "diffusion": "none"}, training={"steps": 2})
+    nu.fit_run(config, tmp_path / "run", quiet=True)
+
+    page = report.write_report(tmp_path / "run")
+    text = page.read_text()
+    assert "it has no diffusion" in text
+    assert "<th>r squared</th>" in text
+    assert not (tmp_path / "run" / "figures" / "diffusion.png").exists()
+    assert not (tmp_path / "run" / "figures" / "constants.png").exists()
+    assert len(parse_page(page).images) == len(report.REPORT_FIGURES) - 2
+
+
 def test_report_of_missing_run(tmp_path, capsys):
     assert main(["report", str(tmp_path / "absent")]) == 2
     assert "not found" in capsys.readouterr().err

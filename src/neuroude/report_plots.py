@@ -46,6 +46,8 @@ def plot_data_overview(recording, path, observation: str, max_trials: int = 3) -
                                 interpolation="nearest", vmin=0)
             figure.colorbar(image, ax=axis, label="counts per bin", fraction=0.05)
             axis.set_ylabel("channel")
+            if recording.n_channels <= 10:
+                axis.set_yticks(range(recording.n_channels))
         else:
             offsets = 3.0 * np.arange(recording.n_channels)
             scale = np.nanstd(recording.y[trial]) or 1.0
