@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import neuroude as nu
-from neuroude import report
+from neuroude import report, tensorboard
 from neuroude.cli import main
 from neuroude.config import TrainingConfig
 from neuroude.runs import RunFolder
@@ -119,13 +119,25 @@ def test_report_command_adds_other_figures(run_dir, capsys):
         (run_dir / "figures" / "phase_portrait.png").unlink()
 
 
-def test_report_of_gaussian_ode_run(tmp_path):
+def test_report_of_gaussian_ode_run(tmp_path, monkeypatch):
+    # The fit also logs to a stand-in TensorBoard writer, as it would with tensorboardX installed.
+    writers = []
+
+    def make_writer(log_dir):
+        writers.append(RecordingWriter(log_dir))
+        return writers[-1]
+
+    monkeypatch.setattr(tensorboard, "find_summary_writer", lambda: make_writer)
     rng = np.random.default_rng(0)
     recording = nu.Recording(y=rng.normal(size=(10, 12, 3)), ts=np.arange(12) * 0.01, u=rng.normal(size=(10, 12, 1)))
     nu.save_npz(recording, tmp_path / "traces.npz")
     config = tiny_config(data={"source": "npz", "path": str(tmp_path / "traces.npz")},
                          model={"observation": "gaussian", "diffusion": "none"}, training={"steps": 2})
     nu.fit_run(config, tmp_path / "run", quiet=True)
+    assert len(writers) == 1
+    assert writers[0].closed
+    steps_with_loss = [step for tag, _, step in writers[0].scalars if tag == "elbo/negative_elbo"]
+    assert steps_with_loss == [1, 2]
 
     page = report.write_report(tmp_path / "run")
     text = page.read_text()
