@@ -31,7 +31,7 @@ def make_config(drift: str, steps: int, small: bool, seed: int) -> nu.RunConfig:
     """Return the run configuration: the packaged recording, the chosen drift and `steps` training steps."""
     model = {"drift": drift}
     if drift == "fitzhugh_nagumo":
-        # FitzHugh-Nagumo has two states (v, w); the readout sees only v, the membrane-potential-like one.
+        # FitzHugh-Nagumo has two states (v, w). The readout reads only v, the membrane-potential-like one.
         model.update(latent_size=2, observed_states="model")
     raw = {"model": model, "training": {"steps": steps}, "seed": seed}
     if small:
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--small", action="store_true", help="tiny networks and evaluation, for a quick check")
     arguments = parser.parse_args(argv)
 
-    # 1. The data: a Recording holds y (trials, time, channels), ts, the stimulus u and metadata.
+    # 1. The data: a Recording contains y (trials, time, channels), ts, the stimulus u and metadata.
     recording = nu.load_grasshopper(bin_width=0.005, trial_duration=1.0)
     print(recording.summary())
 

@@ -50,7 +50,7 @@ def find_summary_writer() -> type | None:
 
 
 class StepWriter:
-    """Writes the scalars of history rows to a TensorBoard `SummaryWriter`, or does nothing without one."""
+    """Writer of history rows as TensorBoard scalars; without a `SummaryWriter` it writes nothing."""
 
     def __init__(self, writer=None):
         self.writer = writer
