@@ -37,6 +37,8 @@ logger = logging.getLogger("neuroude")
 REPORT_NAME = "report.html"
 
 # Figures the report draws, in page order. Other images in RUN_DIR/figures are shown under "Other figures".
+# NOTE: `neuroude fit` and `evaluate` write their own training.png, heldout_predictions.png and
+# latent_paths.png, so after them those files differ from the report's until the report is rewritten.
 REPORT_FIGURES = (
     "data_overview.png", "training.png", "heldout_predictions.png", "latent_paths.png", "initial_states.png",
     "diffusion.png", "constants.png",
