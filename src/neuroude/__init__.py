@@ -4,6 +4,8 @@
     recording = nu.load_grasshopper()
     config = nu.RunConfig()
     run = nu.fit_run(config, "runs/receptor-neuron")
+    print(run.summary())
+    nu.write_report(run.folder.root)    # runs/receptor-neuron/report.html
 """
 
 from .build import build_model, load_data
@@ -12,6 +14,7 @@ from .data import Recording, load_grasshopper, load_npz, load_recording, save_np
 from .dynamics import SDE
 from .errors import ConfigError, DataError, DataFileError, NeuroudeError, RunFolderError, TrainingError
 from .model import LatentUDE
+from .report import write_report
 from .workflow import evaluate_run, fit_run, load_run, sample_run
 
 __version__ = "0.1.0"
@@ -38,4 +41,5 @@ __all__ = [
     "load_run",
     "sample_run",
     "save_npz",
+    "write_report",
 ]

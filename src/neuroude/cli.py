@@ -1,4 +1,4 @@
-"""The `neuroude` command: fit, evaluate and sample latent UDEs."""
+"""The `neuroude` command: fit, evaluate, sample and report on latent UDEs."""
 
 from __future__ import annotations
 
@@ -11,10 +11,16 @@ from .errors import NeuroudeError
 
 logger = logging.getLogger("neuroude")
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neuroude", description="Fit universal differential equations to neural recordings."
+    )
+    parser.add_argument(
+        "--log-level", choices=LOG_LEVELS, default=None,
+        help="lowest level of log messages shown on standard error (default info, or warning with --quiet)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -56,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(dest="data_command", required=True)
     inspect = data_commands.add_parser("inspect", help="describe a file (NPZ, NWB, MATLAB, HDF5) and how to load it")
     inspect.add_argument("file", help="recording file")
+
+    report = commands.add_parser(
+        "report", help="write RUN_DIR/report.html, one offline HTML page with the run's figures and metrics"
+    )
+    report.add_argument("run_dir", help="run folder written by `neuroude fit`")
+    report.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                        help="parameters to report on (default best)")
     return parser
 
 
@@ -100,10 +113,20 @@ def _analyze(arguments) -> int:
         for point in branch["bifurcations"]:
             print(f"{point['kind']} at stimulus level {point['parameter']:.4g}")
     print(f"analysis: {Path(arguments.run_dir) / 'analysis.json'}")
+    return 0
+
+
 def _data(arguments) -> int:
     from .data.inspect import describe_file
 
     print(describe_file(arguments.file))
+    return 0
+
+
+def _report(arguments) -> int:
+    from .report import write_report
+
+    print(write_report(arguments.run_dir, arguments.checkpoint))
     return 0
 
 
@@ -117,10 +140,12 @@ def _print_metrics(metrics: dict) -> None:
         print(f"  {name:<50s} {score_text}")
 
 
-def _log_to_terminal(quiet: bool) -> None:
-    """Send neuroude's log messages to standard error: warnings only with `quiet`, else progress messages too.
+def _log_to_terminal(quiet: bool, level: str | None = None) -> None:
+    """Send neuroude's log messages to standard error from `level` up.
 
-    The run's log file records every message either way.
+    Without `level`: warnings only with `quiet`, else progress messages too.
+    The run's log file records every message from info up either way, and
+    debug messages too with level "debug".
     """
     package_logger = logging.getLogger("neuroude")
     for handler in [h for h in package_logger.handlers if getattr(h, "is_terminal_handler", False)]:
@@ -128,15 +153,18 @@ def _log_to_terminal(quiet: bool) -> None:
 
     handler = logging.StreamHandler(sys.stderr)
     handler.is_terminal_handler = True
-    handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    if level is None:
+        level = "warning" if quiet else "info"
+    threshold = getattr(logging, level.upper())
+    handler.setLevel(threshold)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     package_logger.addHandler(handler)
-    package_logger.setLevel(logging.INFO)
+    package_logger.setLevel(min(threshold, logging.INFO))
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
-    _log_to_terminal(quiet=getattr(arguments, "quiet", False))
+    _log_to_terminal(getattr(arguments, "quiet", False), arguments.log_level)
     if arguments.command != "models":
         from .cache import enable_compilation_cache
 
@@ -158,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             return _analyze(arguments)
         if arguments.command == "data":
             return _data(arguments)
+        if arguments.command == "report":
+            return _report(arguments)
         if arguments.command == "sample":
             from .workflow import sample_run
 

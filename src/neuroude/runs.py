@@ -1,7 +1,8 @@
 """Run folders and atomic files.
 
 A run folder contains `config.yaml`, `metrics.json`, `history.csv`,
-`checkpoints/{best,last}.eqx`, `figures/` and `log.txt`. Every file is written
+`checkpoints/{best,last}.eqx`, `figures/` and `log.txt`, and after
+`neuroude report` also `report.html`. Every file is written
 to a temporary name in the same folder and renamed, so a crash leaves either
 the old file or the new one, never half of one.
 """

@@ -33,6 +33,7 @@ from .evaluate import validation_metric
 from .model import LatentUDE
 from .progress import FitProgress
 from .runs import RunFolder, load_checkpoint, save_checkpoint, write_text
+from .tensorboard import open_tensorboard
 
 logger = logging.getLogger("neuroude")
 
@@ -50,17 +51,20 @@ def kl_weight(step: int, config: TrainingConfig) -> float:
     return min(1.0, 2.0 * cycle_position / config.kl_warmup_steps)
 
 
-def make_optimizer(config: TrainingConfig) -> optax.GradientTransformation:
+def learning_rate_schedule(config: TrainingConfig) -> optax.Schedule:
+    """Return the learning rate as a function of the optimiser's update count (0 for the first step)."""
     if config.lr_schedule == "cosine":
-        schedule = optax.warmup_cosine_decay_schedule(
+        return optax.warmup_cosine_decay_schedule(
             0.0, config.learning_rate, max(config.warmup_steps, 1), max(config.steps, config.warmup_steps + 1),
             end_value=config.learning_rate * 0.05,
         )
-    else:
-        schedule = optax.linear_schedule(0.0, config.learning_rate, max(config.warmup_steps, 1))
+    return optax.linear_schedule(0.0, config.learning_rate, max(config.warmup_steps, 1))
+
+
+def make_optimizer(config: TrainingConfig) -> optax.GradientTransformation:
     return optax.chain(
         optax.clip_by_global_norm(config.clip_norm),
-        optax.adamw(schedule, weight_decay=config.weight_decay),
+        optax.adamw(learning_rate_schedule(config), weight_decay=config.weight_decay),
     )
 
 
@@ -169,8 +173,10 @@ def _minibatch(seed: int, step: int, train_indices: np.ndarray, batch_size: int)
 def _history_csv(history: list[dict]) -> str:
     if not history:
         return ""
+    # Rows restored from a checkpoint of an older version may lack newer columns; those cells stay empty.
+    fieldnames = list(dict.fromkeys(name for row in history for name in row))
     stream = io.StringIO()
-    writer = csv.DictWriter(stream, fieldnames=list(history[0]))
+    writer = csv.DictWriter(stream, fieldnames=fieldnames, restval="")
     writer.writeheader()
     writer.writerows(history)
     return stream.getvalue()
@@ -220,6 +226,7 @@ def fit(
     validation = recording.select(split["validation"])
 
     train_step = make_train_step(static, optimizer, t0, bin_width, training.n_samples)
+    schedule = learning_rate_schedule(training)
     base_key = jax.random.PRNGKey(config.seed)
     metric_name = "bits per spike" if config.model.observation == "poisson" else "R^2"
 
@@ -233,6 +240,7 @@ def fit(
         metric = validation_metric(model_now, validation, config, key)
         state.evaluations.append({"step": state.step, "validation_metric": metric})
         last = state.history[-1]
+        last["validation_metric"] = metric
         logger.info(
             "step %d: loss %.2f, log-likelihood %.2f, KL initial %.3f, KL path %.3f, beta %.2f, "
             "validation %s %.4f, skipped steps %d",
@@ -248,7 +256,7 @@ def fit(
         return metric
 
     started = time.perf_counter() - state.seconds
-    with FitProgress(training.steps, quiet=quiet, start=state.step) as progress:
+    with FitProgress(training.steps, quiet=quiet, start=state.step) as progress, open_tensorboard(run) as board:
         try:
             while state.step < training.steps and not state.stopped_early:
                 indices = _minibatch(config.seed, state.step, train_indices, training.batch_size)
@@ -263,8 +271,11 @@ def fit(
                 state.step += 1
                 _count_nonfinite(state, bool(finite), training.max_nonfinite)
 
+                # The update of step s (counted from 0) used the learning rate schedule(s).
                 row = {"step": state.step, **{name: float(terms[name]) for name in TERM_NAMES}}
-                row.update(beta=beta, grad_norm=float(grad_norm), finite=bool(finite))
+                row.update(beta=beta, grad_norm=float(grad_norm), finite=bool(finite),
+                           learning_rate=float(schedule(state.step - 1)), skipped_steps=state.nonfinite_total,
+                           validation_metric=None)
                 state.history.append(row)
 
                 metric = None
@@ -278,6 +289,7 @@ def fit(
                 if state.step % training.checkpoint_every == 0 or state.step == training.steps or state.stopped_early:
                     checkpoint(run.last_checkpoint)
                 progress.update(state.step, row, metric, state.best_metric, state.nonfinite_total)
+                board.write(row)
         except KeyboardInterrupt:
             # Skipped steps never change the parameters, so the current ones are the last finite ones.
             state.seconds = time.perf_counter() - started

@@ -38,12 +38,36 @@ class Run:
     split: dict[str, list[int]]
     metrics: dict | None
 
+    def summary(self) -> str:
+        """Describe the run: folder, split sizes and held-out scores of the model and the baselines."""
+        from .summary import describe_metrics
+
+        sizes = ", ".join(f"{len(indices)} {name}" for name, indices in self.split.items())
+        return "\n".join([
+            f"Run in {self.folder.root}",
+            f"  trials: {sizes}",
+            f"  model: {self.model!r}",
+            *("  " + line for line in describe_metrics(self.metrics).splitlines()),
+        ])
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.folder.root)!r}, model={self.model!r})"
+
+    def _repr_html_(self) -> str:
+        # Jupyter shows this instead of the repr.
+        import html
+
+        return f"<pre>{html.escape(self.summary())}</pre>"
+
 
 def _attach_log_file(run: RunFolder) -> logging.Handler:
     handler = logging.FileHandler(run.log, mode="a")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logging.getLogger("neuroude").addHandler(handler)
-    logging.getLogger("neuroude").setLevel(logging.INFO)
+    package_logger = logging.getLogger("neuroude")
+    package_logger.addHandler(handler)
+    # The file records progress messages; a lower level already chosen (such as debug) is kept.
+    if package_logger.level == logging.NOTSET or package_logger.level > logging.INFO:
+        package_logger.setLevel(logging.INFO)
     return handler
 
 
