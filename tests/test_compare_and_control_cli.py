@@ -111,10 +111,13 @@ def reachable_target(compared):
     bin_width = float(run.recording.dt)
     known_input = jnp.linspace(-8.0, 8.0, N_BINS)[:, None]
     target = np.asarray(system.simulate(mean0, known_input, 0.0, bin_width, None))
+    # No input can remove the spread of the initial state, so the first 5 bins (2.5 decay times) are not tracked.
+    target[:5] = np.nan
+    weights = np.isfinite(target).astype(np.float32)
 
     x0s = mean0 + std0 * jax.random.normal(jax.random.PRNGKey(5), (16, 2))
     zero_input = np.zeros((N_BINS, 1), np.float32)
-    terms, _, _ = summarise(system, zero_input, x0s, target, np.ones_like(target), ControlSettings(-10.0, 10.0),
+    terms, _, _ = summarise(system, zero_input, x0s, np.nan_to_num(target), weights, ControlSettings(-10.0, 10.0),
                             0.0, bin_width, jax.random.PRNGKey(6))
     path = compared / "target.npy"
     np.save(path, target)
@@ -132,7 +135,7 @@ def test_control_open_loop_reaches_target(compared, reachable_target, capsys):
     summary = json.loads((run_dir / "control.json").read_text())
     assert summary["space"] == "latent"
     assert summary["terms"]["max_bound_violation"] == 0.0
-    assert summary["terms"]["tracking_rmse"] < 0.5 * rest_error
+    assert summary["terms"]["tracking_rmse"] < 0.2 * rest_error
     with np.load(run_dir / "control.npz", allow_pickle=False) as arrays:
         assert arrays["input"].shape == (N_BINS, 1)
         assert arrays["output_mean"].shape == (N_BINS, 2)
@@ -150,7 +153,7 @@ def test_control_receding_horizon_tracks(compared, reachable_target):
     assert code == 0
     summary = json.loads((run_dir / "control.json").read_text())
     assert summary["mode"] == "receding_horizon"
-    assert summary["terms"]["tracking_rmse"] < rest_error
+    assert summary["terms"]["tracking_rmse"] < 0.5 * rest_error
 
 
 @pytest.mark.parametrize(
