@@ -192,3 +192,16 @@ def test_control_reads_csv_target(compared, tmp_path, capsys):
     assert code == 0
     summary = json.loads((compared / "out" / "linear" / "control.json").read_text())
     assert summary["space"] == "rate"
+
+
+def test_compare_checks_run_folders_first(tmp_path, capsys):
+    write_recording(tmp_path / "a.npz")
+    first = write_config(tmp_path / "first.yaml", tmp_path / "a.npz")
+    second = write_config(tmp_path / "second.yaml", tmp_path / "a.npz")
+    (tmp_path / "out" / "second").mkdir(parents=True)
+    (tmp_path / "out" / "second" / "config.yaml").write_text("seed: 0\n")
+
+    code = main(["compare", str(first), str(second), "--out", str(tmp_path / "out"), "--steps", "1"])
+    assert code == 2
+    assert "out/second already contains a run" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "first").exists()

@@ -31,7 +31,7 @@ import numpy as np
 from .config import RunConfig, load_config
 from .dynamics.parameters import trainable_filter
 from .errors import ConfigError
-from .runs import write_json, write_text
+from .runs import RunFolder, write_json, write_text
 
 logger = logging.getLogger("neuroude")
 
@@ -120,6 +120,9 @@ def compare_configs(
         config.seed = common_seed
 
     out = Path(out)
+    # Every run folder is checked before the first fit, so an existing run cannot stop the comparison halfway.
+    for name in configs:
+        RunFolder(out / name).check_writable(resume=False, overwrite=overwrite)
     rows = []
     for name, config in configs.items():
         logger.info("fitting %s", name)
