@@ -110,7 +110,7 @@ def reachable_target(compared):
     system = ControlledSystem.from_model(model, "latent")
     bin_width = float(run.recording.dt)
     known_input = jnp.linspace(-8.0, 8.0, N_BINS)[:, None]
-    target = np.asarray(system.simulate(mean0, known_input, 0.0, bin_width, None))
+    target = np.array(system.simulate(mean0, known_input, 0.0, bin_width, None))
     # No input can remove the spread of the initial state, so the first 5 bins (2.5 decay times) are not tracked.
     target[:5] = np.nan
     weights = np.isfinite(target).astype(np.float32)

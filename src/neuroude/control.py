@@ -622,8 +622,12 @@ def receding_horizon(
         step_key = jax.random.fold_in(key, current)
         key_estimate, key_plan, key_plant, key_observe = jax.random.split(step_key, 4)
         length = min(control_interval, n_bins - 1 - current)
+        planning = current + 1 >= estimator.bins_needed
+        if not planning:
+            # Wait at rest only until the estimator has its window, so the first plan is not delayed further.
+            length = min(length, estimator.bins_needed - 1 - current)
 
-        if current + 1 >= estimator.bins_needed:
+        if planning:
             history = {"states": states[: current + 1], "inputs": inputs[: current + 1], "ts": ts[: current + 1],
                        "bin_width": bin_width,
                        "observations": None if observations is None else observations[: current + 1]}
