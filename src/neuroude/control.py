@@ -507,6 +507,9 @@ class RecognitionEstimator:
     `n_init_bins` observations. Samples of it are then integrated through the
     prior SDE, with the inputs that were applied, up to the current bin. The
     controller therefore waits `n_init_bins - 1` bins before its first plan.
+
+    NOTE: observations older than the last `n_init_bins` are not used, because the
+    recognition model infers the state only at the start of a window of that length.
     """
 
     def __init__(self, model):
