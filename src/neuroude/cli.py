@@ -1,4 +1,4 @@
-"""The `neuroude` command: fit, evaluate, sample and report on latent UDEs."""
+"""The `neuroude` command: fit, evaluate, analyse, control and compare latent UDEs."""
 
 from __future__ import annotations
 
@@ -69,6 +69,37 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", help="run folder written by `neuroude fit`")
     report.add_argument("--checkpoint", choices=("best", "last"), default="best",
                         help="parameters to report on (default best)")
+
+    control = commands.add_parser("control", help="design a stimulus that drives a fitted model towards a target")
+    control.add_argument("run_dir", help="run folder written by `neuroude fit`")
+    control.add_argument("--target", required=True,
+                         help=".npy or .csv file of the target, (time, latents) or (time, channels) in expected "
+                              "observations per bin; NaN where there is no target")
+    control.add_argument("--space", choices=("latent", "rate"), default=None,
+                         help="what the target describes (default: inferred from its number of columns)")
+    control.add_argument("--mode", choices=("open_loop", "receding_horizon"), default="open_loop",
+                         help="design the whole input at once, or re-plan in closed loop (default open_loop)")
+    control.add_argument("--trial", type=int, default=0,
+                         help="test trial whose first bins give the initial state (default 0)")
+    control.add_argument("--u-min", type=float, default=None, help="lower input bound (default: recorded minimum)")
+    control.add_argument("--u-max", type=float, default=None, help="upper input bound (default: recorded maximum)")
+    control.add_argument("--smoothness", type=float, default=1e-3,
+                         help="weight of the mean squared input difference between bins")
+    control.add_argument("--energy", type=float, default=1e-4, help="weight of the mean squared input")
+    control.add_argument("--samples", type=int, default=16, help="noise samples averaged per cost (default 16)")
+    control.add_argument("--iterations", type=int, default=200, help="Adam iterations per plan (default 200)")
+    control.add_argument("--learning-rate", type=float, default=0.1, help="Adam learning rate (default 0.1)")
+    control.add_argument("--horizon", type=int, default=10, help="bins planned ahead in receding_horizon mode")
+    control.add_argument("--interval", type=int, default=2, help="bins applied per plan in receding_horizon mode")
+    control.add_argument("--seed", type=int, default=0, help="random seed of the noise samples")
+
+    compare = commands.add_parser("compare", help="fit several configurations to the same data and compare them")
+    compare.add_argument("configs", nargs="+", help="two or more YAML run configurations with the same data section")
+    compare.add_argument("--out", default="runs/compare", help="folder for the runs and the table (default runs/compare)")
+    compare.add_argument("--steps", type=int, default=None, help="training steps of every run; overrides training.steps")
+    compare.add_argument("--seed", type=int, default=None, help="common seed (default: the first config's seed)")
+    compare.add_argument("--overwrite", action="store_true", help="replace runs already in --out")
+    compare.add_argument("--quiet", action="store_true", help="no progress bar (for batch jobs)")
     return parser
 
 
@@ -127,6 +158,35 @@ def _report(arguments) -> int:
     from .report import write_report
 
     print(write_report(arguments.run_dir, arguments.checkpoint))
+    return 0
+
+
+def _control(arguments) -> int:
+    from .control_run import control_run
+
+    summary = control_run(
+        arguments.run_dir, arguments.target, arguments.space, arguments.mode, arguments.trial, arguments.u_min,
+        arguments.u_max, arguments.smoothness, arguments.energy, arguments.samples, arguments.iterations,
+        arguments.learning_rate, arguments.horizon, arguments.interval, arguments.seed,
+    )
+    terms = summary["terms"]
+    print(f"{summary['mode']} control of the {summary['space']} output over {summary['bins']} bins:")
+    for name in ("tracking_rmse", "tracking", "smoothness", "energy", "total", "max_bound_violation"):
+        print(f"  {name:<20s} {terms[name]:.4g}")
+    print(f"written: {Path(arguments.run_dir) / 'control.npz'}, control.json, figures/control.png")
+    return 0
+
+
+def _compare(arguments) -> int:
+    from .compare import compare_configs, format_table
+    from .errors import ConfigError
+
+    if arguments.steps is not None and arguments.steps < 1:
+        raise ConfigError(f"--steps is {arguments.steps}; expected an integer >= 1")
+    rows = compare_configs(arguments.configs, arguments.out, arguments.steps, arguments.seed, arguments.overwrite,
+                           arguments.quiet)
+    print(format_table(rows))
+    print(f"written: {Path(arguments.out) / 'compare.csv'}, compare.json, compare.png")
     return 0
 
 
@@ -195,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise NeuroudeError(f"--n is {arguments.n}; expected an integer >= 1")
             print(sample_run(arguments.run_dir, arguments.n, arguments.split, arguments.seed))
             return 0
+        if arguments.command == "control":
+            return _control(arguments)
+        if arguments.command == "compare":
+            return _compare(arguments)
     except NeuroudeError as error:
         print(f"neuroude {arguments.command}: error: {error}", file=sys.stderr)
         return 2
