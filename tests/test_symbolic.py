@@ -18,6 +18,8 @@ from neuroude.analysis.symbolic import (
 from neuroude.build import build_model
 from neuroude.dynamics.hybrid import NeuralClosure, ResidualDrift
 from neuroude.dynamics.mechanistic.fitzhugh_nagumo import FitzHughNagumo
+from neuroude.dynamics.mechanistic.kuramoto import Kuramoto
+from neuroude.dynamics.mechanistic.wilson_cowan import WilsonCowan
 from neuroude.dynamics.neural import NeuralDrift
 from neuroude.errors import ConfigError, DataError
 
@@ -250,6 +252,22 @@ def test_residual_recovered_with_input_terms():
     fit = fit_symbolic(samples.inputs, samples.outputs, library, samples.output_names)
     assert fit.active_terms(0) == pytest.approx({"v": 0.5, "u0": -1.0}, rel=1e-4)
     assert fit.active_terms(1) == pytest.approx({"w": 2.0, "1": 0.3}, rel=1e-4)
+
+
+def test_closure_with_two_outputs_sampled():
+    # The Wilson-Cowan sigmoid closure is called once per population and returns the pair (S_e, S_i).
+    closure = NeuralClosure(WilsonCowan(input_size=1), "sigmoid", width=4, depth=1, key=jax.random.PRNGKey(0))
+    samples = evaluate_learned_term(closure, np.zeros((5, 2)), np.zeros((5, 1)))
+    assert samples.inputs.shape == (10, 1)
+    assert samples.outputs.shape == (10, 2)
+    assert samples.output_names == ("sigmoid[0]", "sigmoid[1]")
+
+
+def test_closure_mapped_inside_drift_rejected():
+    mechanistic = Kuramoto(input_size=1, size=3, key=jax.random.PRNGKey(0))
+    closure = NeuralClosure(mechanistic, "coupling", width=4, depth=1, key=jax.random.PRNGKey(1))
+    with pytest.raises(ConfigError, match="cannot be captured"):
+        evaluate_learned_term(closure, np.zeros((5, 3)), np.zeros((5, 1)))
 
 
 def test_black_box_drift_rejected():

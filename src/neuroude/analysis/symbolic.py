@@ -446,7 +446,16 @@ def _closure_samples(drift: NeuralClosure, states, inputs, state_names) -> TermS
         drift.mechanistic.drift_with(0.0, x, u, {drift.term: recorder})
         return [jnp.atleast_1d(z) for z, _ in calls], [jnp.atleast_1d(value) for _, value in calls]
 
-    term_inputs, term_outputs = jax.jit(jax.vmap(captured))(states, inputs)
+    try:
+        term_inputs, term_outputs = jax.jit(jax.vmap(captured))(states, inputs)
+    except jax.errors.UnexpectedTracerError:
+        # NOTE: a drift that maps the closure inside its own jax.vmap (Kuramoto's pairwise coupling) hides the
+        # term's inputs from this capture.
+        raise ConfigError(
+            f"the inputs of the {drift.term!r} closure of the {type(drift.mechanistic).__name__} drift cannot be "
+            "captured, because the drift maps the closure inside its own vmap; compute the term's inputs from the "
+            "states, evaluate them with drift.closure_term and pass both to fit_symbolic"
+        ) from None
     if not term_inputs:
         raise ConfigError(f"the {drift.term!r} closure was never called by the mechanistic drift; nothing to sample")
     # A term called several times per state (one call per node or pair) gives one sample per call.
