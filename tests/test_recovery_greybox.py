@@ -79,6 +79,8 @@ PROCESS_NOISE = 0.2
 STEPS = 600
 SEED = 0
 
+pytestmark = pytest.mark.slow
+
 # dw/dt = time_scale * (v + a - b w) / tau in 1/s, by term.
 TRUE_RECOVERY_RATE = {"1": 0.56, "v": 0.8, "w": -0.64}
 

@@ -2,7 +2,7 @@
 
 Given samples `z_i` (the variables a term reads) and targets `g_i = g(z_i)`,
 sequentially thresholded least squares (STLSQ, the regression of SINDy,
-Brunton, Proctor and Kutz 2016, PNAS 113:3932) looks for a sparse coefficient
+sparse identification of nonlinear dynamics) looks for a sparse coefficient
 matrix `Xi` with
 
     g(z) ~ Theta(z) Xi
@@ -37,7 +37,7 @@ from ..errors import ConfigError, DataError
 
 TermFunction = Callable[[np.ndarray], np.ndarray]
 
-# Elementwise nonlinearities that `CandidateLibrary.with_functions` knows by name.
+# Elementwise nonlinearities that `CandidateLibrary.with_functions` looks up by name.
 NONLINEARITIES: dict[str, TermFunction] = {
     "tanh": np.tanh,
     "sigmoid": lambda z: 0.5 * (1.0 + np.tanh(0.5 * z)),
@@ -402,7 +402,7 @@ def evaluate_learned_term(
     """Evaluate the network of a grey-box drift at `states` (N, d) with `inputs` (N, m).
 
     For a `NeuralClosure`, the inputs of the replaced term are captured from the
-    mechanistic drift itself, so the samples hold exactly what the network reads
+    mechanistic drift itself, so the samples contain exactly what the network reads
     (the state for the FitzHugh-Nagumo recovery term, `v` for its cubic term).
     The variables are named by the state names when the term reads the whole
     state, else `z0, z1, ...`. For a `ResidualDrift` the network reads the
@@ -493,6 +493,11 @@ def recover_learned_term(
 
     Without a `library`, the candidates are the monomials up to `degree` of the
     variables the network reads, with the stimulus entering each monomial at most linearly.
+
+    The equation is in the fitted model's latent coordinates. A learned readout fixes those
+    only up to the symmetries of the model family (FitzHugh-Nagumo with a free input gain
+    can land in the mirror image (v, w) -> (-v, 2 i_ext - w)), so compare it with a known
+    equation only after fixing that choice, as `examples/symbolic_recovery.py` does.
     """
     samples = sample_learned_term(model, recording, key, n_samples, state_names)
     if library is None:
