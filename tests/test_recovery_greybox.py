@@ -17,10 +17,10 @@ solver, training settings and seed.
 Identifiability. The recording fixes the latent state only up to exact symmetries of the
 model family, and each changes the learned term:
 
-- Mirror: (v, w) -> (-v, 2 i_ext - w) with the input gain negated and the readout
-  reflected leaves the likelihood unchanged, and maps the true term to one with the same
-  v and w coefficients but the constant (2 b i_ext - a) / tau. Fits land in either
-  mirror image (seed 0 mirrored, seed 1 did not). The comparison fixes the gauge by the
+- Mirror: (v, w) -> (-v, 2 i_ext - w) with the input gain negated and the readout's
+  weights and offsets adjusted leaves the likelihood unchanged. It maps the true term to
+  one with the same v and w coefficients but the constant (2 b i_ext - a) / tau. Fits land in either
+  mirror image (seed 0 mirrored, seeds 1 and 2 did not). The comparison fixes the gauge by the
   convention that the stimulus depolarises v (input gain > 0): a fit with a negative gain
   is mapped back through the mirror before its term is compared.
 - Time scale: time_scale multiplies g in dw/dt, and time_scale is identified only through
@@ -34,21 +34,26 @@ such fits the learned term matched the truth to 11 % and 13 % (relative RMSE), a
 symbolic fit needed spurious cubic terms. The larger drive and noise used here spread the
 visited states over the plane.
 
-Measured on 2 CPU cores shared with other jobs (600 steps, lr 0.03):
+Measured on 2 CPU cores shared with other jobs, with 600 steps and learning rate 0.03. The
+seed sets the simulation and the fits alike. Seeds 1 and 2 were run with
+examples/symbolic_recovery.py, which uses the same settings.
 
-| quantity                                        | seed 0 (this test)      | seed 1          |
-|-------------------------------------------------|-------------------------|-----------------|
-| relative RMSE of time_scale * g on true states  | 0.100                   | 0.065           |
-| recovered dw/dt (degree-2 library, threshold 0.05) | 0.507 + 0.844 v - 0.579 w | 0.603 + 0.802 v - 0.598 w |
-| coefficient errors (constant, v, w)              | -9.4 %, +5.5 %, -9.5 %  | +7.7 %, +0.2 %, -6.5 % |
-| test bits per spike, grey box                   | 0.453                   | 0.537           |
+| quantity                                   | seed 0 (this test) | seed 1            | seed 2             |
+|--------------------------------------------|--------------------|-------------------|--------------------|
+| relative RMSE of time_scale * g            | 0.100              | 0.065             | not measured       |
+| recovered constant, v, w (true 0.56, 0.8, -0.64) | 0.507, 0.844, -0.579 | 0.603, 0.802, -0.598 | 0.534, 0.829, -0.566 |
+| coefficient errors, (fit - true) / |true|  | -9.4, +5.5, +9.5 % | +7.7, +0.2, +6.5 % | -4.6, +3.6, +11.5 % |
+| terms beyond constant, v, w                | none               | none              | none               |
+| test bits per spike, grey / black box      | 0.453 / 0.434      | 0.537 / 0.521     | 0.513 / 0.491      |
 
 The relative RMSE is the RMSE of the learned minus the true recovery rate over the states of
 the simulated paths, divided by the standard deviation of the true rate there (a constant
-prediction scores 1). Its asserted bound is 0.15. The symbolic coefficients are asserted
-within 10 % of the truth, which seed 0 meets by a margin of half a percentage point. A
-degree-3 library brought in spurious v^2 and v^3 terms on seed 0, which is why the test uses
-degree 2.
+prediction scores 1). Its asserted bound is 0.15. The symbolic fit uses monomials of (v, w)
+up to degree 2 with threshold 0.05; a degree-3 library brought in spurious v^2 and v^3 terms
+on seed 0. The coefficients are asserted within 10 % of the truth, the target set for this
+check. Seed 0 meets it by half a percentage point, and seed 2 misses it on the w coefficient
+(11.5 %), so the bound is not met on every seed. The magnitude of the w coefficient came out
+low on all three seeds (by 6.5 to 11.5 %).
 """
 
 import json
