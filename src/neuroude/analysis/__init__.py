@@ -1,4 +1,4 @@
-"""Dynamical-systems analysis of a drift `f(x, u)` or of a fitted LatentUDE's prior dynamics."""
+"""Dynamical-systems analysis of a drift `f(x, u)` or of a fitted LatentUDE, and symbolic recovery of learned terms."""
 
 from . import continuation
 from . import fitted
@@ -7,3 +7,4 @@ from . import noise
 from . import phase
 from . import regimes
 from . import report
+from . import symbolic
