@@ -166,7 +166,7 @@ def co_smoothing_bits_per_spike(y, mean_counts, heldout, mask=None) -> float:
 def forward_prediction_bits_per_spike(y, mean_counts, n_forward_bins: int, mask=None) -> float:
     """Return bits per spike over the last `n_forward_bins` bins of every trial.
 
-    The Neural Latents Benchmark's forward-prediction score (fp-bps): the model sees the
+    The Neural Latents Benchmark's forward-prediction score (fp-bps): the model reads the
     bins before them and predicts these ones. The null model is each channel's mean count
     over the forward bins, as in `bits_per_spike`.
     """
