@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import ks_2samp
 
-from neuroude.errors import DataError
+from neuroude.errors import ConfigError, DataError
 from neuroude.metrics import (
     co_smoothing_bits_per_spike,
     decoding_r_squared,
@@ -14,6 +14,7 @@ from neuroude.metrics import (
     fit_ridge,
     forward_prediction_bits_per_spike,
     functional_connectivity,
+    heldout_channel_split,
     ks_distance,
     psth_r_squared,
     velocity_r_squared,
@@ -168,3 +169,31 @@ def test_fcd_distance_hand_computed():
 def test_fcd_rejects_too_few_windows():
     with pytest.raises(DataError, match="fewer than 2 windows"):
         fc_dynamics(np.random.default_rng(0).normal(size=(5, 3)), window=4, step=4)
+
+
+def test_heldout_split_from_fraction():
+    heldin, heldout = heldout_channel_split(0.2, 25)
+    assert len(heldout) == 5
+    assert sorted(heldin + heldout) == list(range(25))
+    assert heldout_channel_split(0.2, 25) == (heldin, heldout)  # the same channels every call
+
+
+def test_heldout_split_from_indices():
+    assert heldout_channel_split([3, 0], 5) == ((1, 2, 4), (0, 3))
+
+
+@pytest.mark.parametrize(
+    ("heldout", "message"),
+    [
+        ([0, 7], r"heldout_neurons \[7\] are out of range; the recording has 5 channels"),
+        ([-1], r"heldout_neurons \[-1\] are out of range"),
+        ([1, 1], "distinct indices"),
+        ([0, 1, 2, 3, 4], "at least one of the 5 channels held in"),
+        (1.5, "fraction in"),
+        (0.01, "holds out 0"),
+        ([], "fraction in"),
+    ],
+)
+def test_heldout_split_rejects_bad_value(heldout, message):
+    with pytest.raises(ConfigError, match=message):
+        heldout_channel_split(heldout, 5)

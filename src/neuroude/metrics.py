@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import gammaln, xlogy
 
-from neuroude.errors import DataError
+from neuroude.errors import ConfigError, DataError
+
+HELDOUT_SEED = 0  # fixed, so the held-out neurons stay the same whatever the run's seed
 
 
 def _as_array(name: str, value) -> np.ndarray:
@@ -144,6 +146,46 @@ def _channel_indices(name: str, indices, n_channels: int) -> np.ndarray:
             f"{name} {out_of_range.tolist()} are out of range; expected indices from 0 to {n_channels - 1}"
         )
     return indices
+
+
+def heldout_channel_split(heldout, n_channels: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Return sorted (held-in, held-out) channel indices for co-smoothing.
+
+    `heldout` is either a fraction in (0, 1), of which round(fraction * n_channels)
+    channels are drawn with the fixed seed `HELDOUT_SEED`, or a list of channel indices.
+    At least one channel must be held in and one held out.
+    """
+    if isinstance(heldout, bool):
+        raise ConfigError(f"heldout_neurons is {heldout!r}; expected a fraction in (0, 1) or a list of channel indices")
+    if isinstance(heldout, float):
+        if not 0.0 < heldout < 1.0:
+            raise ConfigError(f"heldout_neurons is {heldout}; expected a fraction in (0, 1) or a list of channel indices")
+        n_heldout = int(round(heldout * n_channels))
+        if not 0 < n_heldout < n_channels:
+            raise ConfigError(
+                f"heldout_neurons {heldout} of {n_channels} channels holds out {n_heldout}; "
+                "expected at least one channel held out and one held in"
+            )
+        chosen = np.random.default_rng(HELDOUT_SEED).choice(n_channels, n_heldout, replace=False)
+    else:
+        chosen = np.asarray(heldout)
+        if chosen.ndim != 1 or chosen.size == 0 or not np.issubdtype(chosen.dtype, np.integer):
+            raise ConfigError(f"heldout_neurons is {heldout!r}; expected a fraction in (0, 1) or a list of channel indices")
+        out_of_range = chosen[(chosen < 0) | (chosen >= n_channels)]
+        if out_of_range.size:
+            raise ConfigError(
+                f"heldout_neurons {out_of_range.tolist()} are out of range; the recording has {n_channels} "
+                f"channels, so expected indices from 0 to {n_channels - 1}"
+            )
+        if np.unique(chosen).size != chosen.size or chosen.size >= n_channels:
+            raise ConfigError(
+                f"heldout_neurons is {chosen.tolist()}; expected distinct indices that leave at least one of "
+                f"the {n_channels} channels held in"
+            )
+
+    heldout_set = {int(index) for index in chosen}
+    heldin = tuple(index for index in range(n_channels) if index not in heldout_set)
+    return heldin, tuple(sorted(heldout_set))
 
 
 def co_smoothing_bits_per_spike(y, mean_counts, heldout, mask=None) -> float:
