@@ -45,6 +45,7 @@ class LatentUDE(eqx.Module):
     rtol: float = eqx.field(static=True)
     atol: float = eqx.field(static=True)
     observed_states: tuple[int, ...] | None = eqx.field(static=True)
+    heldin_channels: tuple[int, ...] | None = eqx.field(static=True)
 
     def __init__(
         self,
@@ -62,6 +63,7 @@ class LatentUDE(eqx.Module):
         rtol: float = 1e-4,
         atol: float = 1e-6,
         observed_states: tuple[int, ...] | None = None,
+        heldin_channels: tuple[int, ...] | None = None,
         *,
         key: PRNGKeyArray,
     ):
@@ -87,6 +89,8 @@ class LatentUDE(eqx.Module):
         self.rtol = rtol
         self.atol = atol
         self.observed_states = _check_observed_states(observed_states, latent_size)
+        # Co-smoothing: the recognition model reads only these channels; the observation model predicts all.
+        self.heldin_channels = None if heldin_channels is None else tuple(int(index) for index in heldin_channels)
 
         if sde.is_ode:
             self.correction = None
@@ -129,6 +133,12 @@ class LatentUDE(eqx.Module):
             return path
         return path[:, jnp.asarray(self.observed_states)]
 
+    def recognition_input(self, y: Float[Array, "T n"]) -> Float[Array, "T r"]:
+        """Return the channels of `y` that the recognition model reads (the held-in ones under co-smoothing)."""
+        if self.heldin_channels is None:
+            return y
+        return y[:, jnp.asarray(self.heldin_channels)]
+
     # -- inference -----------------------------------------------------------
 
     def encode(self, stimulus: Float[Array, "T k"]) -> Float[Array, "T m"]:
@@ -149,9 +159,9 @@ class LatentUDE(eqx.Module):
         Keys: `log_likelihood`, `kl_initial`, `kl_path`, `residual_penalty`.
         """
         drive = self.encode(stimulus)
-        mean0, std0 = self.recognition.initial_state(y, drive)
+        mean0, std0 = self.recognition.initial_state(self.recognition_input(y), drive)
         kl_initial = jnp.sum(0.5 * (mean0**2 + std0**2 - 1.0) - jnp.log(std0))
-        context = None if self.sde.is_ode else self.recognition.context(y, drive)
+        context = None if self.sde.is_ode else self.recognition.context(self.recognition_input(y), drive)
         fields = self._fields(drive, context)
 
         paths, kl_path = self._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
@@ -212,7 +222,7 @@ class LatentUDE(eqx.Module):
         The rest of the trial is predicted from the stimulus alone.
         """
         drive = self.encode(stimulus)
-        mean0, std0 = self.recognition.initial_state(y, drive)
+        mean0, std0 = self.recognition.initial_state(self.recognition_input(y), drive)
         fields = self._fields(drive, None)
         paths, _ = self._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
         return jax.vmap(lambda path: self.observation.mean(self.observed(path)))(paths), paths
@@ -228,8 +238,8 @@ class LatentUDE(eqx.Module):
     ) -> Float[Array, "S T d"]:
         """Sample latent paths from the posterior SDE given the whole trial."""
         drive = self.encode(stimulus)
-        mean0, std0 = self.recognition.initial_state(y, drive)
-        context = None if self.sde.is_ode else self.recognition.context(y, drive)
+        mean0, std0 = self.recognition.initial_state(self.recognition_input(y), drive)
+        context = None if self.sde.is_ode else self.recognition.context(self.recognition_input(y), drive)
         fields = self._fields(drive, context)
         paths, _ = self._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
         return paths
