@@ -1,19 +1,32 @@
 """Co-smoothing in the model: the recognition model reads held-in neurons only."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from neuroude.baselines import SpikeSmoothing
 from neuroude.build import build_model
 from neuroude.config import parse_config
-from neuroude.data import Recording
+from neuroude.data import Recording, load_npz
 from neuroude.errors import ConfigError
 from neuroude.evaluate import evaluate
+from neuroude.metrics import co_smoothing_bits_per_spike, heldout_channel_split
 
-from conftest import tiny_config, tiny_recording
+from conftest import SHARED_DATA, tiny_config, tiny_recording
 
 HELDOUT = [0]
+
+
+@eqx.filter_jit
+def posterior_paths(model, y, stimulus, key):
+    return model.posterior_paths(y, stimulus, 0.0, 0.01, key, 2)
+
+
+@eqx.filter_jit
+def loss(model, y, stimulus, mask, key):
+    return model.loss(y, stimulus, mask, 0.0, 0.01, key)[0]
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +53,9 @@ def test_recognition_ignores_heldout_channel(model):
     changed_heldout = y.at[:, 0].add(5.0)
     changed_heldin = y.at[:, 1].add(5.0)
 
-    paths = model.posterior_paths(y, stimulus, 0.0, 0.01, key, 2)
-    np.testing.assert_array_equal(paths, model.posterior_paths(changed_heldout, stimulus, 0.0, 0.01, key, 2))
-    assert not np.allclose(paths, model.posterior_paths(changed_heldin, stimulus, 0.0, 0.01, key, 2))
+    paths = posterior_paths(model, y, stimulus, key)
+    np.testing.assert_array_equal(paths, posterior_paths(model, changed_heldout, stimulus, key))
+    assert not np.allclose(paths, posterior_paths(model, changed_heldin, stimulus, key))
 
 
 def test_likelihood_scores_heldout_channel(model):
@@ -50,9 +63,9 @@ def test_likelihood_scores_heldout_channel(model):
     recording = tiny_recording()
     y = jnp.asarray(recording.y[:2], jnp.float32)
     stimulus, mask = jnp.asarray(recording.u[:2], jnp.float32), jnp.ones_like(y)
-    loss, _ = model.loss(y, stimulus, mask, 0.0, 0.01, jax.random.PRNGKey(2))
-    changed, _ = model.loss(y.at[:, :, 0].add(3.0), stimulus, mask, 0.0, 0.01, jax.random.PRNGKey(2))
-    assert float(loss) != float(changed)
+    original = loss(model, y, stimulus, mask, jax.random.PRNGKey(2))
+    changed = loss(model, y.at[:, :, 0].add(3.0), stimulus, mask, jax.random.PRNGKey(2))
+    assert float(original) != float(changed)
 
 
 def test_out_of_range_heldout_raises_before_build():
@@ -88,3 +101,13 @@ def test_evaluate_reports_co_smoothing(config, model):
     decoding = scores["behaviour_decoding_r_squared"]
     assert set(decoding) == {"model_latents", "smoothed_spikes", "gpfa_latents"}
     assert set(decoding["model_latents"]) == {"x", "y", "mean", "alpha"}
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "hippocampus-wmaze").is_dir(), reason="shared hippocampus recordings not present")
+def test_smoothing_predicts_hippocampus_heldout():
+    # Interleaved 10 s windows, so training and test trials cover the same run and rest periods.
+    recording = load_npz(SHARED_DATA / "hippocampus-wmaze" / "recording.npz").select(range(80))
+    train, test = recording.select(range(0, 80, 2)), recording.select(range(1, 80, 2))
+    baseline = SpikeSmoothing(0.2, kernel_sd=0.05, ridge=10.0).fit(train)
+    _, heldout = heldout_channel_split(0.2, recording.n_channels)
+    assert co_smoothing_bits_per_spike(test.y, baseline.predict(test), heldout) > 0.1

@@ -26,7 +26,7 @@ from .metrics import co_smoothing_bits_per_spike, fit_ridge, heldout_channel_spl
 
 logger = logging.getLogger("neuroude")
 
-KERNEL_SDS = (0.05, 0.1, 0.2)  # seconds; smoothing widths searched on validation trials
+KERNEL_SDS = (0.025, 0.05, 0.1, 0.2)  # seconds; smoothing widths searched on validation trials
 RIDGES = (0.1, 1.0, 10.0, 100.0)  # Poisson readout penalties searched on validation trials
 DECODER_ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)  # ridge penalties of the behaviour decoders
 GPFA_ITERATIONS = 50
