@@ -2,7 +2,7 @@
 
 Under co-smoothing (`data.heldout_neurons`), the recognition model reads only the
 held-in neurons, while the observation model predicts all of them. On test trials,
-which training never sees, the posterior given the held-in spikes yields expected
+which training never uses, the posterior given the held-in spikes yields expected
 counts of the held-out neurons, scored by co-smoothing bits per spike (co-bps).
 The spike-smoothing and GPFA baselines get the same held-in spikes, and their
 settings are chosen on the validation trials. When the recording has behaviour,
