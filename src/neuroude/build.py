@@ -126,8 +126,9 @@ def build_model(
     drive_size = encoder.output_size
 
     heldin = _heldin_channels(config, n_channels)
+    recognition_size = n_channels if heldin is None else len(heldin)
     recognition = GRURecognition(
-        n_channels if heldin is None else len(heldin), drive_size, model_config.latent_size, model_config.recognition_hidden,
+        recognition_size, drive_size, model_config.latent_size, model_config.recognition_hidden,
         model_config.context_size, model_config.n_init_bins, key=keys[1],
     )
     sde = SDE(_drift(model_config, drive_size, keys[2]), _diffusion(model_config, drive_size, keys[3]))
