@@ -478,6 +478,8 @@ class GPFA:
 
     def fit(self, y: np.ndarray, bin_width: float) -> GPFA:
         """Fit C, d, R and the timescales to `y` (trials, time, channels) of equal-length trials."""
+        # NOTE: EM runs a fixed number of iterations with no convergence test. With several latents
+        # it separates their timescales slowly (100 iterations in a two-latent test), while C converges fast.
         y = np.asarray(y, dtype=np.float64)
         if y.ndim != 3 or not np.all(np.isfinite(y)):
             raise DataError(f"y has shape {y.shape}; expected finite values of shape (trials, time, channels)")
