@@ -1,6 +1,7 @@
-"""Classical spike-count baselines: a constant-rate Poisson model and a Poisson GLM.
+"""Classical spike-count baselines: a constant-rate Poisson model, a Poisson GLM, and
+the spike-smoothing and GPFA co-smoothing baselines.
 
-Both follow the same pattern: `fit(recording)` on training trials, then
+All follow the same pattern: `fit(recording)` on training trials, then
 `predict(recording)` returns expected counts per bin, shape (trials, time, channels).
 """
 
@@ -10,11 +11,13 @@ import logging
 from typing import Literal
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.linalg import cho_factor, cho_solve
+from scipy.ndimage import gaussian_filter1d
+from scipy.optimize import minimize, minimize_scalar
 
 from neuroude.data.recording import Recording
 from neuroude.errors import ConfigError, DataError, TrainingError
-from neuroude.metrics import poisson_log_likelihood
+from neuroude.metrics import heldout_channel_split, poisson_log_likelihood
 
 logger = logging.getLogger(__name__)
 
@@ -281,3 +284,299 @@ def fit_ridge_by_validation(
             description, best, sorted(float(ridge) for ridge in ridges),
         )
     return models[best], scores
+
+
+# -- co-smoothing baselines ----------------------------------------------------
+
+
+def smooth_spikes(y: np.ndarray, kernel_sd: float, bin_width: float) -> np.ndarray:
+    """Convolve counts (trials, time, channels) along time with a Gaussian of `kernel_sd` seconds.
+
+    The kernel has unit mass, so the result is a smoothed count per bin. Trial edges
+    are reflected, which keeps the mean count near the edges.
+    """
+    if not (np.isfinite(kernel_sd) and kernel_sd > 0):
+        raise ConfigError(f"kernel_sd is {kernel_sd!r}; expected a positive number of seconds")
+    return gaussian_filter1d(np.asarray(y, dtype=np.float64), kernel_sd / bin_width, axis=1, mode="reflect")
+
+
+class PoissonReadout:
+    """Poisson GLM from features to counts, one channel at a time, with no time lags.
+
+    mean_counts[i, t, n] = exp(features[i, t] @ W[:, n] + b[n]), fitted by minimising the
+    Poisson negative log-likelihood summed over bins plus ridge * |W[:, n]|^2 (L-BFGS-B).
+    """
+
+    def __init__(self, ridge: float = 1.0) -> None:
+        if not (np.isfinite(ridge) and ridge >= 0):
+            raise ConfigError(f"ridge is {ridge!r}; expected a non-negative number")
+        self.ridge = float(ridge)
+        self.weights: np.ndarray | None = None  # (features, channels)
+        self.bias: np.ndarray | None = None  # (channels,)
+
+    def fit(self, features: np.ndarray, counts: np.ndarray) -> PoissonReadout:
+        design = features.reshape(-1, features.shape[-1])
+        counts = counts.reshape(-1, counts.shape[-1]).astype(np.float64)
+        weights, biases = [], []
+        for channel in range(counts.shape[1]):
+            start = np.zeros(design.shape[1] + 1)
+            start[-1] = np.log(max(counts[:, channel].mean(), 1e-3))
+            result = minimize(
+                _poisson_objective, start, args=(design, counts[:, channel], self.ridge),
+                jac=True, method="L-BFGS-B", options={"maxiter": 1000},
+            )
+            if not np.all(np.isfinite(result.x)):
+                raise TrainingError(f"Poisson readout of channel {channel} gave non-finite weights: {result.message}")
+            weights.append(result.x[:-1])
+            biases.append(result.x[-1])
+        self.weights = np.stack(weights, axis=1)
+        self.bias = np.array(biases)
+        return self
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        _require_fitted(self, "weights")
+        return np.exp(np.minimum(features @ self.weights + self.bias, MAX_LOG_RATE))
+
+
+def _heldout_split(recording: Recording, heldout) -> tuple[np.ndarray, np.ndarray]:
+    heldin, heldout = heldout_channel_split(heldout, recording.n_channels)
+    return np.asarray(heldin), np.asarray(heldout)
+
+
+class SpikeSmoothing:
+    """Spike-smoothing co-smoothing baseline of the Neural Latents Benchmark.
+
+    Held-in counts are smoothed with a Gaussian kernel (`smooth_spikes`). A Poisson GLM
+    (`PoissonReadout`) from log(smoothed held-in counts + log_offset) to the held-out
+    counts is fitted on the training trials. `predict` returns the smoothed counts for
+    held-in channels and the GLM's expected counts for held-out ones.
+    """
+
+    def __init__(self, heldout, kernel_sd: float = 0.1, ridge: float = 1.0, log_offset: float = 1e-4) -> None:
+        self.heldout_neurons = heldout
+        self.kernel_sd = float(kernel_sd)
+        self.log_offset = float(log_offset)
+        self.readout = PoissonReadout(ridge)
+        self.n_channels: int | None = None
+
+    def features(self, recording: Recording) -> np.ndarray:
+        """Return the smoothed held-in counts of every trial, (trials, time, held-in channels)."""
+        heldin, _ = _heldout_split(recording, self.heldout_neurons)
+        return smooth_spikes(recording.y[:, :, heldin], self.kernel_sd, recording.dt)
+
+    def fit(self, recording: Recording) -> SpikeSmoothing:
+        recording.check_counts()
+        _, heldout = _heldout_split(recording, self.heldout_neurons)
+        self.readout.fit(np.log(self.features(recording) + self.log_offset), recording.y[:, :, heldout])
+        self.n_channels = recording.n_channels
+        return self
+
+    def predict(self, recording: Recording) -> np.ndarray:
+        _require_fitted(self, "n_channels")
+        _require_channels(recording, self.n_channels)
+        heldin, heldout = _heldout_split(recording, self.heldout_neurons)
+        smoothed = self.features(recording)
+
+        prediction = np.empty(recording.y.shape, dtype=np.float64)
+        prediction[:, :, heldin] = smoothed
+        prediction[:, :, heldout] = self.readout.predict(np.log(smoothed + self.log_offset))
+        return prediction
+
+
+class GPFA:
+    """Gaussian-process factor analysis (GPFA) fitted by expectation maximisation.
+
+    Generative model of one trial with latents x (time, latents) and observations
+    y (time, channels):
+
+        x_j(.) ~ GP(0, k_j),  k_j(t, s) = (1 - noise) exp(-(t - s)^2 / (2 tau_j^2)) + noise [t = s]
+        y(t) = C x(t) + d + e(t),  e(t) ~ N(0, diag(R))
+
+    The E-step computes the exact Gaussian posterior of all latents of a trial, which
+    costs one (latents * time)^2 matrix inverse shared by all trials of equal length.
+    The M-step updates C, d and R in closed form and each timescale tau_j by a bounded
+    1-D search on the expected log prior. `noise` is fixed, as in the usual GPFA fit.
+    """
+
+    def __init__(
+        self, latent_size: int, n_iterations: int = 50, initial_timescale: float = 0.1, noise: float = 1e-3,
+    ) -> None:
+        if not isinstance(latent_size, (int, np.integer)) or latent_size < 1:
+            raise ConfigError(f"latent_size is {latent_size!r}; expected a positive integer")
+        if not isinstance(n_iterations, (int, np.integer)) or n_iterations < 1:
+            raise ConfigError(f"n_iterations is {n_iterations!r}; expected a positive integer")
+        if not (np.isfinite(initial_timescale) and initial_timescale > 0):
+            raise ConfigError(f"initial_timescale is {initial_timescale!r}; expected a positive number of seconds")
+        if not 0 < noise < 1:
+            raise ConfigError(f"noise is {noise!r}; expected a number in (0, 1)")
+        self.latent_size = int(latent_size)
+        self.n_iterations = int(n_iterations)
+        self.initial_timescale = float(initial_timescale)
+        self.noise = float(noise)
+
+        self.loading: np.ndarray | None = None  # C, (channels, latents)
+        self.offset: np.ndarray | None = None  # d, (channels,)
+        self.variance: np.ndarray | None = None  # R, (channels,)
+        self.timescales: np.ndarray | None = None  # tau, (latents,) in seconds
+        self.log_likelihoods: list[float] = []  # marginal log-likelihood before each M-step
+
+    def _kernel(self, timescale: float, times: np.ndarray) -> np.ndarray:
+        lags = times[:, None] - times[None, :]
+        return (1.0 - self.noise) * np.exp(-0.5 * (lags / timescale) ** 2) + self.noise * np.eye(times.size)
+
+    def _posterior(self, y: np.ndarray, times: np.ndarray, loading, offset, variance, timescales):
+        """Return posterior means (trials, latents, time), covariance (latents*time, latents*time) and log p(y).
+
+        Latents are stacked latent-major, so the prior covariance is block diagonal and
+        the posterior precision is blockdiag(K_j^-1) + (C' R^-1 C) kron I_time.
+        """
+        n_trials, n_time, n_channels = y.shape
+        p = loading.shape[1]
+        precision = np.kron(loading.T @ (loading / variance[:, None]), np.eye(n_time))
+        log_det_prior = 0.0
+        for j in range(p):
+            factor = cho_factor(self._kernel(timescales[j], times), lower=True)
+            block = slice(j * n_time, (j + 1) * n_time)
+            precision[block, block] += cho_solve(factor, np.eye(n_time))
+            log_det_prior += 2.0 * np.log(np.diag(factor[0])).sum()
+
+        factor = cho_factor(precision, lower=True)
+        covariance = cho_solve(factor, np.eye(p * n_time))
+        residual = y - offset
+        projected = (residual / variance) @ loading  # (trials, time, latents)
+        stacked = projected.transpose(0, 2, 1).reshape(n_trials, -1)  # latent-major
+        means = stacked @ covariance  # covariance is symmetric
+
+        quadratic = np.sum(residual**2 / variance) - np.sum(means * stacked)
+        log_det = log_det_prior + 2.0 * np.log(np.diag(factor[0])).sum() + n_time * np.log(variance).sum()
+        log_likelihood = -0.5 * (quadratic + n_trials * (log_det + n_time * n_channels * np.log(2 * np.pi)))
+        return means.reshape(n_trials, p, n_time), covariance, float(log_likelihood)
+
+    def _initialise(self, y: np.ndarray) -> None:
+        flat = y.reshape(-1, y.shape[-1])
+        self.offset = flat.mean(axis=0)
+        covariance = np.cov(flat, rowvar=False)
+        eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+        top = np.argsort(eigenvalues)[::-1][: self.latent_size]
+        self.loading = eigenvectors[:, top] * np.sqrt(np.maximum(eigenvalues[top], 1e-6))
+        self.variance = np.maximum(np.diag(covariance) - np.sum(self.loading**2, axis=1), 1e-3 * np.diag(covariance) + 1e-9)
+        self.timescales = np.full(self.latent_size, self.initial_timescale)
+
+    def _update_timescale(self, second_moment: np.ndarray, n_trials: int, times: np.ndarray, bounds) -> float:
+        """Maximise E[log N(x_j; 0, K_j)] over tau_j, given sum_n E[x_j x_j'] = `second_moment`."""
+
+        def negative_expected_log_prior(log_timescale):
+            factor = cho_factor(self._kernel(np.exp(log_timescale), times), lower=True)
+            trace = np.trace(cho_solve(factor, second_moment))
+            return 0.5 * trace + n_trials * np.log(np.diag(factor[0])).sum()
+
+        # A tolerance of 1e-3 in log(tau) is a 0.1 % change of the timescale, far below its EM uncertainty.
+        result = minimize_scalar(
+            negative_expected_log_prior, bounds=np.log(bounds), method="bounded", options={"xatol": 1e-3}
+        )
+        return float(np.exp(result.x))
+
+    def fit(self, y: np.ndarray, bin_width: float) -> GPFA:
+        """Fit C, d, R and the timescales to `y` (trials, time, channels) of equal-length trials."""
+        # NOTE: EM runs a fixed number of iterations with no convergence test. With several latents
+        # it separates their timescales slowly (100 iterations in a two-latent test), while C converges fast.
+        y = np.asarray(y, dtype=np.float64)
+        if y.ndim != 3 or not np.all(np.isfinite(y)):
+            raise DataError(f"y has shape {y.shape}; expected finite values of shape (trials, time, channels)")
+        if y.shape[-1] < self.latent_size:
+            raise ConfigError(f"latent_size is {self.latent_size}; expected at most the {y.shape[-1]} channels of y")
+        n_trials, n_time, _ = y.shape
+        times = np.arange(n_time) * bin_width
+        bounds = (0.5 * bin_width, 2.0 * n_time * bin_width)
+        self._initialise(y)
+        self.log_likelihoods = []
+
+        for _ in range(self.n_iterations):
+            means, covariance, log_likelihood = self._posterior(
+                y, times, self.loading, self.offset, self.variance, self.timescales
+            )
+            self.log_likelihoods.append(log_likelihood)
+            self._maximise(y, means, covariance, times, bounds)
+        return self
+
+    def _maximise(self, y, means, covariance, times, bounds) -> None:
+        n_trials, n_time, n_channels = y.shape
+        p = self.latent_size
+        blocks = covariance.reshape(p, n_time, p, n_time)
+
+        # Sufficient statistics of the augmented latent [x; 1], summed over trials and bins.
+        latents = means.transpose(0, 2, 1).reshape(-1, p)  # (trials * time, latents)
+        flat_y = y.reshape(-1, n_channels)
+        same_time = np.einsum("itjt->ij", blocks)  # sum_t Cov[x(t), x(t)]
+        augmented = np.concatenate([latents, np.ones((latents.shape[0], 1))], axis=1)
+        moment = augmented.T @ augmented
+        moment[:p, :p] += n_trials * same_time
+        cross = flat_y.T @ augmented  # (channels, latents + 1)
+
+        loading_offset = np.linalg.solve(moment, cross.T).T
+        self.loading, self.offset = loading_offset[:, :p], loading_offset[:, p]
+        residual_variance = (np.sum(flat_y**2, axis=0) - np.sum(loading_offset * cross, axis=1)) / flat_y.shape[0]
+        self.variance = np.maximum(residual_variance, 1e-6 * flat_y.var(axis=0) + 1e-9)
+
+        for j in range(p):
+            second_moment = n_trials * blocks[j, :, j, :] + means[:, j, :].T @ means[:, j, :]
+            self.timescales[j] = self._update_timescale(second_moment, n_trials, times, bounds)
+
+    def latents(self, y: np.ndarray, bin_width: float, channels=None) -> np.ndarray:
+        """Return posterior mean latents (trials, time, latents) given `y`.
+
+        With `channels`, `y` holds only those channels of the fitted ones, and the
+        posterior is computed from them alone.
+        """
+        _require_fitted(self, "loading")
+        y = np.asarray(y, dtype=np.float64)
+        channels = np.arange(self.loading.shape[0]) if channels is None else np.asarray(channels)
+        if y.ndim != 3 or y.shape[-1] != channels.size:
+            raise DataError(f"y has shape {y.shape}; expected (trials, time, {channels.size}) for the chosen channels")
+        times = np.arange(y.shape[1]) * bin_width
+        means, _, _ = self._posterior(
+            y, times, self.loading[channels], self.offset[channels], self.variance[channels], self.timescales
+        )
+        return means.transpose(0, 2, 1)
+
+
+class GPFACoSmoothing:
+    """GPFA co-smoothing baseline, as in the Neural Latents Benchmark.
+
+    GPFA (`GPFA`) is fitted to the square roots of the held-in counts of the training
+    trials. A Poisson GLM (`PoissonReadout`) maps the posterior mean latents, inferred
+    from held-in neurons only, to the held-out counts. `predict` returns the GPFA
+    reconstruction (squared, floored at 0) for held-in channels and the GLM's expected
+    counts for held-out ones.
+    """
+
+    def __init__(self, heldout, latent_size: int = 8, ridge: float = 1.0, n_iterations: int = 50) -> None:
+        self.heldout_neurons = heldout
+        self.gpfa = GPFA(latent_size, n_iterations)
+        self.readout = PoissonReadout(ridge)
+        self.n_channels: int | None = None
+
+    def latents(self, recording: Recording) -> np.ndarray:
+        """Return GPFA posterior mean latents from the held-in neurons, (trials, time, latents)."""
+        heldin, _ = _heldout_split(recording, self.heldout_neurons)
+        return self.gpfa.latents(np.sqrt(recording.y[:, :, heldin]), recording.dt)
+
+    def fit(self, recording: Recording) -> GPFACoSmoothing:
+        recording.check_counts()
+        heldin, heldout = _heldout_split(recording, self.heldout_neurons)
+        self.gpfa.fit(np.sqrt(recording.y[:, :, heldin]), recording.dt)
+        self.readout.fit(self.latents(recording), recording.y[:, :, heldout])
+        self.n_channels = recording.n_channels
+        return self
+
+    def predict(self, recording: Recording) -> np.ndarray:
+        _require_fitted(self, "n_channels")
+        _require_channels(recording, self.n_channels)
+        heldin, heldout = _heldout_split(recording, self.heldout_neurons)
+        latents = self.latents(recording)
+
+        prediction = np.empty(recording.y.shape, dtype=np.float64)
+        reconstruction = latents @ self.gpfa.loading.T + self.gpfa.offset
+        prediction[:, :, heldin] = np.maximum(reconstruction, 0.0) ** 2
+        prediction[:, :, heldout] = self.readout.predict(latents)
+        return prediction

@@ -20,6 +20,7 @@ from .dynamics import (
 from .dynamics.mechanistic import MODELS, make_mechanistic
 from .dynamics.mechanistic.network import BrainNetwork, check_connectivity
 from .errors import ConfigError, DataError, DataFileError
+from .metrics import heldout_channel_split
 from .model import LatentUDE
 from .observation import GaussianObservation, PoissonObservation
 from .recognition import GRURecognition
@@ -124,8 +125,10 @@ def build_model(
     encoder = make_encoder(encoder_kind, n_inputs, model_config.encoder_size, key=keys[0])
     drive_size = encoder.output_size
 
+    heldin = _heldin_channels(config, n_channels)
+    recognition_size = n_channels if heldin is None else len(heldin)
     recognition = GRURecognition(
-        n_channels, drive_size, model_config.latent_size, model_config.recognition_hidden,
+        recognition_size, drive_size, model_config.latent_size, model_config.recognition_hidden,
         model_config.context_size, model_config.n_init_bins, key=keys[1],
     )
     sde = SDE(_drift(model_config, drive_size, keys[2]), _diffusion(model_config, drive_size, keys[3]))
@@ -140,9 +143,19 @@ def build_model(
     return LatentUDE(
         encoder, recognition, sde, observation, model_config.latent_size, model_config.context_size,
         model_config.correction_width, config.solver.method, config.solver.n_substeps, model_config.interpolation,
-        config.solver.adjoint, config.solver.rtol, config.solver.atol, observed_states, key=keys[5],
+        config.solver.adjoint, config.solver.rtol, config.solver.atol, observed_states, heldin, key=keys[5],
         checkpoint_bins=config.solver.checkpoint_bins,
     )
+
+
+def _heldin_channels(config: RunConfig, n_channels: int) -> tuple[int, ...] | None:
+    if config.data.heldout_neurons is None:
+        return None
+    try:
+        heldin, _ = heldout_channel_split(config.data.heldout_neurons, n_channels)
+    except ConfigError as error:
+        raise ConfigError(f"data.{error}") from None
+    return heldin
 
 
 def load_data(config: RunConfig):

@@ -195,9 +195,21 @@ def _print_metrics(metrics: dict) -> None:
     key = "bits_per_spike" if metrics["observation"] == "poisson" else "r_squared"
     print(f"held-out test {key.replace('_', ' ')} (first {metrics['skip_bins']} bins of each trial not scored):")
     for name, scores in test.items():
+        if name == "co_smoothing":
+            continue
         score = scores.get(key)
         score_text = "n/a (non-finite predictions)" if score is None else f"{score: .4f}"
         print(f"  {name:<50s} {score_text}")
+    if "co_smoothing" in test:
+        _print_co_smoothing(test["co_smoothing"])
+
+
+def _print_co_smoothing(scores: dict) -> None:
+    print(f"held-out neurons {scores['heldout_channels']} on test trials, co-smoothing bits per spike:")
+    for name in ("model", "spike_smoothing", "gpfa"):
+        print(f"  {name:<50s} {scores[name]: .4f}")
+    for method, decoding in scores.get("behaviour_decoding_r_squared", {}).items():
+        print(f"  behaviour decoding R^2 from {method:<22s} {decoding['mean']: .4f}")
 
 
 def _log_to_terminal(quiet: bool, level: str | None = None) -> None:

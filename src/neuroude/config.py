@@ -67,9 +67,25 @@ class DataConfig(Section):
     bin_width: float = Field(0.005, gt=0, description="seconds per bin (grasshopper and nwb)")
     trial_duration: float = Field(1.0, gt=0, description="seconds per trial (grasshopper only)")
     split: tuple[float, float, float] = Field((0.6, 0.2, 0.2), description="train, validation, test fractions of trials")
+    heldout_neurons: float | list[int] | None = Field(
+        None,
+        description="co-smoothing: channels the recognition model never reads, as a fraction in (0, 1) "
+        "drawn with a fixed seed or a list of indices; None reads all",
+    )
 
     @model_validator(mode="after")
     def _check(self):
+        if isinstance(self.heldout_neurons, float) and not 0.0 < self.heldout_neurons < 1.0:
+            raise ValueError(
+                f"data.heldout_neurons is {self.heldout_neurons}; expected a fraction in (0, 1) or a list of indices"
+            )
+        if isinstance(self.heldout_neurons, list):
+            if not self.heldout_neurons or min(self.heldout_neurons) < 0:
+                raise ValueError(
+                    f"data.heldout_neurons is {self.heldout_neurons}; expected a non-empty list of indices >= 0"
+                )
+            if len(set(self.heldout_neurons)) != len(self.heldout_neurons):
+                raise ValueError(f"data.heldout_neurons is {self.heldout_neurons}; expected distinct indices")
         if self.source not in ("grasshopper", "hcp") and not self.path:
             raise ValueError(f"data.path is missing; source '{self.source}' needs the path of a recording file")
         if self.source in ("mat", "hdf5") and not self.read.y:

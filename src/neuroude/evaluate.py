@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import RunConfig
-from .metrics import bits_per_spike, poisson_log_likelihood, r_squared, score_window
+from .cosmoothing import co_smoothing_scores, heldout_bits_per_spike, posterior_rates
+from .metrics import bits_per_spike, heldout_channel_split, poisson_log_likelihood, r_squared, score_window
 
 logger = logging.getLogger("neuroude")
 
@@ -74,7 +75,14 @@ def _score(y, prediction, mask, skip_bins: int, observation: str) -> dict[str, f
 
 
 def validation_metric(model, recording, config: RunConfig, key) -> float:
-    """Return the early-stopping metric on `recording`: bits per spike (Poisson) or R^2 (Gaussian)."""
+    """Return the early-stopping metric on `recording`: bits per spike (Poisson) or R^2 (Gaussian).
+
+    With held-out neurons configured and a Poisson model, it is co-smoothing bits per spike.
+    """
+    if config.data.heldout_neurons is not None and config.model.observation == "poisson":
+        _, heldout = heldout_channel_split(config.data.heldout_neurons, recording.n_channels)
+        expected, _ = posterior_rates(model, recording, key, config.evaluation.n_samples)
+        return heldout_bits_per_spike(recording, expected, heldout, config.evaluation.skip_bins)
     prediction = predict_recording(model, recording, key, config.evaluation.n_samples)
     scores = _score(recording.y, prediction["mean"], recording.mask, config.evaluation.skip_bins,
                     config.model.observation)
@@ -135,4 +143,7 @@ def evaluate(model, recording, split: dict[str, list[int]], config: RunConfig, k
             **_baseline_scores(train, validation, test, config),
         },
     }
+    if config.data.heldout_neurons is not None and observation == "poisson":
+        key_posterior = jax.random.fold_in(key, 1)
+        metrics["test"]["co_smoothing"] = co_smoothing_scores(model, train, validation, test, config, key_posterior)
     return metrics, test_prediction

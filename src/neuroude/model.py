@@ -47,6 +47,7 @@ class LatentUDE(eqx.Module):
     atol: float = eqx.field(static=True)
     observed_states: tuple[int, ...] | None = eqx.field(static=True)
     checkpoint_bins: int = eqx.field(static=True)
+    heldin_channels: tuple[int, ...] | None = eqx.field(static=True)
 
     def __init__(
         self,
@@ -64,6 +65,7 @@ class LatentUDE(eqx.Module):
         rtol: float = 1e-4,
         atol: float = 1e-6,
         observed_states: tuple[int, ...] | None = None,
+        heldin_channels: tuple[int, ...] | None = None,
         *,
         key: PRNGKeyArray,
         checkpoint_bins: int = 0,
@@ -93,6 +95,8 @@ class LatentUDE(eqx.Module):
         self.atol = atol
         self.observed_states = _check_observed_states(observed_states, latent_size)
         self.checkpoint_bins = checkpoint_bins
+        # Co-smoothing: the recognition model reads only these channels; the observation model predicts all.
+        self.heldin_channels = None if heldin_channels is None else tuple(int(index) for index in heldin_channels)
 
         if sde.is_ode:
             self.correction = None
@@ -156,6 +160,12 @@ class LatentUDE(eqx.Module):
             return path
         return path[:, jnp.asarray(self.observed_states)]
 
+    def recognition_input(self, y: Float[Array, "T n"]) -> Float[Array, "T r"]:
+        """Return the channels of `y` that the recognition model reads (the held-in ones under co-smoothing)."""
+        if self.heldin_channels is None:
+            return y
+        return y[:, jnp.asarray(self.heldin_channels)]
+
     # -- inference -----------------------------------------------------------
 
     def encode(self, stimulus: Float[Array, "T k"]) -> Float[Array, "T m"]:
@@ -176,9 +186,11 @@ class LatentUDE(eqx.Module):
         Keys: `log_likelihood`, `kl_initial`, `kl_path`, `residual_penalty`.
         """
         drive = self.encode(stimulus)
-        mean0, std0 = self.recognition.initial_state(y, drive)
+        mean0, std0 = self.recognition.initial_state(self.recognition_input(y), drive)
         kl_initial = jnp.sum(0.5 * (mean0**2 + std0**2 - 1.0) - jnp.log(std0))
-        context = None if self.sde.is_ode else self.recognition.context(y, drive, self.checkpoint_bins)
+        context = None if self.sde.is_ode else self.recognition.context(
+            self.recognition_input(y), drive, self.checkpoint_bins
+        )
         fields = self._fields(drive, context)
 
         paths, kl_path = self._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
@@ -247,7 +259,7 @@ class LatentUDE(eqx.Module):
         The rest of the trial is predicted from the stimulus alone.
         """
         drive = self.encode(stimulus)
-        mean0, std0 = self.recognition.initial_state(y, drive)
+        mean0, std0 = self.recognition.initial_state(self.recognition_input(y), drive)
         fields = self._fields(drive, None)
         paths, _ = self._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
         return jax.vmap(lambda path: self.observation.mean(self.observed(path)))(paths), paths
@@ -263,8 +275,8 @@ class LatentUDE(eqx.Module):
     ) -> Float[Array, "S T d"]:
         """Sample latent paths from the posterior SDE given the whole trial."""
         drive = self.encode(stimulus)
-        mean0, std0 = self.recognition.initial_state(y, drive)
-        context = None if self.sde.is_ode else self.recognition.context(y, drive)
+        mean0, std0 = self.recognition.initial_state(self.recognition_input(y), drive)
+        context = None if self.sde.is_ode else self.recognition.context(self.recognition_input(y), drive)
         fields = self._fields(drive, context)
         paths, _ = self._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
         return paths
