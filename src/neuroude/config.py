@@ -58,6 +58,22 @@ class NetworkConfig(Section):
     node_inputs: bool | None = Field(None, description="input channel i drives node i only; default when sizes match")
 
 
+class ObservationSettings(Section):
+    """Starting values and step counts of the observation models that need them."""
+
+    dispersion: float = Field(
+        0.1, gt=0, description="initial negative binomial dispersion a, where the variance is mean + a * mean^2"
+    )
+    calcium_decay_time: float = Field(0.5, gt=0, description="seconds; initial decay time constant of the calcium trace")
+    bold_substeps: int = Field(4, ge=1, description="Runge-Kutta steps per bin of the hemodynamic (BOLD) model")
+
+
+class BehaviourConfig(Section):
+    """A Gaussian head that reads the recording's behaviour from the latent path, fitted with the neural data."""
+
+    weight: float = Field(1.0, gt=0, description="weight of the behaviour log-likelihood in the loss")
+
+
 class ModelConfig(Section):
     """The four modules."""
 
@@ -82,8 +98,16 @@ class ModelConfig(Section):
     context_size: int = Field(16, ge=1)
     correction_width: int = Field(64, ge=1)
     n_init_bins: int = Field(10, ge=1, description="bins read to infer the initial state")
-    observation: Literal["poisson", "gaussian"] = "poisson"
-    link: Literal["exp", "softplus"] = "exp"
+    observation: Literal["poisson", "gaussian", "negative_binomial", "bernoulli", "calcium", "bold"] = Field(
+        "poisson", description="likelihood of y; see docs/observation-models.md"
+    )
+    link: Literal["exp", "softplus"] = Field("exp", description="rate link of the poisson and negative_binomial models")
+    observation_settings: ObservationSettings = Field(
+        default_factory=ObservationSettings, description="settings of the negative_binomial, calcium and bold models"
+    )
+    behaviour: BehaviourConfig | None = Field(
+        None, description="fit Recording.behaviour with a Gaussian head on the latent path; None fits no behaviour"
+    )
     observed_states: Literal["all", "model"] | list[int] = Field(
         "all", description="latent states the readout sees: all, the mechanistic model's observable ones, or indices"
     )

@@ -59,7 +59,11 @@ def _split(recording, config: RunConfig) -> dict[str, list[int]]:
 
 def _model_for(recording, config: RunConfig, split) -> LatentUDE:
     mean_count = float(recording.select(split["train"]).y.mean())
-    return build_model(config, recording.n_channels, recording.n_inputs, jax.random.PRNGKey(config.seed), mean_count)
+    n_behaviour = 0 if recording.behaviour is None else recording.behaviour.shape[2]
+    return build_model(
+        config, recording.n_channels, recording.n_inputs, jax.random.PRNGKey(config.seed), mean_count,
+        bin_width=recording.dt, n_behaviour=n_behaviour,
+    )
 
 
 def fit_run(
@@ -195,6 +199,10 @@ def sample_run(path: str | os.PathLike, n_samples: int = 32, split_name: str = "
 
 def _sample_observations(model: LatentUDE, expected: np.ndarray, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
+    if hasattr(model.observation, "sample_around"):
+        # The observation model draws its own noise: negative binomial, Bernoulli, calcium and BOLD.
+        drawn = model.observation.sample_around(jax.random.PRNGKey(seed), jax.numpy.asarray(expected))
+        return np.asarray(drawn, np.float32)
     if isinstance(model.observation, GaussianObservation):
         scale = np.exp(np.asarray(model.observation.log_std))
         return (expected + scale * rng.standard_normal(expected.shape)).astype(np.float32)

@@ -9,7 +9,7 @@ from scipy.integrate import solve_ivp
 
 from neuroude.errors import ConfigError
 from neuroude.observation import BoldObservation
-from neuroude.observation.bold import bold_signal, hemodynamic_rates, simulate_bold
+from neuroude.observation.bold import MIN_DRIVE, bold_signal, bounded_drive, hemodynamic_rates, simulate_bold
 
 KEY = jax.random.PRNGKey(0)
 BIN_WIDTH = 0.1
@@ -93,3 +93,12 @@ def test_bold_log_prob_reads_only_masked_bins():
 def test_bold_rejects_bad_substeps():
     with pytest.raises(ConfigError, match="n_substeps is 0"):
         BoldObservation(2, 3, BIN_WIDTH, n_substeps=0, key=KEY)
+
+
+def test_bold_strong_deactivation_stays_finite():
+    readout = jnp.concatenate([jnp.full((150, 1), -50.0), jnp.full((150, 1), 5.0), jnp.full((150, 1), -50.0)])
+    drive = bounded_drive(readout)
+    assert float(drive.min()) >= np.float32(-MIN_DRIVE)
+    bold, gradient = jax.value_and_grad(lambda z: simulate_bold(z, BIN_WIDTH, 4).sum())(drive)
+    assert np.isfinite(float(bold))
+    assert np.all(np.isfinite(np.asarray(gradient)))

@@ -1,6 +1,19 @@
 """Observation models: the likelihood of a recording given the latent path."""
 
+from .bernoulli import BernoulliObservation
+from .bold import BoldObservation
+from .calcium import CalciumObservation
+from .checks import check_recording
 from .gaussian import GaussianObservation
+from .negative_binomial import NegativeBinomialObservation
 from .poisson import PoissonObservation
 
-__all__ = ["GaussianObservation", "PoissonObservation"]
+__all__ = [
+    "BernoulliObservation",
+    "BoldObservation",
+    "CalciumObservation",
+    "GaussianObservation",
+    "NegativeBinomialObservation",
+    "PoissonObservation",
+    "check_recording",
+]

@@ -36,6 +36,14 @@ V0 = 0.02  # resting blood volume fraction
 K1 = 7.0 * RHO
 K2 = 2.0
 K3 = 2.0 * RHO - 0.2
+MIN_FLOW = 0.05  # floor on the blood flow f in the rates, far below its resting value 1
+# A sustained drive z gives the steady flow f = 1 + z / GAMMA, which is positive only for z > -GAMMA.
+MIN_DRIVE = 0.3  # deactivation is bounded at -MIN_DRIVE, inside that range
+
+
+def bounded_drive(readout: Float[Array, "T n"]) -> Float[Array, "T n"]:
+    """Keep activation as is and bound deactivation smoothly at -MIN_DRIVE: `m tanh(z / m)` for `z < 0`."""
+    return jnp.where(readout >= 0, readout, MIN_DRIVE * jnp.tanh(readout / MIN_DRIVE))
 
 
 def hemodynamic_rates(state: Float[Array, "4 n"], drive: Float[Array, " n"]) -> Float[Array, "4 n"]:
@@ -45,7 +53,10 @@ def hemodynamic_rates(state: Float[Array, "4 n"], drive: Float[Array, " n"]) -> 
     positive for any step size, as in Stephan et al. (2007).
     """
     signal, log_flow, log_volume, log_dhb = state
-    flow, volume, dhb = jnp.exp(log_flow), jnp.exp(log_volume), jnp.exp(log_dhb)
+    # NOTE: flow is floored at MIN_FLOW in these rates, a numerical guard that changes nothing above it.
+    # Without it a strong deactivation drives f to 0 in finite time and d(log f)/dt = s / f diverges.
+    flow = jnp.exp(jnp.maximum(log_flow, jnp.log(MIN_FLOW)))
+    volume, dhb = jnp.exp(log_volume), jnp.exp(log_dhb)
     outflow = jnp.exp(log_volume / ALPHA)
     extraction = 1.0 - jnp.exp(jnp.log1p(-RHO) / flow)
 
@@ -95,7 +106,8 @@ class BoldObservation(eqx.Module):
     """`y_tn ~ Normal(g_n BOLD_n(t) + b_n, s_n^2)`, BOLD from the Balloon-Windkessel model of region n.
 
     The neural drive of region `n` is `z_n = C x + b`, a linear readout of the
-    latent path. The gain `g_n > 0` maps the fractional BOLD change to the
+    latent path, with deactivation bounded smoothly above `-gamma` (see
+    `bounded_drive`) so that the flow keeps a positive steady state. The gain `g_n > 0` maps the fractional BOLD change to the
     data's units (starting at 100, percent signal change), `b_n` is the offset
     and `s_n` the noise std, all learned per channel.
 
@@ -125,7 +137,8 @@ class BoldObservation(eqx.Module):
         self.n_substeps = int(n_substeps)
 
     def drive(self, x: Float[Array, "T d"]) -> Float[Array, "T n"]:
-        return jax.vmap(self.readout)(x)
+        """Neural drive of each region: the readout `C x + b` with deactivation bounded by `bounded_drive`."""
+        return bounded_drive(jax.vmap(self.readout)(x))
 
     def mean(self, x: Float[Array, "T d"]) -> Float[Array, "T n"]:
         bold = simulate_bold(self.drive(x), self.bin_width, self.n_substeps)
