@@ -11,11 +11,11 @@ signal `s`, blood inflow `f`, blood volume `v` and deoxyhaemoglobin content `q`:
 
 with kappa = 0.65 /s, gamma = 0.41 /s, tau = 0.98 s, alpha = 0.32, rho = 0.34,
 V0 = 0.02 and the classical coefficients k1 = 7 rho, k2 = 2, k3 = 2 rho - 0.2.
-The equations are those of the balloon model of Friston, Mechelli, Turner and
-Price (2000), NeuroImage 12:466-477, and the constants and coefficients those
-of Friston, Harrison and Penny (2003), "Dynamic causal modelling", NeuroImage
-19:1273-1302. Stephan et al. (2007), NeuroImage 38:387-401, list the same
-coefficients as the classical BOLD equation.
+The constants and coefficients are those of Friston, Harrison and Penny (2003),
+"Dynamic causal modelling", NeuroImage 19:1273-1302. Stephan et al. (2007),
+"Comparing hemodynamic models with DCM", NeuroImage 38:387-401, call these
+coefficients the classical BOLD equation and integrate the positive states as
+logarithms, as done here.
 """
 
 from __future__ import annotations
