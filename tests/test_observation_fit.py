@@ -1,4 +1,4 @@
-"""Each new observation model, and a behaviour head, trains end to end without NaN and lowers the loss."""
+"""Each new observation model, channel groups and a behaviour head train end to end without NaN and lower the loss."""
 
 import equinox as eqx
 import jax
@@ -30,8 +30,10 @@ def _recording(observation: str, behaviour: bool = False) -> Recording:
         y = rng.negative_binomial(2, 2 / (2 + mean))
     elif observation == "bernoulli":
         y = rng.random(shape) < 1 / (1 + np.exp(1.0 - 3.0 * u))
-    elif observation == "calcium":
-        y = 1.0 + 0.5 * rng.standard_normal(shape)
+    elif observation == "grouped":
+        # Fluorescence in channels 0 and 1, spike counts in channel 2.
+        y = 1.0 + u + 0.3 * rng.standard_normal(shape)
+        y[:, :, 2] = rng.poisson(np.exp(u[:, :, 0]))
     else:
         y = 2.0 * u + 0.3 * rng.standard_normal(shape)
     behaviour_array = np.cumsum(u, axis=1) * 0.1 + 0.05 * rng.standard_normal(u.shape) if behaviour else None
@@ -41,6 +43,9 @@ def _recording(observation: str, behaviour: bool = False) -> Recording:
 def _config(observation: str, behaviour: bool = False):
     # A drift time constant of several bins keeps the Euler steps of the untrained network drift stable.
     model = {"observation": observation, "diffusion": "none", "drift_time_constant": 0.5}
+    if observation == "grouped":
+        model["channel_groups"] = [{"observation": "calcium", "channels": [0, 1]},
+                                   {"observation": "poisson", "channels": [2]}]
     if behaviour:
         model["behaviour"] = {"weight": 2.0}
     return tiny_config(model=model)
@@ -78,7 +83,7 @@ def _train(model, recording, behaviour: bool):
 CASES = [
     ("negative_binomial", False),
     ("bernoulli", False),
-    ("calcium", True),
+    ("grouped", True),
     ("bold", False),
 ]
 
@@ -99,7 +104,7 @@ def test_fit_lowers_loss(trained):
 
 def test_fit_improves_behaviour(trained):
     _, _, model, _, behaviour_terms = trained
-    # Only the calcium case carries a behaviour head; the others record no behaviour term to compare.
+    # Only the grouped case carries a behaviour head; the others record no behaviour term to compare.
     assert (model.behaviour is not None) == (behaviour_terms.size > 0)
     if behaviour_terms.size:
         assert behaviour_terms[-1] > behaviour_terms[0]
@@ -129,9 +134,9 @@ def test_behaviour_head_needs_recorded_behaviour():
 
 
 def test_calcium_needs_bin_width():
-    recording = _recording("calcium")
-    with pytest.raises(ConfigError, match="needs the recording's bin width"):
-        build_model(_config("calcium"), recording.n_channels, recording.n_inputs, jax.random.PRNGKey(0))
+    recording = _recording("grouped")
+    with pytest.raises(ConfigError, match="calcium observation model needs the recording's bin width"):
+        build_model(_config("grouped"), recording.n_channels, recording.n_inputs, jax.random.PRNGKey(0))
 
 
 def test_load_data_rejects_non_binary_for_bernoulli(tmp_path):

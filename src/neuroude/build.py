@@ -26,6 +26,7 @@ from .observation import (
     BoldObservation,
     CalciumObservation,
     GaussianObservation,
+    GroupedObservation,
     NegativeBinomialObservation,
     PoissonObservation,
     check_recording,
@@ -121,7 +122,24 @@ def _observed_states(config: ModelConfig, drift) -> tuple[int, ...] | None:
 def _observation(
     config: ModelConfig, readout_size: int, n_channels: int, mean_count: float, bin_width: float | None, key
 ):
-    kind = config.observation
+    if config.observation != "grouped":
+        return _single_observation(config.observation, config, readout_size, n_channels, mean_count, bin_width, key)
+
+    # NOTE: every group's readout starts at the mean over all channels, not over the group's own channels.
+    groups = [
+        _single_observation(
+            group.observation, config, readout_size, len(group.channels), mean_count, bin_width,
+            jax.random.fold_in(key, index),
+        )
+        for index, group in enumerate(config.channel_groups)
+    ]
+    return GroupedObservation(groups, [group.channels for group in config.channel_groups], n_channels)
+
+
+def _single_observation(
+    kind: str, config: ModelConfig, readout_size: int, n_channels: int, mean_count: float, bin_width: float | None,
+    key,
+):
     settings = config.observation_settings
     if kind in ("calcium", "bold") and bin_width is None:
         raise ConfigError(f"the {kind} observation model needs the recording's bin width; pass bin_width to build_model")
@@ -206,7 +224,9 @@ def load_data(config: RunConfig):
         recording = load_npz(data_config.path)
 
     try:
-        check_recording(recording, config.model.observation, config.model.behaviour is not None)
+        check_recording(
+            recording, config.model.observation, config.model.behaviour is not None, config.model.channel_groups
+        )
         _check_uniform_bins(recording.ts)
     except DataError as error:
         source = data_config.path if data_config.source == "npz" else "the receptor-neuron recording"

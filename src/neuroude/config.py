@@ -74,6 +74,16 @@ class BehaviourConfig(Section):
     weight: float = Field(1.0, gt=0, description="weight of the behaviour log-likelihood in the loss")
 
 
+OBSERVATIONS = ("poisson", "gaussian", "negative_binomial", "bernoulli", "calcium", "bold")
+
+
+class ChannelGroup(Section):
+    """Channels of the recording explained by one observation model, for model.observation 'grouped'."""
+
+    observation: Literal[OBSERVATIONS]
+    channels: list[int] = Field(..., min_length=1, description="indices of the recording's channels in this group")
+
+
 class ModelConfig(Section):
     """The four modules."""
 
@@ -98,8 +108,11 @@ class ModelConfig(Section):
     context_size: int = Field(16, ge=1)
     correction_width: int = Field(64, ge=1)
     n_init_bins: int = Field(10, ge=1, description="bins read to infer the initial state")
-    observation: Literal["poisson", "gaussian", "negative_binomial", "bernoulli", "calcium", "bold"] = Field(
-        "poisson", description="likelihood of y; see docs/observation-models.md"
+    observation: Literal[OBSERVATIONS + ("grouped",)] = Field(
+        "poisson", description="likelihood of y, or 'grouped' for one per channel group; see docs/observation-models.md"
+    )
+    channel_groups: list[ChannelGroup] = Field(
+        default_factory=list, description="channel groups and their observation models, for observation 'grouped'"
     )
     link: Literal["exp", "softplus"] = Field("exp", description="rate link of the poisson and negative_binomial models")
     observation_settings: ObservationSettings = Field(
@@ -111,6 +124,16 @@ class ModelConfig(Section):
     observed_states: Literal["all", "model"] | list[int] = Field(
         "all", description="latent states the readout sees: all, the mechanistic model's observable ones, or indices"
     )
+
+    @model_validator(mode="after")
+    def _check_groups(self):
+        if self.observation == "grouped" and not self.channel_groups:
+            raise ValueError("model.channel_groups is empty; observation 'grouped' needs at least one channel group")
+        if self.observation != "grouped" and self.channel_groups:
+            raise ValueError(
+                f"model.channel_groups is set, but model.observation is {self.observation!r}; set it to 'grouped'"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check(self):

@@ -20,7 +20,7 @@ from .build import build_model, load_data
 from .config import RunConfig, dump_config, load_config
 from .evaluate import evaluate, predict_recording
 from .model import LatentUDE
-from .observation import GaussianObservation
+from .observation import GaussianObservation, PoissonObservation
 from .runs import RunFolder, atomic_open, write_json, write_text
 from .train import FitState, fit, load_trained, select_devices
 
@@ -199,11 +199,11 @@ def sample_run(path: str | os.PathLike, n_samples: int = 32, split_name: str = "
 
 def _sample_observations(model: LatentUDE, expected: np.ndarray, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    if hasattr(model.observation, "sample_around"):
-        # The observation model draws its own noise: negative binomial, Bernoulli, calcium and BOLD.
-        drawn = model.observation.sample_around(jax.random.PRNGKey(seed), jax.numpy.asarray(expected))
-        return np.asarray(drawn, np.float32)
     if isinstance(model.observation, GaussianObservation):
         scale = np.exp(np.asarray(model.observation.log_std))
         return (expected + scale * rng.standard_normal(expected.shape)).astype(np.float32)
-    return rng.poisson(expected).astype(np.float32)
+    if isinstance(model.observation, PoissonObservation):
+        return rng.poisson(expected).astype(np.float32)
+    # The other observation models draw their own noise around the expected values.
+    drawn = model.observation.sample_around(jax.random.PRNGKey(seed), jax.numpy.asarray(expected))
+    return np.asarray(drawn, np.float32)

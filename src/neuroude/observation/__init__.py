@@ -5,6 +5,7 @@ from .bold import BoldObservation
 from .calcium import CalciumObservation
 from .checks import check_recording
 from .gaussian import GaussianObservation
+from .grouped import GroupedObservation
 from .negative_binomial import NegativeBinomialObservation
 from .poisson import PoissonObservation
 
@@ -13,6 +14,7 @@ __all__ = [
     "BoldObservation",
     "CalciumObservation",
     "GaussianObservation",
+    "GroupedObservation",
     "NegativeBinomialObservation",
     "PoissonObservation",
     "check_recording",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..data.recording import Recording
 from ..errors import DataError
 
 COUNT_MODELS = ("poisson", "negative_binomial")
@@ -30,10 +31,31 @@ def check_behaviour(recording, behaviour_configured: bool) -> None:
         )
 
 
-def check_recording(recording, observation: str, behaviour_configured: bool = False) -> None:
-    """Raise DataError when `recording` cannot be explained by the observation model named `observation`."""
-    if observation in COUNT_MODELS:
+def check_recording(recording, observation: str, behaviour_configured: bool = False, channel_groups=()) -> None:
+    """Raise DataError when `recording` cannot be explained by the observation model named `observation`.
+
+    For observation 'grouped', each of `channel_groups` (items with `observation` and `channels`)
+    is checked on its own channels.
+    """
+    if observation == "grouped":
+        for group in channel_groups:
+            _check_group(recording, group.observation, list(group.channels))
+    elif observation in COUNT_MODELS:
         recording.check_counts()
     elif observation == "bernoulli":
         check_binary(recording)
     check_behaviour(recording, behaviour_configured)
+
+
+def _check_group(recording, observation: str, channels: list[int]) -> None:
+    out_of_range = [index for index in channels if not 0 <= index < recording.n_channels]
+    if out_of_range:
+        raise DataError(
+            f"model.channel_groups lists channels {out_of_range}; the recording has channels 0 to {recording.n_channels - 1}"
+        )
+    mask = None if recording.mask is None else recording.mask[:, :, channels]
+    subset = Recording(y=recording.y[:, :, channels], ts=recording.ts, mask=mask)
+    try:
+        check_recording(subset, observation)
+    except DataError as error:
+        raise DataError(f"channels {channels} ({observation} group): {error}") from None
