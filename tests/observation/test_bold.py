@@ -96,7 +96,7 @@ def test_bold_rejects_bad_substeps():
 
 
 def test_bold_strong_deactivation_stays_finite():
-    readout = jnp.concatenate([jnp.full((150, 1), -50.0), jnp.full((150, 1), 5.0), jnp.full((150, 1), -50.0)])
+    readout = jnp.concatenate([jnp.full((60, 1), -50.0), jnp.full((60, 1), 5.0), jnp.full((60, 1), -50.0)])
     drive = bounded_drive(readout)
     assert float(drive.min()) >= np.float32(-MIN_DRIVE)
     bold, gradient = jax.value_and_grad(lambda z: simulate_bold(z, BIN_WIDTH, 4).sum())(drive)
