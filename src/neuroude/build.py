@@ -22,7 +22,16 @@ from .dynamics.mechanistic.network import BrainNetwork, check_connectivity
 from .errors import ConfigError, DataError, DataFileError
 from .metrics import heldout_channel_split
 from .model import LatentUDE
-from .observation import GaussianObservation, PoissonObservation
+from .observation import (
+    BernoulliObservation,
+    BoldObservation,
+    CalciumObservation,
+    GaussianObservation,
+    GroupedObservation,
+    NegativeBinomialObservation,
+    PoissonObservation,
+    check_recording,
+)
 from .recognition import GRURecognition
 from .stimulus import make_encoder
 
@@ -111,12 +120,72 @@ def _observed_states(config: ModelConfig, drift) -> tuple[int, ...] | None:
     return tuple(config.observed_states)
 
 
+def _observation(
+    config: ModelConfig, readout_size: int, n_channels: int, mean_count: float, bin_width: float | None, key
+):
+    if config.observation != "grouped":
+        return _single_observation(config.observation, config, readout_size, n_channels, mean_count, bin_width, key)
+
+    # NOTE: every group's readout starts at the mean over all channels, not over the group's own channels.
+    groups = [
+        _single_observation(
+            group.observation, config, readout_size, len(group.channels), mean_count, bin_width,
+            jax.random.fold_in(key, index),
+        )
+        for index, group in enumerate(config.channel_groups)
+    ]
+    return GroupedObservation(groups, [group.channels for group in config.channel_groups], n_channels)
+
+
+def _single_observation(
+    kind: str, config: ModelConfig, readout_size: int, n_channels: int, mean_count: float, bin_width: float | None,
+    key,
+):
+    settings = config.observation_settings
+    if kind in ("calcium", "bold") and bin_width is None:
+        raise ConfigError(f"the {kind} observation model needs the recording's bin width; pass bin_width to build_model")
+    if kind == "poisson":
+        return PoissonObservation(readout_size, n_channels, config.link, max(mean_count, 1e-3), key=key)
+    if kind == "negative_binomial":
+        return NegativeBinomialObservation(
+            readout_size, n_channels, config.link, max(mean_count, 1e-3), settings.dispersion, key=key
+        )
+    if kind == "bernoulli":
+        return BernoulliObservation(readout_size, n_channels, min(max(mean_count, 1e-3), 1 - 1e-3), key=key)
+    if kind == "calcium":
+        return CalciumObservation(readout_size, n_channels, bin_width, settings.calcium_decay_time, key=key)
+    if kind == "bold":
+        return BoldObservation(readout_size, n_channels, bin_width, settings.bold_substeps, key=key)
+    return GaussianObservation(readout_size, n_channels, key=key)
+
+
+def _behaviour_head(config: ModelConfig, n_behaviour: int, key) -> GaussianObservation | None:
+    if config.behaviour is None:
+        return None
+    if n_behaviour < 1:
+        raise DataError(
+            "model.behaviour is set, but the recording has no behaviour variables (n_behaviour is 0); "
+            "add behaviour to the recording or remove model.behaviour"
+        )
+    # The head reads the whole latent state: behaviour may depend on states the neural readout does not see.
+    return GaussianObservation(config.latent_size, n_behaviour, key=key)
+
+
 def build_model(
-    config: RunConfig, n_channels: int, n_inputs: int, key: PRNGKeyArray, mean_count: float = 0.1
+    config: RunConfig,
+    n_channels: int,
+    n_inputs: int,
+    key: PRNGKeyArray,
+    mean_count: float = 0.1,
+    bin_width: float | None = None,
+    n_behaviour: int = 0,
 ) -> LatentUDE:
     """Build the model described by `config` for a recording with `n_channels` outputs and `n_inputs` stimuli.
 
-    `mean_count` (expected counts per bin) initialises a Poisson readout's offset.
+    `mean_count` (expected counts per bin, or the fraction of ones for Bernoulli
+    data) initialises the readout's offset. `bin_width` (seconds) is required by
+    the calcium and bold observation models, and `n_behaviour` (behaviour
+    variables) by a configured behaviour head.
     """
     model_config = config.model
     keys = jax.random.split(key, 6)
@@ -135,16 +204,16 @@ def build_model(
 
     observed_states = _observed_states(model_config, sde.drift)
     readout_size = model_config.latent_size if observed_states is None else len(observed_states)
-    if model_config.observation == "poisson":
-        observation = PoissonObservation(readout_size, n_channels, model_config.link, max(mean_count, 1e-3), key=keys[4])
-    else:
-        observation = GaussianObservation(readout_size, n_channels, key=keys[4])
+    observation = _observation(model_config, readout_size, n_channels, mean_count, bin_width, keys[4])
+    # A key folded from `key`, so adding the head leaves every other module's initialisation unchanged.
+    behaviour = _behaviour_head(model_config, n_behaviour, jax.random.fold_in(key, 6))
 
     return LatentUDE(
         encoder, recognition, sde, observation, model_config.latent_size, model_config.context_size,
         model_config.correction_width, config.solver.method, config.solver.n_substeps, model_config.interpolation,
         config.solver.adjoint, config.solver.rtol, config.solver.atol, observed_states, heldin, key=keys[5],
         checkpoint_bins=config.solver.checkpoint_bins,
+        behaviour=behaviour, behaviour_weight=model_config.behaviour.weight if behaviour is not None else 1.0,
     )
 
 
@@ -173,8 +242,9 @@ def load_data(config: RunConfig):
         recording = load_recording(data_config.path, format=data_config.source, **options)
 
     try:
-        if config.model.observation == "poisson":
-            recording.check_counts()
+        check_recording(
+            recording, config.model.observation, config.model.behaviour is not None, config.model.channel_groups
+        )
         _check_uniform_bins(recording.ts)
     except DataError as error:
         source = {"grasshopper": "the receptor-neuron recording", "hcp": "the HCP BOLD sample"}.get(

@@ -117,6 +117,32 @@ class NetworkConfig(Section):
     node_inputs: bool | None = Field(None, description="input channel i drives node i only; default when sizes match")
 
 
+class ObservationSettings(Section):
+    """Starting values and step counts of the observation models that need them."""
+
+    dispersion: float = Field(
+        0.1, gt=0, description="initial negative binomial dispersion a, where the variance is mean + a * mean^2"
+    )
+    calcium_decay_time: float = Field(0.5, gt=0, description="seconds; initial decay time constant of the calcium trace")
+    bold_substeps: int = Field(4, ge=1, description="Runge-Kutta steps per bin of the hemodynamic (BOLD) model")
+
+
+class BehaviourConfig(Section):
+    """A Gaussian head that reads the recording's behaviour from the latent path, fitted with the neural data."""
+
+    weight: float = Field(1.0, gt=0, description="weight of the behaviour log-likelihood in the loss")
+
+
+OBSERVATIONS = ("poisson", "gaussian", "negative_binomial", "bernoulli", "calcium", "bold")
+
+
+class ChannelGroup(Section):
+    """Channels of the recording explained by one observation model, for model.observation 'grouped'."""
+
+    observation: Literal[OBSERVATIONS]
+    channels: list[int] = Field(..., min_length=1, description="indices of the recording's channels in this group")
+
+
 class ModelConfig(Section):
     """The four modules."""
 
@@ -152,13 +178,32 @@ class ModelConfig(Section):
     context_size: int = Field(16, ge=1, description="size of the recognition context that steers the posterior drift")
     correction_width: int = Field(64, ge=1, description="hidden units of the posterior drift's correction network")
     n_init_bins: int = Field(10, ge=1, description="bins read to infer the initial state")
-    observation: Literal["poisson", "gaussian"] = Field(
-        "poisson", description="likelihood: 'poisson' for spike counts, 'gaussian' for continuous traces"
+    observation: Literal[OBSERVATIONS + ("grouped",)] = Field(
+        "poisson", description="likelihood of y, or 'grouped' for one per channel group; see docs/observation-models.md"
     )
-    link: Literal["exp", "softplus"] = Field("exp", description="function from the readout to the Poisson rate")
+    channel_groups: list[ChannelGroup] = Field(
+        default_factory=list, description="channel groups and their observation models, for observation 'grouped'"
+    )
+    link: Literal["exp", "softplus"] = Field("exp", description="rate link of the poisson and negative_binomial models")
+    observation_settings: ObservationSettings = Field(
+        default_factory=ObservationSettings, description="settings of the negative_binomial, calcium and bold models"
+    )
+    behaviour: BehaviourConfig | None = Field(
+        None, description="fit Recording.behaviour with a Gaussian head on the latent path; None fits no behaviour"
+    )
     observed_states: Literal["all", "model"] | list[int] = Field(
         "all", description="latent states the readout sees: all, the mechanistic model's observable ones, or indices"
     )
+
+    @model_validator(mode="after")
+    def _check_groups(self):
+        if self.observation == "grouped" and not self.channel_groups:
+            raise ValueError("model.channel_groups is empty; observation 'grouped' needs at least one channel group")
+        if self.observation != "grouped" and self.channel_groups:
+            raise ValueError(
+                f"model.channel_groups is set, but model.observation is {self.observation!r}; set it to 'grouped'"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check(self):

@@ -38,7 +38,9 @@ class LatentUDE(eqx.Module):
     sde: SDE
     correction: eqx.nn.MLP | None
     observation: eqx.Module
+    behaviour: eqx.Module | None
     latent_size: int = eqx.field(static=True)
+    behaviour_weight: float = eqx.field(static=True)
     method: str = eqx.field(static=True)
     n_substeps: int = eqx.field(static=True)
     interpolation: str = eqx.field(static=True)
@@ -69,6 +71,8 @@ class LatentUDE(eqx.Module):
         *,
         key: PRNGKeyArray,
         checkpoint_bins: int = 0,
+        behaviour: eqx.Module | None = None,
+        behaviour_weight: float = 1.0,
     ):
         check_method(method, sde.is_ode, adjoint)
         if interpolation not in INTERPOLATIONS:
@@ -86,6 +90,8 @@ class LatentUDE(eqx.Module):
         self.recognition = recognition
         self.sde = sde
         self.observation = observation
+        self.behaviour = behaviour
+        self.behaviour_weight = float(behaviour_weight)
         self.latent_size = latent_size
         self.method = method
         self.n_substeps = n_substeps
@@ -180,10 +186,12 @@ class LatentUDE(eqx.Module):
         bin_width: float,
         key: PRNGKeyArray,
         n_samples: int = 1,
+        behaviour: Float[Array, "T b"] | None = None,
     ) -> dict[str, Float[Array, ""]]:
         """Return the ELBO terms of one trial, averaged over `n_samples` posterior paths.
 
-        Keys: `log_likelihood`, `kl_initial`, `kl_path`, `residual_penalty`.
+        Keys: `log_likelihood`, `kl_initial`, `kl_path`, `residual_penalty`, and
+        `behaviour_log_likelihood` when the model has a behaviour head.
         """
         drive = self.encode(stimulus)
         mean0, std0 = self.recognition.initial_state(self.recognition_input(y), drive)
@@ -196,12 +204,21 @@ class LatentUDE(eqx.Module):
         paths, kl_path = self._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
         log_likelihood = jax.vmap(lambda path: self._log_likelihood(y, path, mask))(paths)
         penalty = jax.vmap(lambda path: self._residual_penalty(path, drive))(paths)
-        return {
+        terms = {
             "log_likelihood": jnp.mean(log_likelihood),
             "kl_initial": kl_initial,
             "kl_path": jnp.mean(kl_path),
             "residual_penalty": jnp.mean(penalty),
         }
+        if self.behaviour is not None:
+            terms["behaviour_log_likelihood"] = self._behaviour_log_likelihood(paths, behaviour)
+        return terms
+
+    def _behaviour_log_likelihood(self, paths: Float[Array, "S T d"], behaviour) -> Float[Array, ""]:
+        if behaviour is None:
+            raise ConfigError("the model has a behaviour head, but no behaviour array was passed to the loss")
+        every_bin = jnp.ones_like(behaviour)
+        return jnp.mean(jax.vmap(lambda path: self.behaviour.log_prob(behaviour, path, every_bin))(paths))
 
     def _log_likelihood(self, y: Float[Array, "T n"], path: Float[Array, "T d"], mask: Float[Array, "T n"]):
         # Likelihoods that are sums over bins can be computed in recomputed segments, like the solver.
@@ -228,18 +245,28 @@ class LatentUDE(eqx.Module):
         key: PRNGKeyArray,
         beta: Float[Array, ""] | float = 1.0,
         n_samples: int = 1,
+        behaviour: Float[Array, "B T b"] | None = None,
     ) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
         """Return the negative ELBO per trial averaged over the batch, and its terms.
 
         `-E_q[log p(y | x)] + beta * (KL(q(x0 | y) || N(0, I)) + KL_path) + residual penalty`.
+        With a behaviour head, `- w E_q[log p(behaviour | x)]` is added, with `w = behaviour_weight`.
         """
+        if self.behaviour is not None and behaviour is None:
+            raise ConfigError("the model has a behaviour head, but no behaviour array was passed to the loss")
+        if behaviour is None:
+            behaviour = jnp.zeros(y.shape[:2] + (0,), y.dtype)
         keys = jax.random.split(key, y.shape[0])
         terms = jax.vmap(
-            lambda yi, si, mi, ki: self.trial_elbo_terms(yi, si, mi, t0, bin_width, ki, n_samples)
-        )(y, stimulus, mask, keys)
+            lambda yi, si, mi, ki, bi: self.trial_elbo_terms(
+                yi, si, mi, t0, bin_width, ki, n_samples, bi if self.behaviour is not None else None
+            )
+        )(y, stimulus, mask, keys, behaviour)
         terms = {name: jnp.mean(value) for name, value in terms.items()}
         kl = terms["kl_initial"] + terms["kl_path"]
         loss = -terms["log_likelihood"] + beta * kl + terms["residual_penalty"]
+        if self.behaviour is not None:
+            loss = loss - self.behaviour_weight * terms["behaviour_log_likelihood"]
         return loss, terms
 
     # -- prediction ----------------------------------------------------------

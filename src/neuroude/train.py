@@ -31,6 +31,7 @@ from .dynamics.parameters import trainable_filter
 from .errors import ConfigError, TrainingError
 from .evaluate import validation_metric
 from .model import LatentUDE
+from .observation.checks import check_behaviour
 from .progress import FitProgress
 from .runs import RunFolder, load_checkpoint, save_checkpoint, write_text
 from .tensorboard import open_tensorboard
@@ -76,10 +77,10 @@ def make_train_step(static, optimizer, t0: float, bin_width: float, n_samples: i
     """
 
     @eqx.filter_jit
-    def train_step(params, opt_state, y, stimulus, mask, key, beta):
+    def train_step(params, opt_state, y, stimulus, mask, key, beta, behaviour=None):
         def loss_fn(trainable):
             model = eqx.combine(trainable, static)
-            return model.loss(y, stimulus, mask, t0, bin_width, key, beta, n_samples)
+            return model.loss(y, stimulus, mask, t0, bin_width, key, beta, n_samples, behaviour)
 
         (loss, terms), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(params)
         gradient_leaves = jax.tree_util.tree_leaves(grads)
@@ -221,6 +222,7 @@ def fit(
     y = jnp.asarray(recording.y)
     stimulus = jnp.asarray(recording.u) if recording.u is not None else jnp.zeros(y.shape[:2] + (0,), y.dtype)
     mask = jnp.asarray(recording.mask, y.dtype) if recording.mask is not None else jnp.ones_like(y)
+    behaviour = _behaviour_array(model, recording)
     t0, bin_width = float(recording.ts[0]), float(recording.dt)
     train_indices = np.asarray(split["train"])
     validation = recording.select(split["validation"])
@@ -263,16 +265,19 @@ def fit(
                 key = jax.random.fold_in(jax.random.fold_in(base_key, 0), state.step)
                 beta = kl_weight(state.step, training)
                 batch = (y[indices], stimulus[indices], mask[indices])
+                batch_behaviour = None if behaviour is None else behaviour[indices]
                 if data_parallel is not None:
-                    batch = jax.device_put(batch, data_parallel.batch)
+                    batch, batch_behaviour = jax.device_put((batch, batch_behaviour), data_parallel.batch)
                 params, opt_state, terms, finite, grad_norm = train_step(
-                    params, opt_state, *batch, key, jnp.float32(beta)
+                    params, opt_state, *batch, key, jnp.float32(beta), batch_behaviour
                 )
                 state.step += 1
                 _count_nonfinite(state, bool(finite), training.max_nonfinite)
 
                 # The update of step s (counted from 0) used the learning rate schedule(s).
                 row = {"step": state.step, **{name: float(terms[name]) for name in TERM_NAMES}}
+                if "behaviour_log_likelihood" in terms:
+                    row["behaviour_log_likelihood"] = float(terms["behaviour_log_likelihood"])
                 row.update(beta=beta, grad_norm=float(grad_norm), finite=bool(finite),
                            learning_rate=float(schedule(state.step - 1)), skipped_steps=state.nonfinite_total,
                            validation_metric=None)
@@ -301,6 +306,14 @@ def fit(
         checkpoint(run.best_checkpoint)
     _, (best_params, _) = load_checkpoint(run.best_checkpoint, (params, opt_state))
     return FitResult(eqx.combine(best_params, static), state, split)
+
+
+def _behaviour_array(model: LatentUDE, recording):
+    """Return the recording's behaviour as a JAX array when the model has a behaviour head, else None."""
+    if getattr(model, "behaviour", None) is None:
+        return None
+    check_behaviour(recording, behaviour_configured=True)
+    return jnp.asarray(recording.behaviour)
 
 
 def _count_nonfinite(state: FitState, finite: bool, max_nonfinite: int) -> None:

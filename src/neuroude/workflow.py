@@ -20,7 +20,7 @@ from .build import build_model, load_data
 from .config import RunConfig, dump_config, load_config
 from .evaluate import evaluate, predict_recording
 from .model import LatentUDE
-from .observation import GaussianObservation
+from .observation import GaussianObservation, PoissonObservation
 from .runs import RunFolder, atomic_open, write_json, write_text
 from .train import FitState, fit, load_trained, select_devices
 
@@ -83,7 +83,11 @@ def _split(recording, config: RunConfig) -> dict[str, list[int]]:
 
 def _model_for(recording, config: RunConfig, split) -> LatentUDE:
     mean_count = float(recording.select(split["train"]).y.mean())
-    return build_model(config, recording.n_channels, recording.n_inputs, jax.random.PRNGKey(config.seed), mean_count)
+    n_behaviour = 0 if recording.behaviour is None else recording.behaviour.shape[2]
+    return build_model(
+        config, recording.n_channels, recording.n_inputs, jax.random.PRNGKey(config.seed), mean_count,
+        bin_width=recording.dt, n_behaviour=n_behaviour,
+    )
 
 
 def fit_run(
@@ -222,4 +226,8 @@ def _sample_observations(model: LatentUDE, expected: np.ndarray, seed: int) -> n
     if isinstance(model.observation, GaussianObservation):
         scale = np.exp(np.asarray(model.observation.log_std))
         return (expected + scale * rng.standard_normal(expected.shape)).astype(np.float32)
-    return rng.poisson(expected).astype(np.float32)
+    if isinstance(model.observation, PoissonObservation):
+        return rng.poisson(expected).astype(np.float32)
+    # The other observation models draw their own noise around the expected values.
+    drawn = model.observation.sample_around(jax.random.PRNGKey(seed), jax.numpy.asarray(expected))
+    return np.asarray(drawn, np.float32)

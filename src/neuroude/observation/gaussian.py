@@ -30,5 +30,8 @@ class GaussianObservation(eqx.Module):
         return jnp.sum(terms * mask)
 
     def sample(self, key: PRNGKeyArray, x: Float[Array, "T d"]) -> Float[Array, "T n"]:
-        mean = self.mean(x)
+        return self.sample_around(key, self.mean(x))
+
+    def sample_around(self, key: PRNGKeyArray, mean: Float[Array, "... n"]) -> Float[Array, "... n"]:
+        """Add the Gaussian noise to expected values `mean`."""
         return mean + jnp.exp(self.log_std) * jax.random.normal(key, mean.shape, mean.dtype)

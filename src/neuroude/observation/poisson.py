@@ -53,4 +53,8 @@ class PoissonObservation(eqx.Module):
         return jnp.sum(terms * mask)
 
     def sample(self, key: PRNGKeyArray, x: Float[Array, "T d"]) -> Float[Array, "T n"]:
-        return jax.random.poisson(key, self.mean(x)).astype(jnp.float32)
+        return self.sample_around(key, self.mean(x))
+
+    def sample_around(self, key: PRNGKeyArray, mean: Float[Array, "... n"]) -> Float[Array, "... n"]:
+        """Draw counts with expectation `mean`."""
+        return jax.random.poisson(key, mean).astype(jnp.float32)

@@ -1,0 +1,61 @@
+"""Checks that a recording suits the configured observation model, run before anything is compiled."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..data.recording import Recording
+from ..errors import DataError
+
+COUNT_MODELS = ("poisson", "negative_binomial")
+
+
+def check_binary(recording) -> None:
+    """Raise DataError unless every observed entry of `recording.y` is 0 or 1."""
+    values = recording.y.ravel() if recording.mask is None else recording.y[recording.mask]
+    other = (values != 0) & (values != 1)
+    if other.any():
+        example = values[np.argmax(other)]
+        raise DataError(
+            f"y has {int(other.sum())} values that are neither 0 nor 1 (e.g. {example}); the Bernoulli observation "
+            "model expects binary bins. Use model.observation 'poisson' or 'negative_binomial' for spike counts."
+        )
+
+
+def check_behaviour(recording, behaviour_configured: bool) -> None:
+    """Raise DataError when a behaviour head is configured but the recording has no behaviour."""
+    if behaviour_configured and recording.behaviour is None:
+        raise DataError(
+            "model.behaviour is set, but the recording has no behaviour (Recording.behaviour is None); "
+            "add a (trials, time, variables) behaviour array to the recording or remove model.behaviour"
+        )
+
+
+def check_recording(recording, observation: str, behaviour_configured: bool = False, channel_groups=()) -> None:
+    """Raise DataError when `recording` cannot be explained by the observation model named `observation`.
+
+    For observation 'grouped', each of `channel_groups` (items with `observation` and `channels`)
+    is checked on its own channels.
+    """
+    if observation == "grouped":
+        for group in channel_groups:
+            _check_group(recording, group.observation, list(group.channels))
+    elif observation in COUNT_MODELS:
+        recording.check_counts()
+    elif observation == "bernoulli":
+        check_binary(recording)
+    check_behaviour(recording, behaviour_configured)
+
+
+def _check_group(recording, observation: str, channels: list[int]) -> None:
+    out_of_range = [index for index in channels if not 0 <= index < recording.n_channels]
+    if out_of_range:
+        raise DataError(
+            f"model.channel_groups lists channels {out_of_range}; the recording has channels 0 to {recording.n_channels - 1}"
+        )
+    mask = None if recording.mask is None else recording.mask[:, :, channels]
+    subset = Recording(y=recording.y[:, :, channels], ts=recording.ts, mask=mask)
+    try:
+        check_recording(subset, observation)
+    except DataError as error:
+        raise DataError(f"channels {channels} ({observation} group): {error}") from None
