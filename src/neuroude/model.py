@@ -146,7 +146,9 @@ class LatentUDE(eqx.Module):
     ) -> dict[str, Float[Array, ""]]:
         """Return the ELBO terms of one trial, averaged over `n_samples` posterior paths.
 
-        Keys: `log_likelihood`, `kl_initial`, `kl_path`, `residual_penalty`.
+        Keys: `log_likelihood`, `kl_initial`, `kl_path`, `residual_penalty`, and `state_peak`, the
+        largest |x| over samples and latent states at each bin time (shape (T,)), which the fitting
+        loop compares with its bound on the latent state.
         """
         drive = self.encode(stimulus)
         mean0, std0 = self.recognition.initial_state(y, drive)
@@ -162,6 +164,7 @@ class LatentUDE(eqx.Module):
             "kl_initial": kl_initial,
             "kl_path": jnp.mean(kl_path),
             "residual_penalty": jnp.mean(penalty),
+            "state_peak": jnp.max(jnp.abs(paths), axis=(0, 2)),
         }
 
     def _residual_penalty(self, path: Float[Array, "T d"], drive: Float[Array, "T m"]) -> Float[Array, ""]:
@@ -185,15 +188,17 @@ class LatentUDE(eqx.Module):
         """Return the negative ELBO per trial averaged over the batch, and its terms.
 
         `-E_q[log p(y | x)] + beta * (KL(q(x0 | y) || N(0, I)) + KL_path) + residual penalty`.
+        The terms are batch means, except `state_peak`, which stays (B, T).
         """
         keys = jax.random.split(key, y.shape[0])
         terms = jax.vmap(
             lambda yi, si, mi, ki: self.trial_elbo_terms(yi, si, mi, t0, bin_width, ki, n_samples)
         )(y, stimulus, mask, keys)
+        state_peak = terms.pop("state_peak")
         terms = {name: jnp.mean(value) for name, value in terms.items()}
         kl = terms["kl_initial"] + terms["kl_path"]
         loss = -terms["log_likelihood"] + beta * kl + terms["residual_penalty"]
-        return loss, terms
+        return loss, {**terms, "state_peak": state_peak}
 
     # -- prediction ----------------------------------------------------------
 
