@@ -78,6 +78,9 @@ def make_train_step(
     blow-up); `terms` then carry `state_bound_exceeded` with the first batch
     trial and bin beyond the bound. With `skip_nonfinite`, a failed step leaves
     the parameters and optimiser state unchanged.
+
+    NOTE: the bound is checked at bin times only, so a state that exceeds it between bins and comes
+    back is not caught; with n_substeps = 1 every solver step is a bin time.
     """
 
     @eqx.filter_jit

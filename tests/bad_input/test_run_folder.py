@@ -6,7 +6,7 @@ import pytest
 from conftest import tiny_config
 from neuroude.errors import ConfigError, DataFileError, RunFolderError
 from neuroude.runs import load_checkpoint, save_checkpoint
-from neuroude.workflow import fit_run, load_run
+from neuroude.workflow import fit_run, load_run, read_metrics
 
 from .cases import Case, check
 
@@ -78,6 +78,14 @@ def load_checkpoint_unreadable(tmp):
     return load_checkpoint(path, TREE)
 
 
+def read_metrics_text(text):
+    def action(tmp):
+        (tmp / "metrics.json").write_text(text)
+        return read_metrics(tmp / "metrics.json")
+
+    return action
+
+
 CASES = [
     Case("run already there", fit_into(existing_run), RunFolderError,
          "run folder", "already contains a run", "--resume", extra=("--overwrite",)),
@@ -94,6 +102,10 @@ CASES = [
     Case("load corrupt config", load_run_with({"config.yaml": "training: {steps: [\n",
                                                "checkpoints/last.eqx": ""}), ConfigError,
          "config.yaml", "is not valid YAML", "expected"),
+    Case("metrics truncated", read_metrics_text('{"test": {"model": '), DataFileError,
+         "metrics.json", "could not be read as JSON", "expected the metrics written by `neuroude fit`"),
+    Case("metrics a list", read_metrics_text("[1, 2]"), DataFileError,
+         "metrics.json", "contains a list", "expected a JSON object of metrics"),
     Case("checkpoint missing", lambda tmp: load_checkpoint(tmp / "last.eqx", TREE), DataFileError,
          "checkpoint", "last.eqx not found", "expected a file written by a fit"),
     Case("checkpoint directory", load_checkpoint_directory, DataFileError,
