@@ -146,7 +146,7 @@ def test_full_disk_stops_fit_with_last_checkpoint(tmp_path, monkeypatch):
 
 
 def test_unwritable_folder_mapped_to_run_folder_error(tmp_path, monkeypatch):
-    # Simulated, because root may write into a folder whatever its mode says.
+    # Simulated, because root may write into a folder whatever its mode bits are.
     def denied(*args, **kwargs):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 

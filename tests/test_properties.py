@@ -81,14 +81,14 @@ def test_recording_loads_or_raises_package_error(arrays):
 # -- files: YAML configs, NPZ archives and checkpoints, valid, invalid and damaged ------------------
 
 
-def damage(data: bytes, how: str, position: float, byte: int) -> bytes:
+def damage(data: bytes, kind: str, position: float, byte: int) -> bytes:
     """Return `data` truncated, with one byte replaced, or with one byte inserted at a relative `position`."""
     index = min(int(position * len(data)), max(len(data) - 1, 0))
-    if how == "truncate":
+    if kind == "truncate":
         return data[:index]
-    if how == "replace" and data:
+    if kind == "replace" and data:
         return data[:index] + bytes([byte]) + data[index + 1 :]
-    if how == "insert":
+    if kind == "insert":
         return data[:index] + bytes([byte]) + data[index:]
     return data
 
@@ -98,7 +98,7 @@ damages = st.tuples(st.sampled_from(["none", "truncate", "replace", "insert"]), 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(configs, damages)
-def test_config_file_loads_or_raises_package_error(raw, how):
+def test_config_file_loads_or_raises_package_error(raw, damage_spec):
     import tempfile
     from pathlib import Path
 
@@ -106,7 +106,7 @@ def test_config_file_loads_or_raises_package_error(raw, how):
 
     from neuroude.config import load_config
 
-    data = damage(yaml.safe_dump(raw).encode(), *how)
+    data = damage(yaml.safe_dump(raw).encode(), *damage_spec)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "run.yaml"
         path.write_bytes(data)
@@ -129,7 +129,7 @@ npz_keys = st.sampled_from(["y", "spikes", "traces", "ts", "dt", "u", "mask", "b
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(npz_keys, npz_values, max_size=6), damages)
-def test_npz_file_loads_or_raises_package_error(arrays, how):
+def test_npz_file_loads_or_raises_package_error(arrays, damage_spec):
     import io
     import tempfile
     from pathlib import Path
@@ -140,7 +140,7 @@ def test_npz_file_loads_or_raises_package_error(arrays, how):
     np.savez(buffer, **arrays)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "recording.npz"
-        path.write_bytes(damage(buffer.getvalue(), *how))
+        path.write_bytes(damage(buffer.getvalue(), *damage_spec))
         try:
             recording = load_npz(path)
         except NeuroudeError:
@@ -151,7 +151,7 @@ def test_npz_file_loads_or_raises_package_error(arrays, how):
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(damages)
-def test_damaged_checkpoint_rejected_or_unchanged(how):
+def test_damaged_checkpoint_rejected_or_unchanged(damage_spec):
     import tempfile
     from pathlib import Path
 
@@ -164,7 +164,7 @@ def test_damaged_checkpoint_rejected_or_unchanged(how):
         path = Path(folder) / "last.eqx"
         save_checkpoint(path, {"step": 3, "best_metric": 0.5}, tree)
         original = path.read_bytes()
-        damaged = damage(original, *how)
+        damaged = damage(original, *damage_spec)
         path.write_bytes(damaged)
         try:
             header, loaded = load_checkpoint(path, tree)

@@ -32,8 +32,9 @@ MODULE_OF_FIELD = {
 class Diagnosis:
     """Where a non-finite value first appeared.
 
-    `trial` is the index within the batch and `time` is in seconds; both are
-    None when the fault is not tied to one trial (parameters or gradient).
+    `trial` is the index within the batch, or None when the fault is in the
+    parameters or the gradient. `time` is in seconds, or None when the faulty
+    output has no time axis.
     """
 
     module: str
