@@ -25,7 +25,7 @@ def test_yaml_round_trip(tmp_path):
     [
         ({"modle": {}}, "Did you mean 'model'?"),
         ({"model": {"latnt_size": 2}}, "Did you mean 'latent_size'?"),
-        ({"solver": {"metod": "heun"}}, "allowed keys here: adjoint, atol, checkpoint_bins, method"),
+        ({"solver": {"metod": "heun"}}, "allowed keys here: adjoint, atol, checkpoint_bins, max_state, method"),
         ({"model": {"latent_size": 0}}, "model.latent_size"),
         ({"solver": {"method": "rk4"}}, "solver.method"),
         ({"data": {"source": "npz"}}, "data.path is missing"),

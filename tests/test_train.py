@@ -143,20 +143,22 @@ def test_nonfinite_steps_stop_fit_and_keep_checkpoint(tmp_path, monkeypatch):
     config = npz_config(tmp_path, training={"max_nonfinite": 2, "steps": 10})
     real_make = train_module.make_train_step
 
-    def poisoned_make(*args):
-        real_step = real_make(*args)
+    def blow_up_drift_at_step_3(*args, **kwargs):
+        real_step = real_make(*args, **kwargs)
         calls = {"count": 0}
 
-        def step(params, opt_state, y, *rest):
+        def step(params, opt_state, *rest):
             calls["count"] += 1
-            if calls["count"] > 2:
-                y = y.at[0, 0, 0].set(jnp.nan)
-            return real_step(params, opt_state, y, *rest)
+            if calls["count"] == 3:
+                # Huge drift weights make the latent path explode, as a diverging fit does.
+                params = eqx.tree_at(lambda p: p.sde.drift, params,
+                                     replace_fn=lambda drift: jax.tree_util.tree_map(lambda w: w * 1e30, drift))
+            return real_step(params, opt_state, *rest)
 
         return step
 
-    monkeypatch.setattr(train_module, "make_train_step", poisoned_make)
-    with pytest.raises(TrainingError, match="2 training steps in a row"):
+    monkeypatch.setattr(train_module, "make_train_step", blow_up_drift_at_step_3)
+    with pytest.raises(TrainingError, match="2 training steps in a row") as stopped:
         fit_run(config, tmp_path / "run", quiet=True)
 
     run = RunFolder(tmp_path / "run")
@@ -165,6 +167,10 @@ def test_nonfinite_steps_stop_fit_and_keep_checkpoint(tmp_path, monkeypatch):
         header = yaml.safe_load(stream.readline())
     assert header["step"] == 2
     assert header["nonfinite_total"] == 0
+    message = str(stopped.value)
+    assert "the first non-finite value came from the process model in trial" in message
+    assert "at t = 0.01 s" in message
+    assert "beyond solver.max_state = 1e+06" in message
 
 
 def test_existing_run_not_overwritten(tmp_path):

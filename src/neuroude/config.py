@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import pydantic
 import yaml
@@ -143,6 +143,13 @@ class ChannelGroup(Section):
     channels: list[int] = Field(..., min_length=1, description="indices of the recording's channels in this group")
 
 
+def _check_model_field(field: str, name: str) -> None:
+    try:
+        check_model_name(name)
+    except ConfigError as error:
+        raise ValueError(f"{field} names an {error}") from None
+
+
 class ModelConfig(Section):
     """The four modules."""
 
@@ -212,7 +219,7 @@ class ModelConfig(Section):
         if self.drift == "network":
             if self.network is None:
                 raise ValueError("model.network is missing; drift 'network' needs its local model and connectivity")
-            check_model_name(self.network.local)
+            _check_model_field("model.network.local", self.network.local)
             if MODELS[self.network.local].state_size is None:
                 raise ValueError(f"model.network.local {self.network.local!r} has no fixed size; choose a fixed-size model")
             return self
@@ -220,7 +227,7 @@ class ModelConfig(Section):
             if self.residual:
                 raise ValueError("model.residual needs a mechanistic drift; the 'mlp' drift is a network already")
             return self
-        check_model_name(self.drift)
+        _check_model_field("model.drift", self.drift)
         state_size = MODELS[self.drift].state_size
         if state_size is not None and state_size != self.latent_size:
             raise ValueError(
@@ -256,6 +263,9 @@ class SolverConfig(Section):
         0, ge=0,
         description="bins per segment recomputed in the backward pass (fixed-step methods); 0 stores every step",
     )
+    max_state: float = Field(
+        1e6, gt=0, description="bound on |latent state| at bin times; a training step whose path exceeds it is skipped"
+    )
 
 
 class TrainingConfig(Section):
@@ -277,6 +287,9 @@ class TrainingConfig(Section):
     patience: int = Field(8, ge=1, description="evaluations without improvement before stopping early")
     checkpoint_every: int = Field(100, ge=1, description="steps between writes of checkpoints/last.eqx")
     max_nonfinite: int = Field(20, ge=1, description="non-finite steps in a row before the fit stops")
+    nonfinite_lr_factor: float = Field(
+        0.5, gt=0, le=1, description="learning rate multiplier applied after each skipped non-finite step; 1 keeps it"
+    )
     devices: int | None = Field(
         None, ge=1, description="number of local devices to use, the first ones listed by JAX; None uses all"
     )
@@ -317,15 +330,22 @@ class RunConfig(Section):
         return describe_config(self)
 
 
+def _as_section(annotation) -> type[BaseModel] | None:
+    # An optional section such as `NetworkConfig | None` names its model among the union's members.
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 def _section_model(location: tuple) -> type[BaseModel]:
     model: type[BaseModel] = RunConfig
     for part in location:
         field = model.model_fields.get(part) if isinstance(part, str) else None
-        annotation = field.annotation if field is not None else None
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
-        else:
+        section = _as_section(field.annotation) if field is not None else None
+        if section is None:
             break
+        model = section
     return model
 
 
@@ -367,9 +387,13 @@ def load_config(path: str | os.PathLike) -> RunConfig:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise DataFileError(f"config file {path} not found") from None
+        raise DataFileError(f"config file {path} not found; expected an existing YAML file") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({error.reason}); expected a YAML file") from None
     except OSError as error:
-        raise DataFileError(f"config file {path} could not be read: {error.strerror}") from None
+        raise DataFileError(
+            f"config file {path} could not be read: {error.strerror}; expected a readable file"
+        ) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -380,9 +404,10 @@ def load_config(path: str | os.PathLike) -> RunConfig:
 
 
 def _resolve_beside(path: str, folder: Path) -> str:
-    # A relative path names a file beside the config, wherever the command is run from.
+    # A relative path names a file beside the config, wherever the command is run from. Every path is
+    # resolved, so `..` and symbolic links are gone from the saved config and the error messages.
     expanded = Path(path).expanduser()
-    return str(expanded if expanded.is_absolute() else (folder / expanded).resolve())
+    return str((expanded if expanded.is_absolute() else folder / expanded).resolve())
 
 
 def _resolve_data_path(config: RunConfig, folder: Path) -> None:

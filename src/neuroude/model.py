@@ -190,8 +190,10 @@ class LatentUDE(eqx.Module):
     ) -> dict[str, Float[Array, ""]]:
         """Return the ELBO terms of one trial, averaged over `n_samples` posterior paths.
 
-        Keys: `log_likelihood`, `kl_initial`, `kl_path`, `residual_penalty`, and
-        `behaviour_log_likelihood` when the model has a behaviour head.
+        Keys: `log_likelihood`, `kl_initial`, `kl_path`, `residual_penalty`,
+        `behaviour_log_likelihood` when the model has a behaviour head, and `state_peak`, the
+        largest |x| over samples and latent states at each bin time (shape (T,)), which the fitting
+        loop compares with its bound on the latent state.
         """
         drive = self.encode(stimulus)
         mean0, std0 = self.recognition.initial_state(self.recognition_input(y), drive)
@@ -209,6 +211,7 @@ class LatentUDE(eqx.Module):
             "kl_initial": kl_initial,
             "kl_path": jnp.mean(kl_path),
             "residual_penalty": jnp.mean(penalty),
+            "state_peak": jnp.max(jnp.abs(paths), axis=(0, 2)),
         }
         if self.behaviour is not None:
             terms["behaviour_log_likelihood"] = self._behaviour_log_likelihood(paths, behaviour)
@@ -251,6 +254,8 @@ class LatentUDE(eqx.Module):
 
         `-E_q[log p(y | x)] + beta * (KL(q(x0 | y) || N(0, I)) + KL_path) + residual penalty`.
         With a behaviour head, `- w E_q[log p(behaviour | x)]` is added, with `w = behaviour_weight`.
+
+        The terms are batch means, except `state_peak`, which stays (B, T).
         """
         if self.behaviour is not None and behaviour is None:
             raise ConfigError("the model has a behaviour head, but no behaviour array was passed to the loss")
@@ -262,12 +267,13 @@ class LatentUDE(eqx.Module):
                 yi, si, mi, t0, bin_width, ki, n_samples, bi if self.behaviour is not None else None
             )
         )(y, stimulus, mask, keys, behaviour)
+        state_peak = terms.pop("state_peak")
         terms = {name: jnp.mean(value) for name, value in terms.items()}
         kl = terms["kl_initial"] + terms["kl_path"]
         loss = -terms["log_likelihood"] + beta * kl + terms["residual_penalty"]
         if self.behaviour is not None:
             loss = loss - self.behaviour_weight * terms["behaviour_log_likelihood"]
-        return loss, terms
+        return loss, {**terms, "state_peak": state_peak}
 
     # -- prediction ----------------------------------------------------------
 

@@ -27,6 +27,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .config import RunConfig, TrainingConfig
+from .diagnose import locate_nonfinite
 from .dynamics.parameters import trainable_filter
 from .errors import ConfigError, TrainingError
 from .evaluate import validation_metric
@@ -69,15 +70,26 @@ def make_optimizer(config: TrainingConfig) -> optax.GradientTransformation:
     )
 
 
-def make_train_step(static, optimizer, t0: float, bin_width: float, n_samples: int, skip_nonfinite: bool = True):
+def make_train_step(
+    static, optimizer, t0: float, bin_width: float, n_samples: int, skip_nonfinite: bool = True,
+    max_state: float = math.inf,
+):
     """Return the jitted training step: loss, gradient and optimiser update, all in one XLA program.
 
-    With `skip_nonfinite`, a step whose loss or gradient is not finite leaves
+    The step multiplies the optimiser's update by `lr_scale`, which scales the
+    learning rate (weight decay included) without rebuilding the optimiser.
+    A step counts as failed when its loss or gradient is not finite, or when a
+    latent path exceeds `max_state` in absolute value at a bin time (a solver
+    blow-up); `terms` then carry `state_bound_exceeded` with the first batch
+    trial and bin beyond the bound. With `skip_nonfinite`, a failed step leaves
     the parameters and optimiser state unchanged.
+
+    NOTE: the bound is checked at bin times only, so a state that exceeds it between bins and comes
+    back is not caught; with n_substeps = 1 every solver step is a bin time.
     """
 
     @eqx.filter_jit
-    def train_step(params, opt_state, y, stimulus, mask, key, beta, behaviour=None):
+    def train_step(params, opt_state, y, stimulus, mask, key, beta, behaviour=None, lr_scale=1.0):
         def loss_fn(trainable):
             model = eqx.combine(trainable, static)
             return model.loss(y, stimulus, mask, t0, bin_width, key, beta, n_samples, behaviour)
@@ -86,7 +98,15 @@ def make_train_step(static, optimizer, t0: float, bin_width: float, n_samples: i
         gradient_leaves = jax.tree_util.tree_leaves(grads)
         finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in gradient_leaves]))
 
+        # A NaN peak compares False, so a non-finite path also counts as beyond the bound.
+        beyond = ~(terms.pop("state_peak") <= max_state)
+        first = jnp.argmax(beyond.reshape(-1))
+        terms["state_bound_exceeded"] = jnp.any(beyond)
+        terms["bound_trial"], terms["bound_bin"] = first // beyond.shape[1], first % beyond.shape[1]
+        finite = finite & ~terms["state_bound_exceeded"]
+
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        updates = jax.tree_util.tree_map(lambda update: update * lr_scale, updates)
         new_params = eqx.apply_updates(params, updates)
 
         if skip_nonfinite:
@@ -149,6 +169,7 @@ class FitState:
     evaluations_without_improvement: int = 0
     nonfinite_in_a_row: int = 0
     nonfinite_total: int = 0
+    lr_scale: float = 1.0
     stopped_early: bool = False
     seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
@@ -227,7 +248,8 @@ def fit(
     train_indices = np.asarray(split["train"])
     validation = recording.select(split["validation"])
 
-    train_step = make_train_step(static, optimizer, t0, bin_width, training.n_samples)
+    train_step = make_train_step(static, optimizer, t0, bin_width, training.n_samples,
+                                 max_state=config.solver.max_state)
     schedule = learning_rate_schedule(training)
     base_key = jax.random.PRNGKey(config.seed)
     metric_name = "bits per spike" if config.model.observation == "poisson" else "R^2"
@@ -269,10 +291,16 @@ def fit(
                 if data_parallel is not None:
                     batch, batch_behaviour = jax.device_put((batch, batch_behaviour), data_parallel.batch)
                 params, opt_state, terms, finite, grad_norm = train_step(
-                    params, opt_state, *batch, key, jnp.float32(beta), batch_behaviour
+                    params, opt_state, *batch, key, jnp.float32(beta), batch_behaviour, jnp.float32(state.lr_scale)
                 )
                 state.step += 1
-                _count_nonfinite(state, bool(finite), training.max_nonfinite)
+                if bool(terms["state_bound_exceeded"]):
+                    _log_state_bound(state.step, terms, indices, t0, bin_width, config.solver.max_state)
+                if _count_nonfinite(state, bool(finite), training):
+                    model_now = eqx.combine(params, static)
+                    diagnosis = locate_nonfinite(model_now, *batch, t0, bin_width, key, training.n_samples,
+                                                 config.solver.max_state)
+                    raise TrainingError(_stop_message(state, training, diagnosis, indices))
 
                 # The update of step s (counted from 0) used the learning rate schedule(s).
                 row = {"step": state.step, **{name: float(terms[name]) for name in TERM_NAMES}}
@@ -316,20 +344,39 @@ def _behaviour_array(model: LatentUDE, recording):
     return jnp.asarray(recording.behaviour)
 
 
-def _count_nonfinite(state: FitState, finite: bool, max_nonfinite: int) -> None:
+def _log_state_bound(step: int, terms: dict, indices: np.ndarray, t0: float, bin_width: float, bound: float) -> None:
+    trial = int(indices[int(terms["bound_trial"])])
+    time_s = t0 + int(terms["bound_bin"]) * bin_width
+    logger.warning("step %d: the latent state exceeded solver.max_state = %g (or became non-finite) in trial %d "
+                   "at t = %.6g s; update skipped", step, bound, trial, time_s)
+
+
+def _count_nonfinite(state: FitState, finite: bool, training: TrainingConfig) -> bool:
+    """Count a skipped step, lower the learning rate, and return True once the fit must stop."""
     if finite:
         state.nonfinite_in_a_row = 0
-        return
+        return False
     state.nonfinite_in_a_row += 1
     state.nonfinite_total += 1
-    logger.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)",
-                   state.step, state.nonfinite_in_a_row)
-    if state.nonfinite_in_a_row >= max_nonfinite:
-        raise TrainingError(
-            f"{state.nonfinite_in_a_row} training steps in a row had a non-finite loss or gradient "
-            f"(limit training.max_nonfinite = {max_nonfinite}); the last checkpoint was kept as it was. "
-            "Lower training.learning_rate, raise solver.n_substeps, or check the data for extreme values."
-        )
+    state.lr_scale *= training.nonfinite_lr_factor
+    logger.warning("step %d: non-finite loss or gradient, update skipped (%d in a row); learning rate scaled to "
+                   "%.3g times the schedule", state.step, state.nonfinite_in_a_row, state.lr_scale)
+    return state.nonfinite_in_a_row >= training.max_nonfinite
+
+
+def _stop_message(state: FitState, training: TrainingConfig, diagnosis, indices: np.ndarray) -> str:
+    where = ""
+    if diagnosis.trial is not None:
+        where = f" in trial {int(indices[diagnosis.trial])}"
+        if diagnosis.time is not None:
+            where += f" at t = {diagnosis.time:.6g} s"
+    return (
+        f"{state.nonfinite_in_a_row} training steps in a row had a non-finite loss or gradient "
+        f"(limit training.max_nonfinite = {training.max_nonfinite}); the last checkpoint was kept as it was. "
+        f"Diagnosis of the last step: the first non-finite value came from the {diagnosis.module}{where}: "
+        f"{diagnosis.detail}. "
+        "Lower training.learning_rate, raise solver.n_substeps, or check the data for extreme values."
+    )
 
 
 def load_trained(run: RunFolder, model: LatentUDE, config: RunConfig, checkpoint_name: str = "best") -> tuple[LatentUDE, dict]:

@@ -18,6 +18,7 @@ import numpy as np
 from . import plots
 from .build import build_model, load_data
 from .config import RunConfig, dump_config, load_config
+from .errors import DataFileError
 from .evaluate import evaluate, predict_recording
 from .model import LatentUDE
 from .observation import GaussianObservation, PoissonObservation
@@ -137,7 +138,7 @@ def write_evaluation(run: RunFolder, model, recording, split, config: RunConfig,
     metrics, test_prediction = evaluate(model, recording, split, config, key)
     if state is None and run.metrics.is_file():
         # Re-evaluating keeps the record of how the model was trained.
-        previous = json.loads(run.metrics.read_text())
+        previous = read_metrics(run.metrics)
         if "training" in previous:
             metrics["training"] = previous["training"]
     if state is not None:
@@ -171,8 +172,22 @@ def load_run(path: str | os.PathLike, checkpoint_name: str = "best") -> Run:
     recording = load_data(config)
     split = _split(recording, config)
     model, _ = load_trained(run, _model_for(recording, config, split), config, checkpoint_name)
-    metrics = json.loads(run.metrics.read_text()) if run.metrics.is_file() else None
+    metrics = read_metrics(run.metrics) if run.metrics.is_file() else None
     return Run(run, config, model, recording, split, metrics)
+
+
+def read_metrics(path: Path) -> dict:
+    """Read a run's `metrics.json`, raising DataFileError naming the file when it is not a JSON object."""
+    try:
+        metrics = json.loads(path.read_text())
+    except (ValueError, OSError) as error:
+        raise DataFileError(
+            f"{path} could not be read as JSON ({error}); expected the metrics written by `neuroude fit`. "
+            "Delete it and run `neuroude evaluate` on the run folder to write it again."
+        ) from None
+    if not isinstance(metrics, dict):
+        raise DataFileError(f"{path} contains a {type(metrics).__name__}; expected a JSON object of metrics")
+    return metrics
 
 
 def evaluate_run(path: str | os.PathLike) -> dict:

@@ -115,12 +115,18 @@ def load_npz(path: str | os.PathLike) -> Recording:
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     if not path.exists():
-        raise DataFileError(f"recording file not found: {path}")
+        raise DataFileError(f"recording file not found: {path}; expected an existing NPZ file")
+    if path.is_dir():
+        raise DataFileError(f"recording path {path} is a directory; expected an NPZ file")
     if not path.is_file():
-        raise DataFileError(f"recording path {path} is not a file")
+        raise DataFileError(f"recording path {path} is not a regular file; expected an NPZ file")
 
     try:
         loaded = np.load(path, allow_pickle=False)
+    except PermissionError:
+        raise DataFileError(
+            f"recording file {path} could not be read: permission denied; expected a readable file"
+        ) from None
     except _READ_ERRORS as error:
         raise _unreadable(path, error) from error
 
@@ -138,7 +144,8 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
 def _unreadable(path: Path, error: Exception) -> DataFileError:
     return DataFileError(
         f"could not read {path} as an NPZ archive ({type(error).__name__}: {error}); "
-        "the file may be truncated, corrupt, in another format or contain pickled objects"
+        "the file may be truncated, corrupt, in another format or contain pickled objects; "
+        "expected a file written by numpy.savez or numpy.savez_compressed"
     )
 
 

@@ -20,7 +20,9 @@ def _as_numeric_array(name: str, value: Any) -> np.ndarray:
     try:
         array = np.asarray(value)
     except (TypeError, ValueError) as error:
-        raise DataError(f"{name} could not be converted to an array: {error}") from error
+        raise DataError(
+            f"{name} could not be converted to an array: {error}; expected a numeric array with equal-length rows"
+        ) from error
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
         raise DataError(f"{name} has dtype {array.dtype}; expected a numeric array")
     return array
@@ -30,9 +32,11 @@ def _check_finite(name: str, array: np.ndarray) -> None:
     bad = ~np.isfinite(array)
     if bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0])
+        # Only y has a mask, so only y's gaps can be marked as unobserved.
+        hint = " Mark unobserved entries with `mask` and fill them with 0." if name == "y" else ""
         raise DataError(
             f"{name} contains {int(bad.sum())} NaN or infinite values (first at index {first}); "
-            "expected finite values. Mark unobserved entries with `mask` and fill them with 0."
+            f"expected finite values.{hint}"
         )
 
 
@@ -83,11 +87,13 @@ def _validate_companion(name: str, value: Any, y_shape: tuple[int, ...]) -> np.n
         raise DataError(f"{name} has shape {array.shape}; expected (trials, time, {name} channels)")
     if array.shape[0] != y_shape[0]:
         raise DataError(
-            f"different trial counts in y and {name}: y has {y_shape[0]} trials, {name} has {array.shape[0]}"
+            f"different trial counts in y and {name}: y has {y_shape[0]} trials, {name} has {array.shape[0]}; "
+            f"expected {y_shape[0]}"
         )
     if array.shape[1] != y_shape[1]:
         raise DataError(
-            f"different time lengths in y and {name}: y has {y_shape[1]} bins, {name} has {array.shape[1]}"
+            f"different time lengths in y and {name}: y has {y_shape[1]} bins, {name} has {array.shape[1]}; "
+            f"expected {y_shape[1]}"
         )
     if array.shape[2] == 0:
         raise DataError(f"{name} has shape {array.shape} with no channels; pass None instead")
@@ -118,7 +124,10 @@ def _validate_metadata(metadata: Any, n_trials: int) -> dict:
     try:
         json.dumps(metadata)
     except (TypeError, ValueError) as error:
-        raise DataError(f"metadata is not JSON-serialisable: {error}") from error
+        raise DataError(
+            f"metadata is not JSON-serialisable: {error}; expected a dict of JSON values (str, number, bool, None, "
+            "list, dict)"
+        ) from error
 
     trial_info = metadata.get(TRIAL_INFO_KEY, {})
     if not isinstance(trial_info, dict):
@@ -189,7 +198,7 @@ class Recording:
     def dt(self) -> float:
         """Median spacing of `ts` in seconds."""
         if self.n_time < 2:
-            raise DataError("dt is undefined for a recording with a single time bin")
+            raise DataError("dt is undefined for a recording with a single time bin; expected at least 2 time bins")
         return float(np.median(np.diff(self.ts)))
 
     def select(self, trials: Any) -> Recording:

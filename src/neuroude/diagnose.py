@@ -1,0 +1,127 @@
+"""Find which of the four modules first produced a non-finite value in a training step.
+
+The fitting loop calls `locate_nonfinite` only when it stops after too many
+non-finite steps, so none of this runs in the jitted step. It replays the
+failing step's forward pass trial by trial, in pipeline order (stimulus
+encoder, recognition model, process model, observation model), with the same
+random keys as the step, and reports the first output that is not finite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .model import LatentUDE
+
+# Top-level fields of LatentUDE and the module each belongs to.
+MODULE_OF_FIELD = {
+    "encoder": "stimulus encoder",
+    "recognition": "recognition model",
+    "sde": "process model",
+    "correction": "process model",
+    "observation": "observation model",
+}
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Where a non-finite value first appeared.
+
+    `trial` is the index within the batch, or None when the fault is in the
+    parameters or the gradient. `time` is in seconds, or None when the faulty
+    output has no time axis.
+    """
+
+    module: str
+    detail: str
+    trial: int | None = None
+    time: float | None = None
+
+
+def _first_bad_bin(values: np.ndarray, bound: float = np.inf) -> int | None:
+    """Return the first index along axis 0 where any entry is non-finite or has |value| > bound."""
+    values = np.asarray(values, dtype=np.float64).reshape(values.shape[0], -1)
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.abs(values) <= bound)
+    rows = np.flatnonzero(bad.any(axis=1))
+    return int(rows[0]) if rows.size else None
+
+
+def _nonfinite_parameters(model: LatentUDE) -> list[str]:
+    modules = []
+    for name, module in MODULE_OF_FIELD.items():
+        leaves = [leaf for leaf in jax.tree_util.tree_leaves(getattr(model, name)) if eqx.is_inexact_array(leaf)]
+        if any(not bool(jnp.all(jnp.isfinite(leaf))) for leaf in leaves) and module not in modules:
+            modules.append(module)
+    return modules
+
+
+@eqx.filter_jit
+def _stage_outputs(model: LatentUDE, y, stimulus, mask, t0, bin_width, keys, n_samples) -> dict:
+    """Return every module's output for each trial of the batch, computed as `LatentUDE.trial_elbo_terms` does."""
+
+    def one_trial(y, stimulus, mask, key):
+        drive = model.encode(stimulus)
+        mean0, std0 = model.recognition.initial_state(y, drive)
+        context = None if model.sde.is_ode else model.recognition.context(y, drive)
+        fields = model._fields(drive, context)
+        paths, kl_path = model._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
+        log_likelihood = jax.vmap(lambda path: model.observation.log_prob(y, model.observed(path), mask))(paths)
+        return {
+            "drive": drive,
+            "initial": jnp.concatenate([mean0, std0]),
+            "context": drive[:, :0] if context is None else context,
+            "paths": jnp.moveaxis(paths, 1, 0),
+            "kl_path": kl_path,
+            "log_likelihood": log_likelihood,
+        }
+
+    return jax.vmap(one_trial)(y, stimulus, mask, keys)
+
+
+# Stages in pipeline order: output name, module, description, whether the output has a time axis.
+STAGES = (
+    ("drive", "stimulus encoder", "its output, the drive u, is non-finite", True),
+    ("initial", "recognition model", "the mean or scale of the initial state q(x0 | y) is non-finite", False),
+    ("context", "recognition model", "its context sequence is non-finite", True),
+    ("paths", "process model", "the solver's latent path is non-finite or beyond solver.max_state = {bound:g}", True),
+    ("kl_path", "process model", "the path KL is non-finite", False),
+    ("log_likelihood", "observation model", "the log-likelihood of the recording is non-finite", False),
+)
+
+
+def locate_nonfinite(
+    model: LatentUDE, y, stimulus, mask, t0: float, bin_width: float, key, n_samples: int, max_state: float = np.inf
+) -> Diagnosis:
+    """Replay one training step's forward pass and return where a non-finite value first appeared.
+
+    `y`, `stimulus`, `mask` are the batch (B, T, channels) and `key` the step's
+    key, split over trials as `LatentUDE.loss` splits it. The stages are
+    checked in pipeline order; within a stage, the first trial and bin win.
+    """
+    broken = _nonfinite_parameters(model)
+    if broken:
+        return Diagnosis(broken[0], f"the parameters of the {', '.join(broken)} are non-finite")
+
+    keys = jax.random.split(key, y.shape[0])
+    outputs = _stage_outputs(model, y, stimulus, mask, float(t0), float(bin_width), keys, n_samples)
+    for name, module, detail, timed in STAGES:
+        bound = max_state if name == "paths" else np.inf
+        for trial, values in enumerate(np.asarray(outputs[name])):
+            values = values[None] if values.ndim == 0 else values
+            bad = _first_bad_bin(values, bound)
+            if bad is None:
+                continue
+            time = t0 + bad * bin_width if timed else None
+            return Diagnosis(module, detail.format(bound=max_state), trial, time)
+
+    return Diagnosis(
+        "gradient",
+        "every module's forward output was finite, so the gradient (backward pass) became non-finite; "
+        "lower training.clip_norm or training.learning_rate",
+    )
