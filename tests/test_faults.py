@@ -217,8 +217,8 @@ def step_setup():
 
 def test_lr_scale_scales_update(step_setup):
     params, opt_state, steps, args = step_setup
-    full, *_ = steps["generous"](params, opt_state, *args, jnp.float32(1.0))
-    half, *_ = steps["generous"](params, opt_state, *args, jnp.float32(0.5))
+    full, *_ = steps["generous"](params, opt_state, *args, lr_scale=jnp.float32(1.0))
+    half, *_ = steps["generous"](params, opt_state, *args, lr_scale=jnp.float32(0.5))
     for before, after_full, after_half in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(full),
                                               jax.tree_util.tree_leaves(half)):
         np.testing.assert_allclose(np.asarray(after_half - before), 0.5 * np.asarray(after_full - before),
@@ -227,7 +227,7 @@ def test_lr_scale_scales_update(step_setup):
 
 def test_state_bound_skips_step_and_names_bin(step_setup):
     params, opt_state, steps, args = step_setup
-    new_params, _, terms, finite, _ = steps["bounded"](params, opt_state, *args, jnp.float32(1.0))
+    new_params, _, terms, finite, _ = steps["bounded"](params, opt_state, *args, lr_scale=jnp.float32(1.0))
     assert bool(terms["state_bound_exceeded"])
     assert not bool(finite)
     # Every sampled initial state exceeds 1e-3, so the first trial's first bin is reported.
@@ -236,7 +236,7 @@ def test_state_bound_skips_step_and_names_bin(step_setup):
     for before, after in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(new_params)):
         np.testing.assert_array_equal(np.asarray(before), np.asarray(after))
 
-    _, _, terms, finite, _ = steps["generous"](params, opt_state, *args, jnp.float32(1.0))
+    _, _, terms, finite, _ = steps["generous"](params, opt_state, *args, lr_scale=jnp.float32(1.0))
     assert not bool(terms["state_bound_exceeded"])
     assert bool(finite)
 
