@@ -12,8 +12,7 @@ from pathlib import Path
 import jax
 import pytest
 
-from conftest import tiny_config, tiny_recording
-from neuroude.data import save_npz
+from conftest import tiny_config
 from neuroude.distributed import initialize_distributed
 from neuroude.errors import ConfigError, TrainingError
 from neuroude.workflow import fit_run
@@ -104,23 +103,37 @@ def test_fit_run_initializes_before_data(fake_initialize, monkeypatch, tmp_path)
 
 PROCESS_SCRIPT = r"""
 import json
+import logging
 import sys
 
 sys.path.insert(0, sys.argv[1])
 import jax
-from conftest import tiny_config
-from neuroude.workflow import fit_run
+from conftest import tiny_config, tiny_recording
+from neuroude.build import build_model
+from neuroude.distributed import initialize_distributed
+from neuroude.runs import RunFolder
+from neuroude.train import fit
 
 folder, port, process_id = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 distributed = {"coordinator_address": f"127.0.0.1:{port}", "num_processes": 2, "process_id": process_id,
                "initialization_timeout": 120}
-config = tiny_config(data={"source": "npz", "path": folder + "/tiny.npz"},
-                     training={"steps": 2, "batch_size": 4, "distributed": distributed})
-run = fit_run(config, f"{folder}/run-{process_id}", quiet=True)
-result = {"process_index": jax.process_index(), "device_count": jax.device_count(),
-          "local_device_count": jax.local_device_count(), "steps_run": run.metrics["training"]["steps_run"]}
+config = tiny_config(training={"steps": 2, "batch_size": 4, "distributed": distributed})
+
+# The training loop alone, without the final evaluation and figures of fit_run, keeps compilation short.
+initialize_distributed(config.training)
+recording = tiny_recording()
+model = build_model(config, recording.n_channels, recording.n_inputs, jax.random.PRNGKey(0), 0.5)
+run = RunFolder(f"{folder}/run-{process_id}")
+run.prepare(resume=False, overwrite=False)
+handler = logging.FileHandler(run.log)
+logging.getLogger("neuroude").addHandler(handler)
+logging.getLogger("neuroude").setLevel(logging.INFO)
+result = fit(model, recording, config, {"train": list(range(6)), "validation": [6, 7], "test": [8, 9]}, run, quiet=True)
+handler.close()
+output = {"process_index": jax.process_index(), "device_count": jax.device_count(),
+          "local_device_count": jax.local_device_count(), "steps_run": result.state.step}
 jax.distributed.shutdown()
-print(json.dumps(result))
+print(json.dumps(output))
 """
 
 
@@ -134,7 +147,6 @@ def free_local_port() -> int:
 def two_processes(tmp_path_factory):
     """Fit the tiny recording with two CPU processes on this machine, one device each; return their results."""
     folder = tmp_path_factory.mktemp("distributed")
-    save_npz(tiny_recording(), folder / "tiny.npz")
     environment = dict(os.environ, JAX_PLATFORMS="cpu")
     environment.pop("XLA_FLAGS", None)
     port = free_local_port()

@@ -146,8 +146,8 @@ class DataParallel:
     def put(tree, sharding: NamedSharding):
         """Place every array of `tree` with `sharding`, which may span the devices of other processes.
 
-        Each process holds the whole tree, so in a multi-host fit it builds its
-        own shards from its copy; `jax.device_put` covers the one-process case.
+        Each process has the whole tree, so in a multi-host fit it builds its own
+        shards from its copy. `jax.device_put` covers the one-process case.
         """
         if sharding.is_fully_addressable:
             return jax.device_put(tree, sharding)
