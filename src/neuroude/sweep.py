@@ -41,7 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .config import RunConfig, _resolve_data_path, load_config, parse_config
-from .errors import ConfigError, DataFileError
+from .errors import ConfigError, DataFileError, NeuroudeError
 from .runs import RunFolder, write_json, write_text
 
 logger = logging.getLogger("neuroude")
@@ -249,8 +249,12 @@ def fit_combination(config_json: dict, out: str, quiet: bool = True) -> dict:
 
     A run with a last checkpoint is resumed, and anything else in `out` is replaced.
     """
+    from .cache import enable_compilation_cache
     from .workflow import fit_run
 
+    # Fits that differ only in values (seeds, learning rates) compile to the same programs, which the
+    # cache shares between the worker processes.
+    enable_compilation_cache()
     run = RunFolder(out)
     config = RunConfig.model_validate(config_json)
     try:
@@ -258,17 +262,20 @@ def fit_combination(config_json: dict, out: str, quiet: bool = True) -> dict:
         fit_run(config, out, resume=resume, overwrite=not resume, quiet=quiet)
         return _finished_row(run)
     except Exception as error:
-        # The sweep goes on; the message and the innermost frame say where the fit failed.
+        # The sweep goes on, so the error is returned with the innermost frame that shows where the fit failed.
         where = traceback.extract_tb(error.__traceback__)[-1]
         return {"status": "failed",
                 "error": f"{type(error).__name__}: {error} (at {Path(where.filename).name}:{where.lineno})"}
 
 
 def _check_saved_config(combination: Combination, run: RunFolder) -> str | None:
-    """Return an error when `run` holds a fit of another configuration, which a rerun must not mix in."""
+    """Return an error when `run` contains a fit of another configuration, which a rerun must not mix in."""
     if not run.config.is_file():
         return None
-    saved = load_config(run.config)
+    try:
+        saved = load_config(run.config)
+    except NeuroudeError as error:
+        return f"{run.config} could not be read ({error}); delete the folder to fit this combination again"
     exclude = {"training": {"steps"}}
     if saved.model_dump(exclude=exclude) != combination.config.model_dump(exclude=exclude):
         return (f"{run.root} holds a fit of a different configuration; delete the folder or choose another "
@@ -328,7 +335,7 @@ def run_sweep(
     """Fit every combination of a sweep file as a Ray task and return the summary rows.
 
     Without `address`, the fits run on a local Ray instance started here with
-    `max_parallel * cpus_per_fit` CPUs (default: every CPU of the machine); a
+    `max_parallel * cpus_per_fit` CPUs (default: every CPU of the machine). A
     Ray instance already started in this process is used as it is. With
     `address` ("ray://host:10001" or "auto"), they run on that cluster, whose
     workers need neuroude installed and the data files at the same paths.
@@ -356,12 +363,13 @@ def run_sweep(
         else:
             pending.append(combination)
 
-    started_here = _start_ray(ray, address, max_parallel, cpus_per_fit)
-    try:
-        _run_tasks(ray, pending, summary, max_parallel or len(pending), cpus_per_fit, gpus_per_fit)
-    finally:
-        if started_here:
-            ray.shutdown()
+    if pending:
+        started_here = _start_ray(ray, address, max_parallel, cpus_per_fit)
+        try:
+            _run_tasks(ray, pending, summary, max_parallel or len(pending), cpus_per_fit, gpus_per_fit)
+        finally:
+            if started_here:
+                ray.shutdown()
     failed = sum(row["status"] == "failed" for row in summary.ordered())
     logger.info("sweep finished: %d runs, %d failed; summary in %s", len(combinations), failed, out / "sweep.csv")
     return summary.ordered()
