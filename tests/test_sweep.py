@@ -74,6 +74,12 @@ def test_unknown_override_key_rejected(sweep_folder):
     assert "Did you mean 'learning_rate'?" in message
 
 
+def test_every_sweep_problem_reported(sweep_folder):
+    message = sweep_error(sweep_folder, {"base": "tiny.yaml", "grid": {"training.learnin_rate": [0.1]}, "extra": 1})
+    assert "unknown sweep key 'extra'" in message
+    assert "override key 'training.learnin_rate' is not a RunConfig setting" in message
+
+
 def test_override_below_value_rejected(sweep_folder):
     message = sweep_error(sweep_folder, {"base": "tiny.yaml", "overrides": {"seed.value": 1}})
     assert "goes below 'seed', which is a value" in message

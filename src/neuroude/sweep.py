@@ -38,7 +38,7 @@ from typing import Any
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .config import RunConfig, _resolve_data_path, load_config, parse_config
 from .errors import ConfigError, DataFileError, NeuroudeError
@@ -62,6 +62,14 @@ class SweepFile(BaseModel):
     overrides: dict[str, Any] = Field(default_factory=dict, description="dotted keys set in every run")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted keys and the values to try")
 
+    @field_validator("overrides", "grid")
+    @classmethod
+    def _check_keys(cls, settings: dict) -> dict:
+        # A field validator, so a misspelt setting is reported together with unknown sweep keys.
+        for key in settings:
+            check_override_key(key)
+        return settings
+
     @model_validator(mode="after")
     def _check(self):
         if self.base is not None and self.configs:
@@ -71,8 +79,6 @@ class SweepFile(BaseModel):
                 raise ValueError(f"grid key {key!r} has no values; expected a list of at least one value")
         for key in set(self.grid) & set(self.overrides):
             raise ValueError(f"key {key!r} is in both 'grid' and 'overrides'; expected it in one of them")
-        for key in [*self.overrides, *self.grid]:
-            check_override_key(key)
         return self
 
 
