@@ -5,6 +5,8 @@ process, and a fit shards each minibatch over all of them with the same
 data-parallel code as on the devices of one machine. Every process runs the
 same program on the same data and seed, so all of them draw the same
 minibatches and hold the same replicated parameters.
+
+NOTE: every process writes a whole run folder, so processes need separate output folders.
 """
 
 from __future__ import annotations

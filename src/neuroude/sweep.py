@@ -387,6 +387,7 @@ def _start_ray(ray, address: str | None, max_parallel: int | None, cpus_per_fit:
         logger.info("using the Ray instance already running in this process")
         return False
     if address is not None:
+        # NOTE: the tests only use a local instance; connecting to a remote cluster is not tested.
         logger.info("connecting to the Ray cluster at %s", address)
         ray.init(address=address, logging_level=logging.WARNING)
         return True
