@@ -51,7 +51,7 @@ def page_text(site: Path, page: str) -> str:
 
 
 def test_site_builds_every_page(site):
-    for page in ("", "concepts", "ude-recipe", "tutorials/spikes-with-stimulus", "run-report", "configuration", "cli",
+    for page in ("", "concepts", "ude-recipe", "tutorials/spikes-with-stimulus", "run-report", "gpu-and-clusters", "configuration", "cli",
                  "data-format", "api/workflow", "api/model", "api/data", "api/config", "api/dynamics",
                  "api/observation", "api/report"):
         assert (site / page / "index.html").is_file(), page

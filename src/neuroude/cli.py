@@ -100,6 +100,17 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--seed", type=int, default=None, help="common seed (default: the first config's seed)")
     compare.add_argument("--overwrite", action="store_true", help="replace runs already in --out")
     compare.add_argument("--quiet", action="store_true", help="no progress bar (for batch jobs)")
+
+    sweep = commands.add_parser("sweep", help="fit every combination of a sweep file as Ray tasks, locally or on a cluster")
+    sweep.add_argument("sweep_file", help="YAML sweep file: base or configs, overrides and a grid of dotted keys")
+    sweep.add_argument("--out", required=True, help="folder for the run folders and sweep.csv, sweep.json")
+    sweep.add_argument("--address", default=None,
+                       help="address of a running Ray cluster, such as ray://head:10001 or auto "
+                            "(default: start a local Ray instance)")
+    sweep.add_argument("--max-parallel", type=int, default=None,
+                       help="most fits running at once (default: as many as the CPUs allow)")
+    sweep.add_argument("--cpus-per-fit", type=float, default=1.0, help="CPUs Ray reserves for each fit (default 1)")
+    sweep.add_argument("--gpus-per-fit", type=float, default=0.0, help="GPUs Ray reserves for each fit (default 0)")
     return parser
 
 
@@ -190,6 +201,19 @@ def _compare(arguments) -> int:
     return 0
 
 
+def _sweep(arguments) -> int:
+    from .sweep import run_sweep
+
+    rows = run_sweep(arguments.sweep_file, arguments.out, arguments.address, arguments.max_parallel,
+                     arguments.cpus_per_fit, arguments.gpus_per_fit)
+    for row in rows:
+        score = row["test_bits_per_spike"] if row["test_bits_per_spike"] is not None else row["test_r_squared"]
+        detail = row["error"] if row["status"] == "failed" else f"test score {score}"
+        print(f"{row['name']:<40s} {row['status']:<8s} {detail}")
+    print(f"written: {Path(arguments.out) / 'sweep.csv'}, sweep.json")
+    return 1 if any(row["status"] == "failed" for row in rows) else 0
+
+
 def _print_metrics(metrics: dict) -> None:
     test = metrics["test"]
     key = "bits_per_spike" if metrics["observation"] == "poisson" else "r_squared"
@@ -271,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
             return _control(arguments)
         if arguments.command == "compare":
             return _compare(arguments)
+        if arguments.command == "sweep":
+            return _sweep(arguments)
     except NeuroudeError as error:
         print(f"neuroude {arguments.command}: error: {error}", file=sys.stderr)
         return 2

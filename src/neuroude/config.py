@@ -268,6 +268,50 @@ class SolverConfig(Section):
     )
 
 
+class DistributedConfig(Section):
+    """Processes of a multi-host fit, passed to `jax.distributed.initialize` before devices are chosen.
+
+    Leave all three of coordinator_address, num_processes and process_id unset
+    to let JAX read them from the cluster environment (Slurm, Open MPI, Cloud
+    TPU), or set all three.
+    """
+
+    coordinator_address: str | None = Field(
+        None, description="host:port of process 0, which every process connects to; unset detects it"
+    )
+    num_processes: int | None = Field(None, ge=1, description="number of processes in the fit; unset detects it")
+    process_id: int | None = Field(None, ge=0, description="index of this process, 0 to num_processes - 1")
+    local_device_ids: list[int] | None = Field(
+        None, description="local devices this process uses (for example one GPU per process); unset uses all"
+    )
+    initialization_timeout: int = Field(300, ge=1, description="seconds to wait for every process to connect")
+
+    @model_validator(mode="after")
+    def _check(self):
+        explicit = {"coordinator_address": self.coordinator_address, "num_processes": self.num_processes,
+                    "process_id": self.process_id}
+        missing = [name for name, value in explicit.items() if value is None]
+        if missing and len(missing) < len(explicit):
+            raise ValueError(
+                f"training.distributed sets {sorted(set(explicit) - set(missing))} but not {missing}; "
+                "expected all three of coordinator_address, num_processes and process_id, or none of them "
+                "to detect them from the cluster environment"
+            )
+        if self.coordinator_address is not None:
+            host, _, port = self.coordinator_address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(
+                    f"training.distributed.coordinator_address is {self.coordinator_address!r}; "
+                    "expected host:port, such as 10.0.0.1:1234"
+                )
+        if self.process_id is not None and self.process_id >= self.num_processes:
+            raise ValueError(
+                f"training.distributed.process_id is {self.process_id}; expected 0 to "
+                f"{self.num_processes - 1} for num_processes {self.num_processes}"
+            )
+        return self
+
+
 class TrainingConfig(Section):
     steps: int = Field(1500, ge=1, description="optimiser updates")
     batch_size: int = Field(16, ge=1, description="trials per minibatch")
@@ -291,7 +335,11 @@ class TrainingConfig(Section):
         0.5, gt=0, le=1, description="learning rate multiplier applied after each skipped non-finite step; 1 keeps it"
     )
     devices: int | None = Field(
-        None, ge=1, description="number of local devices to use, the first ones listed by JAX; None uses all"
+        None, ge=1, description="number of devices to use, the first ones listed by JAX (across every process "
+        "when distributed); None uses all"
+    )
+    distributed: DistributedConfig | None = Field(
+        None, description="multi-host fit over the devices of several processes; None fits in this process only"
     )
 
 

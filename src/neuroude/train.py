@@ -28,6 +28,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .config import RunConfig, TrainingConfig
 from .diagnose import locate_nonfinite
+from .distributed import initialize_distributed
 from .dynamics.parameters import trainable_filter
 from .errors import ConfigError, TrainingError
 from .evaluate import validation_metric
@@ -122,16 +123,20 @@ def make_train_step(
 
 
 def select_devices(training: TrainingConfig) -> list:
-    """Return the local devices a fit runs on: the first `training.devices` of them, or all.
+    """Return the devices a fit runs on: the first `training.devices` of them, or all.
 
-    Raises ConfigError when more devices are requested than are present, or
-    when `training.batch_size` trials cannot be split evenly over the devices.
+    The devices are those of this process, or with `training.distributed` those
+    of every process. Raises ConfigError when more devices are requested than
+    are present, or when `training.batch_size` trials cannot be split evenly
+    over the devices.
     """
-    available = jax.local_devices()
+    distributed = training.distributed is not None
+    available = jax.devices() if distributed else jax.local_devices()
     count = len(available) if training.devices is None else training.devices
     if count > len(available):
+        where = f"devices in all {jax.process_count()} processes" if distributed else "local devices"
         raise ConfigError(
-            f"training.devices is {count}, but only {len(available)} local devices are present. "
+            f"training.devices is {count}, but only {len(available)} {where} are present. "
             f"Set it to at most {len(available)}, or leave it unset to use all of them."
         )
     if training.batch_size % count:
@@ -157,6 +162,22 @@ class DataParallel:
     def over(cls, devices: list) -> DataParallel:
         mesh = Mesh(np.asarray(devices), ("trials",))
         return cls(NamedSharding(mesh, PartitionSpec("trials")), NamedSharding(mesh, PartitionSpec()))
+
+    @staticmethod
+    def put(tree, sharding: NamedSharding):
+        """Place every array of `tree` with `sharding`, which may span the devices of other processes.
+
+        Each process has the whole tree, so in a multi-host fit it builds its own
+        shards from its copy. `jax.device_put` covers the one-process case.
+        """
+        if sharding.is_fully_addressable:
+            return jax.device_put(tree, sharding)
+
+        def place(leaf):
+            host = np.asarray(leaf)
+            return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+        return jax.tree_util.tree_map(place, tree)
 
 
 @dataclass
@@ -219,6 +240,7 @@ def fit(
     observations, R^2 for Gaussian ones) and the fit's state.
     """
     training = config.training
+    initialize_distributed(training)
     devices = select_devices(training)
     spec = trainable_filter(model)
     params, static = eqx.partition(model, spec)
@@ -236,7 +258,7 @@ def fit(
     # and the validation metric runs replicated on every device rather than sharded.
     data_parallel = DataParallel.over(devices) if len(devices) > 1 else None
     if data_parallel is not None:
-        params, opt_state = jax.device_put((params, opt_state), data_parallel.replicated)
+        params, opt_state = data_parallel.put((params, opt_state), data_parallel.replicated)
         logger.info("data parallel over %d devices, %d trials per device per step",
                     len(devices), training.batch_size // len(devices))
 
@@ -289,7 +311,7 @@ def fit(
                 batch = (y[indices], stimulus[indices], mask[indices])
                 batch_behaviour = None if behaviour is None else behaviour[indices]
                 if data_parallel is not None:
-                    batch, batch_behaviour = jax.device_put((batch, batch_behaviour), data_parallel.batch)
+                    batch, batch_behaviour = data_parallel.put((batch, batch_behaviour), data_parallel.batch)
                 params, opt_state, terms, finite, grad_norm = train_step(
                     params, opt_state, *batch, key, jnp.float32(beta), batch_behaviour, jnp.float32(state.lr_scale)
                 )

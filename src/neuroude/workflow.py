@@ -18,6 +18,7 @@ import numpy as np
 from . import plots
 from .build import build_model, load_data
 from .config import RunConfig, dump_config, load_config
+from .distributed import initialize_distributed
 from .errors import DataFileError
 from .evaluate import evaluate, predict_recording
 from .model import LatentUDE
@@ -113,6 +114,8 @@ def fit_run(
         config = saved
     if steps is not None:
         config.training.steps = steps
+    # The distributed runtime must start before building the model runs the first JAX computation.
+    initialize_distributed(config.training)
 
     # Data and model are checked before anything is written, so bad input leaves no half-made run folder.
     recording = load_data(config)
