@@ -38,9 +38,9 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
 
 
 def _section_class(annotation) -> type[BaseModel] | None:
-    """Return the pydantic section class of a field (also through `X | None`), or None for a plain value."""
-    candidates = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
-        else (annotation,)
+    """Return the pydantic section class of a field (also through `X | None` and `list[X]`), or None for a plain value."""
+    origin = typing.get_origin(annotation)
+    candidates = typing.get_args(annotation) if origin in (typing.Union, types.UnionType, list) else (annotation,)
     for candidate in candidates:
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             return candidate

@@ -94,7 +94,7 @@ CASES = [
     Case("split length", load_yaml({"data": {"split": [0.5, 0.5]}}), ConfigError,
          "data.split", "[0.5, 0.5]", "Field required"),
     Case("npz without path", load_yaml({"data": {"source": "npz"}}), ConfigError,
-         "data.path is missing", "source 'npz'", "needs the path of an NPZ file"),
+         "data.path is missing", "source 'npz'", "needs the path of a recording file"),
     Case("skip_bins too small", load_yaml({"evaluation": {"skip_bins": 2}}), ConfigError,
          "evaluation.skip_bins is 2", "below model.n_init_bins 10", "must not be scored"),
     Case("ODE solver with noise", load_yaml({"solver": {"method": "tsit5"}}), ConfigError,

@@ -23,7 +23,7 @@ from neuroude.dynamics.noise import (
     stratonovich_to_ito_drift,
 )
 from neuroude.errors import ConfigError
-from neuroude.solve import solve_fixed_step
+from neuroude.solve import brownian_increments, solve_fixed_step
 
 NO_INPUT = jnp.zeros((0,), jnp.float32)
 
@@ -145,7 +145,9 @@ def exact_final_states(n_steps: int, n_paths: int, seed: int = 1) -> jax.Array:
     """Return the exact Ito GBM solution on the Brownian paths that `final_states` draws, as solve_fixed_step draws them."""
     keys = jax.random.split(jax.random.PRNGKey(seed), n_paths)
     step = DURATION / n_steps
-    brownian_at_end = jax.vmap(lambda key: jnp.sum(jax.random.normal(key, (n_steps, 1), jnp.float32) * jnp.sqrt(step)))(keys)
+    brownian_at_end = jax.vmap(
+        lambda key: jnp.sum(brownian_increments(key, jnp.arange(1), n_steps, 1, step, jnp.float32))
+    )(keys)
     return jnp.exp((GROWTH_RATE - 0.5 * NOISE_SCALE**2) * DURATION + NOISE_SCALE * brownian_at_end)
 
 

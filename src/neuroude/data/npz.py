@@ -32,7 +32,8 @@ NAME_KEYS = ("channel_names", "input_names", "behaviour_names")
 CANONICAL_KEYS = {"ts", "dt", "u", "mask", METADATA_KEY, DESCRIPTION_KEY, *Y_KEYS, *BEHAVIOUR_KEYS, *NAME_KEYS}
 
 # Errors numpy and zipfile raise on a file that is not a readable NPZ archive.
-_READ_ERRORS = (zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError, KeyError)
+# zipfile raises NotImplementedError when a damaged header names an unknown compression method.
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError, KeyError, NotImplementedError)
 
 
 def save_npz(recording: Recording, path: str | os.PathLike) -> None:
