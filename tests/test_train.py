@@ -143,8 +143,8 @@ def test_nonfinite_steps_stop_fit_and_keep_checkpoint(tmp_path, monkeypatch):
     config = npz_config(tmp_path, training={"max_nonfinite": 2, "steps": 10})
     real_make = train_module.make_train_step
 
-    def poisoned_make(*args):
-        real_step = real_make(*args)
+    def poisoned_make(*args, **kwargs):
+        real_step = real_make(*args, **kwargs)
         calls = {"count": 0}
 
         def step(params, opt_state, y, *rest):

@@ -34,6 +34,7 @@ from .model import LatentUDE
 from .progress import FitProgress
 from .runs import RunFolder, load_checkpoint, save_checkpoint, write_text
 from .tensorboard import open_tensorboard
+from .uncertainty import constant_prior, prior_penalty
 
 logger = logging.getLogger("neuroude")
 
@@ -68,18 +69,24 @@ def make_optimizer(config: TrainingConfig) -> optax.GradientTransformation:
     )
 
 
-def make_train_step(static, optimizer, t0: float, bin_width: float, n_samples: int, skip_nonfinite: bool = True):
+def make_train_step(
+    static, optimizer, t0: float, bin_width: float, n_samples: int, skip_nonfinite: bool = True, penalty=None
+):
     """Return the jitted training step: loss, gradient and optimiser update, all in one XLA program.
 
     With `skip_nonfinite`, a step whose loss or gradient is not finite leaves
-    the parameters and optimiser state unchanged.
+    the parameters and optimiser state unchanged. `penalty(model)`, when given,
+    is added to the loss (the constants' prior, see `uncertainty.prior_penalty`).
     """
 
     @eqx.filter_jit
     def train_step(params, opt_state, y, stimulus, mask, key, beta):
         def loss_fn(trainable):
             model = eqx.combine(trainable, static)
-            return model.loss(y, stimulus, mask, t0, bin_width, key, beta, n_samples)
+            loss, terms = model.loss(y, stimulus, mask, t0, bin_width, key, beta, n_samples)
+            if penalty is not None:
+                loss = loss + penalty(model)
+            return loss, terms
 
         (loss, terms), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(params)
         gradient_leaves = jax.tree_util.tree_leaves(grads)
@@ -225,7 +232,9 @@ def fit(
     train_indices = np.asarray(split["train"])
     validation = recording.select(split["validation"])
 
-    train_step = make_train_step(static, optimizer, t0, bin_width, training.n_samples)
+    prior = constant_prior(model, config.model.constant_priors)
+    penalty = prior_penalty(prior, len(train_indices))
+    train_step = make_train_step(static, optimizer, t0, bin_width, training.n_samples, penalty=penalty)
     schedule = learning_rate_schedule(training)
     base_key = jax.random.PRNGKey(config.seed)
     metric_name = "bits per spike" if config.model.observation == "poisson" else "R^2"
