@@ -39,6 +39,7 @@ from neuroude.uncertainty import (
     laplace_from_hessian,
     learnable_constants,
     negative_log_joint,
+    newton_mode,
     prior_penalty,
     raw_entries,
     raw_vector,
@@ -215,26 +216,11 @@ def fit_repeats(n_repeats):
     for seed in range(n_repeats):
         rng = np.random.default_rng(seed)
         y = jnp.asarray(np.asarray(clean) + NOISE_STD * rng.standard_normal((N_TRIALS, N_BINS, 1)), jnp.float32)
-        raw = newton_minimum(derivatives, true_raw + 0.05, y)
+        raw = newton_mode(lambda raw: derivatives(raw, y), true_raw + 0.05, 12)
         _, _, hessian = derivatives(jnp.asarray(raw, jnp.float32), y)
         results.append(laplace_from_hessian(raw, np.asarray(hessian), entries))
         data.append(y)
     return model, results, data
-
-
-def newton_minimum(derivatives, raw, y, iterations=12):
-    """Minimise by Newton steps on the Hessian with its eigenvalues made positive, halving a step until it descends."""
-    for _ in range(iterations):
-        value, gradient, hessian = (np.asarray(item, np.float64) for item in derivatives(jnp.asarray(raw, jnp.float32), y))
-        eigenvalues, eigenvectors = np.linalg.eigh(0.5 * (hessian + hessian.T))
-        eigenvalues = np.maximum(np.abs(eigenvalues), 1e-3 * np.max(np.abs(eigenvalues)))
-        step = eigenvectors @ ((eigenvectors.T @ gradient) / eigenvalues)
-        for _ in range(10):
-            if float(derivatives(jnp.asarray(raw - step, jnp.float32), y)[0]) <= value:
-                raw = raw - step
-                break
-            step = step / 2
-    return raw
 
 
 def test_constants_are_a_and_b(coverage):
@@ -273,6 +259,18 @@ def test_laplace_constants_on_recording(coverage):
 
     np.testing.assert_allclose(result.covariance, results[0].covariance, rtol=1e-3)
     np.testing.assert_allclose(result.estimate, results[0].estimate, rtol=1e-5)
+    np.testing.assert_allclose(result.fit_estimate, results[0].estimate, rtol=1e-5)
+
+
+def test_laplace_constants_finds_mode(coverage):
+    model, results, data = coverage
+    recording = Recording(y=np.asarray(data[0]), ts=np.arange(N_BINS) * BIN_WIDTH, metadata={"source": "test"})
+    start = known_model(0.6, 0.95)
+    result = laplace_constants(start, recording, range(N_TRIALS), jax.random.PRNGKey(0), n_keys=1)
+
+    np.testing.assert_allclose(result.fit_estimate, [0.6, 0.95], rtol=1e-5)
+    np.testing.assert_allclose(result.estimate, results[0].estimate, rtol=1e-3)
+    np.testing.assert_allclose(result.std, results[0].std, rtol=1e-2)
 
 
 # -- run folders -------------------------------------------------------------------

@@ -224,6 +224,7 @@ class ConstantIntervals:
     lower: np.ndarray | None
     upper: np.ndarray | None
     flat_directions: list[dict]
+    fit_estimate: np.ndarray | None = None
 
     @property
     def identifiable(self) -> bool:
@@ -242,6 +243,8 @@ class ConstantIntervals:
                 "raw_std": None if self.covariance is None else float(math.sqrt(self.covariance[i, i])),
                 "transform": self.transforms[i],
             }
+            if self.fit_estimate is not None:
+                constants[name]["fit_estimate"] = float(self.fit_estimate[i])
         return {
             "method": "laplace",
             "level": self.level,
@@ -350,10 +353,17 @@ def laplace_constants(
     n_keys: int = 4,
     n_samples: int = 1,
     level: float = 0.95,
+    mode_steps: int = 10,
 ) -> ConstantIntervals:
-    """Fit a Laplace approximation over the learnable constants of `model` at its current values.
+    """Fit a Laplace approximation over the learnable constants of `model`.
 
-    `trials` are the indices of `recording`'s training trials. Raises
+    `trials` are the indices of `recording`'s training trials. The Gaussian is
+    centred on the mode of the negative log joint over the raw constants, with
+    the other parameters held at the fit. The search for it starts from the
+    fitted values and takes at most `mode_steps` steps of `newton_mode` (0
+    centres it on the fitted values). A stochastic fit, and a checkpoint chosen
+    by a noisy validation score, can stop short of that mode, where the Hessian
+    may be indefinite. The fitted values are kept as `fit_estimate`. Raises
     ConfigError when the drift has no learnable constants or `n_keys < 1`.
     """
     entries = raw_entries(model)
@@ -374,15 +384,48 @@ def laplace_constants(
     objective = negative_log_joint(
         model, y, stimulus, mask, float(subset.ts[0]), float(subset.dt), keys, prior, n_samples
     )
-    raw = raw_vector(model)
-    hessian = jax.jit(jax.hessian(objective))(raw)
-    result = laplace_from_hessian(np.asarray(raw), np.asarray(hessian), entries, level)
+    derivatives = jax.jit(lambda raw: (*jax.value_and_grad(objective)(raw), jax.hessian(objective)(raw)))
+    fitted = np.asarray(raw_vector(model), np.float64)
+    raw = newton_mode(derivatives, fitted, mode_steps)
+    _, _, hessian = derivatives(jnp.asarray(raw, jnp.float32))
+    result = laplace_from_hessian(raw, np.asarray(hessian), entries, level)
+    result.fit_estimate = np.array([entry.constrain(value) for entry, value in zip(entries, fitted)])
     if not result.identifiable:
         logger.warning(
             "the Hessian over the constants %s is not positive definite; no intervals are given "
             "(see non_identifiable_directions in metrics.json)", result.names,
         )
     return result
+
+
+def newton_mode(derivatives, raw: np.ndarray, steps: int) -> np.ndarray:
+    """Move `raw` towards a minimum of an objective by at most `steps` Newton steps.
+
+    `derivatives(raw)` returns the objective's value, gradient and Hessian.
+    Each step solves with the Hessian's eigenvalues replaced by their absolute
+    values (floored at 1e-3 of the largest), so it descends where the Hessian
+    is indefinite. A step is halved up to 10 times until the objective does
+    not rise, and the search ends at a step that never descends.
+    """
+    raw = np.asarray(raw, np.float64)
+    for _ in range(steps):
+        value, gradient, hessian = (np.asarray(item, np.float64) for item in derivatives(jnp.asarray(raw, jnp.float32)))
+        if not (np.isfinite(value) and np.all(np.isfinite(gradient)) and np.all(np.isfinite(hessian))):
+            break
+        eigenvalues, eigenvectors = np.linalg.eigh(0.5 * (hessian + hessian.T))
+        scale = max(float(np.max(np.abs(eigenvalues))), np.finfo(np.float64).tiny)
+        eigenvalues = np.maximum(np.abs(eigenvalues), 1e-3 * scale)
+        step = eigenvectors @ ((eigenvectors.T @ gradient) / eigenvalues)
+
+        for _ in range(10):
+            candidate_value = float(derivatives(jnp.asarray(raw - step, jnp.float32))[0])
+            if candidate_value <= value:
+                break
+            step = step / 2
+        else:
+            break
+        raw = raw - step
+    return raw
 
 
 # -- run folders ---------------------------------------------------------------
