@@ -43,6 +43,7 @@ from neuroude.uncertainty import (
     prior_penalty,
     raw_entries,
     raw_vector,
+    variational_from_objective,
     with_raw_vector,
 )
 from neuroude.workflow import fit_run
@@ -335,3 +336,46 @@ def test_train_step_adds_prior():
     expected = float(prior.negative_log_density(model)) / 6
     assert np.isfinite(losses[0])
     assert losses[1] - losses[0] == pytest.approx(expected, rel=1e-3)
+
+
+def test_variational_quadratic_optimum():
+    precision = np.array([[4.0, 1.0], [1.0, 2.0]])
+    centre = jnp.array([0.3, -1.2])
+
+    def objective(raw):
+        delta = raw - centre
+        return 0.5 * delta @ jnp.asarray(precision, jnp.float32) @ delta
+
+    result = variational_from_objective(
+        objective, np.zeros(2), quadratic_entries(), jax.random.PRNGKey(0), np.ones(2), steps=1500, n_draws=32,
+        learning_rate=0.02,
+    )
+    # The mean-field optimum has the centre as its mean and 1 / A_jj as its variances.
+    np.testing.assert_allclose(result.raw_estimate, [0.3, -1.2], atol=0.03)
+    np.testing.assert_allclose(np.diag(result.covariance), 1 / np.diag(precision), rtol=0.1)
+    assert result.to_dict()["method"] == "mean-field variational"
+
+
+def test_variational_rejects_bad_initial_std():
+    with pytest.raises(ConfigError, match="initial_std"):
+        variational_from_objective(lambda raw: jnp.sum(raw**2), np.zeros(2), quadratic_entries(),
+                                   jax.random.PRNGKey(0), np.array([1.0, 0.0]))
+
+
+def test_variational_matches_curvature(coverage):
+    model, results, data = coverage
+    laplace = results[0]
+    stimulus = jnp.zeros((N_TRIALS, N_BINS, 0))
+    keys = jax.random.split(jax.random.PRNGKey(0), 1)
+    objective = negative_log_joint(model, data[0], stimulus, jnp.ones_like(data[0]), 0.0, BIN_WIDTH, keys)
+    mean_field_std = 1 / np.sqrt(np.diag(laplace.hessian))
+
+    result = variational_from_objective(
+        objective, laplace.raw_estimate, raw_entries(model), jax.random.PRNGKey(1), 2 * mean_field_std,
+        steps=300, n_draws=8, learning_rate=0.02,
+    )
+    # Near a nearly Gaussian mode, the mean-field posterior has the mode as its mean and std 1 / sqrt(H_jj).
+    raw_std = np.sqrt(np.diag(result.covariance))
+    np.testing.assert_allclose(result.raw_estimate, laplace.raw_estimate, atol=0.3 * mean_field_std.max())
+    np.testing.assert_allclose(raw_std, mean_field_std, rtol=0.2)
+    assert np.all(raw_std <= np.sqrt(np.diag(laplace.covariance)) * 1.2)

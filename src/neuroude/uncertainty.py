@@ -34,6 +34,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 from scipy.stats import norm
 
@@ -211,12 +212,12 @@ def prior_penalty(prior: ConstantPrior | None, n_trials: int):
 
 @dataclass
 class ConstantIntervals:
-    """Laplace summary of the learnable constants: estimates, standard deviations and intervals."""
+    """Gaussian summary of the learnable constants: estimates, standard deviations and intervals."""
 
     names: list[str]
     transforms: list[str]
     raw_estimate: np.ndarray
-    hessian: np.ndarray
+    hessian: np.ndarray | None
     level: float
     covariance: np.ndarray | None
     estimate: np.ndarray
@@ -225,6 +226,7 @@ class ConstantIntervals:
     upper: np.ndarray | None
     flat_directions: list[dict]
     fit_estimate: np.ndarray | None = None
+    method: str = "laplace"
 
     @property
     def identifiable(self) -> bool:
@@ -246,7 +248,7 @@ class ConstantIntervals:
             if self.fit_estimate is not None:
                 constants[name]["fit_estimate"] = float(self.fit_estimate[i])
         return {
-            "method": "laplace",
+            "method": self.method,
             "level": self.level,
             "identifiable": self.identifiable,
             "constants": constants,
@@ -426,6 +428,67 @@ def newton_mode(derivatives, raw: np.ndarray, steps: int) -> np.ndarray:
             break
         raw = raw - step
     return raw
+
+
+# -- mean-field variational posterior -----------------------------------------
+
+
+def variational_from_objective(
+    objective,
+    raw: np.ndarray,
+    entries: list[RawEntry],
+    key: PRNGKeyArray,
+    initial_std: np.ndarray,
+    steps: int = 400,
+    n_draws: int = 8,
+    learning_rate: float = 0.05,
+    level: float = 0.95,
+) -> ConstantIntervals:
+    """Fit a mean-field Gaussian `q(r) = N(m, diag(s^2))` over the raw constants to `exp(-objective(r))`.
+
+    Minimises `E_q[objective(r)] - H[q]` (the negative ELBO of the constants,
+    `H[q] = sum_j log s_j` up to a constant) by Adam on reparameterised draws
+    `r = m + s * eps`, `n_draws` per step, starting from `m = raw` and
+    `s = initial_std`. For a quadratic objective `0.5 (r - c)^T A (r - c)` the
+    optimum is `m = c` and `s_j^2 = 1 / A_jj`. That is at most the Laplace
+    variance `(A^-1)_jj`, because a mean-field family ignores correlations.
+    """
+    # NOTE: this fits q after the point fit with the networks held fixed. It is not fitted jointly with the
+    # ELBO during training, and no config key selects it yet.
+    if steps < 1 or n_draws < 1:
+        raise ConfigError(f"steps is {steps} and n_draws is {n_draws}; expected both >= 1")
+    initial_std = np.asarray(initial_std, np.float64)
+    if initial_std.shape != np.shape(raw) or not np.all(initial_std > 0):
+        raise ConfigError(f"initial_std is {initial_std}; expected {np.shape(raw)[0]} positive values")
+
+    parameters = {"mean": jnp.asarray(raw, jnp.float32), "log_std": jnp.asarray(np.log(initial_std), jnp.float32)}
+    optimizer = optax.adam(learning_rate)
+    state = optimizer.init(parameters)
+
+    def loss(parameters, step_key):
+        noise = jax.random.normal(step_key, (n_draws, parameters["mean"].shape[0]))
+        draws = parameters["mean"] + jnp.exp(parameters["log_std"]) * noise
+        return jnp.mean(jax.lax.map(objective, draws)) - jnp.sum(parameters["log_std"])
+
+    @jax.jit
+    def update(parameters, state, step_key):
+        gradient = jax.grad(loss)(parameters, step_key)
+        changes, state = optimizer.update(gradient, state)
+        return optax.apply_updates(parameters, changes), state
+
+    for step_key in jax.random.split(key, steps):
+        parameters, state = update(parameters, state, step_key)
+
+    mean = np.asarray(parameters["mean"], np.float64)
+    raw_std = np.exp(np.asarray(parameters["log_std"], np.float64))
+    z = float(norm.ppf(0.5 + 0.5 * level))
+    ends = [(entry.constrain(m - z * s), entry.constrain(m + z * s)) for entry, m, s in zip(entries, mean, raw_std)]
+    return ConstantIntervals(
+        [entry.name for entry in entries], [entry.constant.transform for entry in entries], mean, None, level,
+        np.diag(raw_std**2), np.array([entry.constrain(m) for entry, m in zip(entries, mean)]),
+        np.array([abs(entry.slope(m)) * s for entry, m, s in zip(entries, mean, raw_std)]),
+        np.array([low for low, _ in ends]), np.array([high for _, high in ends]), [], method="mean-field variational",
+    )
 
 
 # -- run folders ---------------------------------------------------------------
