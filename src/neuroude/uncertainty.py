@@ -40,6 +40,7 @@ from scipy.stats import norm
 
 from .dynamics.parameters import Constant
 from .errors import ConfigError
+from .solve import FIXED_STEP_METHODS
 
 logger = logging.getLogger("neuroude")
 
@@ -386,7 +387,7 @@ def laplace_constants(
     objective = negative_log_joint(
         model, y, stimulus, mask, float(subset.ts[0]), float(subset.dt), keys, prior, n_samples
     )
-    derivatives = jax.jit(lambda raw: (*jax.value_and_grad(objective)(raw), jax.hessian(objective)(raw)))
+    derivatives = jax.jit(lambda raw: (*jax.value_and_grad(objective)(raw), _hessian(objective, raw, model.method)))
     fitted = np.asarray(raw_vector(model), np.float64)
     raw = newton_mode(derivatives, fitted, mode_steps)
     _, _, hessian = derivatives(jnp.asarray(raw, jnp.float32))
@@ -398,6 +399,30 @@ def laplace_constants(
             "(see non_identifiable_directions in metrics.json)", result.names,
         )
     return result
+
+
+# Step of the central differences of the gradient, relative to 1 + |r|: the truncation error (about step^2)
+# and the float32 round-off of the gradient divided by the step (about 1e-7 / step) are both near 1e-5 here.
+FINITE_DIFFERENCE_STEP = 3e-3
+
+
+def _hessian(objective, raw: Float[Array, " p"], method: str) -> Float[Array, "p p"]:
+    """Return the Hessian of `objective` at `raw`: forward over reverse mode, or differences of the gradient.
+
+    The adaptive diffrax solvers differentiate through a custom VJP, which has
+    no forward mode, so for them each column is the central difference of the
+    reverse-mode gradient.
+    """
+    if method in FIXED_STEP_METHODS:
+        return jax.hessian(objective)(raw)
+
+    gradient = jax.grad(objective)
+    steps = FINITE_DIFFERENCE_STEP * (1.0 + jnp.abs(raw))
+    shifts = jnp.diag(steps)
+    differences = jax.vmap(lambda shift: gradient(raw + shift) - gradient(raw - shift))(shifts)
+    # Row j of `differences` is the change of the gradient along raw value j, so it is column j of the Hessian.
+    hessian = differences.T / steps[None, :] / 2.0
+    return 0.5 * (hessian + hessian.T)
 
 
 def newton_mode(derivatives, raw: np.ndarray, steps: int) -> np.ndarray:
