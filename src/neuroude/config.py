@@ -170,6 +170,11 @@ class ModelConfig(Section):
     residual_penalty: float = Field(
         0.0, ge=0, description="weight of the mean squared output of the residual network, added to the loss"
     )
+    constant_priors: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="normal prior on a constant's raw value putting 95% of its mass in [low, high], by name; "
+        "its -log density divided by the number of training trials is added to the loss",
+    )
     diffusion: Literal["additive", "multiplicative", "network", "input_scaled", "none"] = Field(
         "additive", description="noise of the SDE: constant, proportional to the state, a network of the state, "
         "scaled by the input, or 'none' for an ODE"
@@ -347,6 +352,10 @@ class EvaluationConfig(Section):
     n_samples: int = Field(32, ge=1, description="prior paths per trial for predictions")
     skip_bins: int = Field(10, ge=0, description="first bins of each held-out trial left out of every score")
     glm_lags: int = Field(20, ge=1, description="stimulus bins in the GLM baseline's history")
+    constant_intervals: Literal["none", "laplace"] = Field(
+        "none", description="intervals for the mechanistic constants in metrics.json: 'laplace' fits a Gaussian "
+        "in raw space at the fitted values from the Hessian of the training objective"
+    )
 
 
 class RunConfig(Section):

@@ -37,6 +37,7 @@ from .observation.checks import check_behaviour
 from .progress import FitProgress
 from .runs import RunFolder, load_checkpoint, save_checkpoint, write_text
 from .tensorboard import open_tensorboard
+from .uncertainty import constant_prior, prior_penalty
 
 logger = logging.getLogger("neuroude")
 
@@ -73,7 +74,7 @@ def make_optimizer(config: TrainingConfig) -> optax.GradientTransformation:
 
 def make_train_step(
     static, optimizer, t0: float, bin_width: float, n_samples: int, skip_nonfinite: bool = True,
-    max_state: float = math.inf,
+    max_state: float = math.inf, penalty=None,
 ):
     """Return the jitted training step: loss, gradient and optimiser update, all in one XLA program.
 
@@ -83,7 +84,8 @@ def make_train_step(
     latent path exceeds `max_state` in absolute value at a bin time (a solver
     blow-up); `terms` then carry `state_bound_exceeded` with the first batch
     trial and bin beyond the bound. With `skip_nonfinite`, a failed step leaves
-    the parameters and optimiser state unchanged.
+    the parameters and optimiser state unchanged. `penalty(model)`, when given,
+    is added to the loss (the constants' prior, see `uncertainty.prior_penalty`).
 
     NOTE: the bound is checked at bin times only, so a state that exceeds it between bins and comes
     back is not caught; with n_substeps = 1 every solver step is a bin time.
@@ -93,7 +95,10 @@ def make_train_step(
     def train_step(params, opt_state, y, stimulus, mask, key, beta, behaviour=None, lr_scale=1.0):
         def loss_fn(trainable):
             model = eqx.combine(trainable, static)
-            return model.loss(y, stimulus, mask, t0, bin_width, key, beta, n_samples, behaviour)
+            loss, terms = model.loss(y, stimulus, mask, t0, bin_width, key, beta, n_samples, behaviour)
+            if penalty is not None:
+                loss = loss + penalty(model)
+            return loss, terms
 
         (loss, terms), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(params)
         gradient_leaves = jax.tree_util.tree_leaves(grads)
@@ -270,8 +275,10 @@ def fit(
     train_indices = np.asarray(split["train"])
     validation = recording.select(split["validation"])
 
+    prior = constant_prior(model, config.model.constant_priors)
+    penalty = prior_penalty(prior, len(train_indices))
     train_step = make_train_step(static, optimizer, t0, bin_width, training.n_samples,
-                                 max_state=config.solver.max_state)
+                                 max_state=config.solver.max_state, penalty=penalty)
     schedule = learning_rate_schedule(training)
     base_key = jax.random.PRNGKey(config.seed)
     metric_name = "bits per spike" if config.model.observation == "poisson" else "R^2"

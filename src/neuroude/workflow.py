@@ -25,6 +25,7 @@ from .model import LatentUDE
 from .observation import GaussianObservation, PoissonObservation
 from .runs import RunFolder, atomic_open, write_json, write_text
 from .train import FitState, fit, load_trained, select_devices
+from .uncertainty import check_run_settings, run_constant_intervals
 
 logger = logging.getLogger("neuroude")
 
@@ -121,6 +122,7 @@ def fit_run(
     recording = load_data(config)
     split = _split(recording, config)
     model = _model_for(recording, config, split)
+    check_run_settings(model, config)
     select_devices(config.training)
     run.prepare(resume=resume, overwrite=overwrite)
 
@@ -136,7 +138,11 @@ def fit_run(
 
 
 def write_evaluation(run: RunFolder, model, recording, split, config: RunConfig, state: FitState | None) -> dict:
-    """Evaluate on held-out trials, then write `metrics.json` and the figures."""
+    """Evaluate on held-out trials, then write `metrics.json` and the figures.
+
+    With `evaluation.constant_intervals: laplace`, `metrics.json` also gets a
+    `constants` record: each learnable constant's estimate, std and interval.
+    """
     key = jax.random.PRNGKey(config.seed + 1)
     metrics, test_prediction = evaluate(model, recording, split, config, key)
     if state is None and run.metrics.is_file():
@@ -152,6 +158,9 @@ def write_evaluation(run: RunFolder, model, recording, split, config: RunConfig,
             "nonfinite_steps": state.nonfinite_total,
             "seconds": round(state.seconds, 1),
         }
+    constants = run_constant_intervals(model, recording, split, config)
+    if constants is not None:
+        metrics["constants"] = constants
     write_json(run.metrics, metrics)
     logger.info("test metrics: %s", metrics["test"])
 
