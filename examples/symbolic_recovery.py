@@ -124,7 +124,7 @@ def recover_recovery_rate(run):
         i_ext = float(drift.mechanistic.i_ext.value)
         states = np.stack([-states[:, 0], 2.0 * i_ext - states[:, 1]], axis=1)
         rates = -rates
-    fit = fit_symbolic(states, rates, CandidateLibrary.polynomial(["v", "w"], 2), ["dw/dt"])
+    fit = fit_symbolic(states, rates, CandidateLibrary.polynomial(["v", "w"], 2), ["dw/dt"], threshold=0.1)
     return fit, mirrored
 
 
