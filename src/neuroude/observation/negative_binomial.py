@@ -9,7 +9,7 @@ from jax.scipy.special import gammaln
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..errors import ConfigError
-from .poisson import LINKS
+from .poisson import LINKS, linked_log_rate
 
 
 class NegativeBinomialObservation(eqx.Module):
@@ -51,10 +51,7 @@ class NegativeBinomialObservation(eqx.Module):
         return jnp.exp(self.log_dispersion)
 
     def log_rate(self, x: Float[Array, "T d"]) -> Float[Array, "T n"]:
-        drive = jax.vmap(self.readout)(x)
-        if self.link == "exp":
-            return drive
-        return jnp.log(jax.nn.softplus(drive) + 1e-8)
+        return linked_log_rate(jax.vmap(self.readout)(x), self.link)
 
     def mean(self, x: Float[Array, "T d"]) -> Float[Array, "T n"]:
         """Expected counts per bin."""

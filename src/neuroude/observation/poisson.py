@@ -13,6 +13,13 @@ from ..errors import ConfigError
 LINKS = ("exp", "softplus")
 
 
+def linked_log_rate(drive: Float[Array, "T n"], link: str) -> Float[Array, "T n"]:
+    """Return the log rate that the readout's `drive` gives through `link` ('exp' or 'softplus')."""
+    if link == "exp":
+        return drive
+    return jnp.log(jax.nn.softplus(drive) + 1e-8)
+
+
 class PoissonObservation(eqx.Module):
     """`y_tn ~ Poisson(lambda_tn)` with `lambda = link(C x_t + b)` expected counts per bin.
 
@@ -38,10 +45,7 @@ class PoissonObservation(eqx.Module):
         self.link = link
 
     def log_rate(self, x: Float[Array, "T d"]) -> Float[Array, "T n"]:
-        drive = jax.vmap(self.readout)(x)
-        if self.link == "exp":
-            return drive
-        return jnp.log(jax.nn.softplus(drive) + 1e-8)
+        return linked_log_rate(jax.vmap(self.readout)(x), self.link)
 
     def mean(self, x: Float[Array, "T d"]) -> Float[Array, "T n"]:
         """Expected counts per bin."""
