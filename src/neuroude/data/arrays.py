@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,10 @@ def _read_times(reader, ts: str | None, dt: float | str | None, n_time: int, pat
         value = reader.read(dt)
         if value.size != 1:
             raise DataError(f"dt {dt!r} in {path} has shape {value.shape}; expected one number of seconds")
-        dt = float(value.ravel()[0])
+        value = float(value.ravel()[0])
+        if not (np.isfinite(value) and value > 0):
+            raise DataError(f"dt {dt!r} in {path} is {value!r}; expected a positive number of seconds")
+        dt = value
     if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not (np.isfinite(dt) and dt > 0):
         raise ConfigError(f"dt is {dt!r}; expected a positive number of seconds")
     return np.arange(n_time) * float(dt)
@@ -193,14 +197,19 @@ class _MatReader:
         import scipy.io
 
         parts = name.split("/")
+        # scipy raises IndexError on a file cut inside its 128-byte header, and zlib.error on damaged compressed data.
+        errors = (ValueError, TypeError, OSError, NotImplementedError, IndexError, zlib.error)
         try:
             loaded = scipy.io.loadmat(self.path, variable_names=[parts[0]])
-        except (ValueError, TypeError, OSError, NotImplementedError) as error:
-            raise DataFileError(f"could not read {self.path} as a MATLAB file ({type(error).__name__}: {error})") from error
+            available = [] if parts[0] in loaded else sorted(entry[0] for entry in scipy.io.whosmat(self.path))
+        except errors as error:
+            raise DataFileError(
+                f"could not read {self.path} as a MATLAB file ({type(error).__name__}: {error}); "
+                "expected a complete file written by MATLAB or scipy.io.savemat"
+            ) from error
 
         if parts[0] not in loaded:
-            available = sorted(entry[0] for entry in scipy.io.whosmat(self.path))
-            raise DataError(f"no variable {parts[0]!r} in {self.path}; the file contains: {', '.join(available)}")
+            raise DataError(f"no variable {parts[0]!r} in {self.path}; the file contains: {', '.join(available) or 'no variables'}")
 
         value = loaded[parts[0]]
         for depth, part in enumerate(parts[1:], start=1):
@@ -230,8 +239,12 @@ class _Hdf5Reader:
                 if not isinstance(node, h5py.Dataset):
                     raise DataError(self._missing(file, name, node))
                 value = node[()]
-        except OSError as error:
-            raise DataFileError(f"could not read {self.path} as an HDF5 file: {error}") from error
+        except (OSError, RuntimeError, KeyError) as error:
+            # h5py raises RuntimeError or KeyError when the file's internal structure is damaged.
+            raise DataFileError(
+                f"could not read {self.path} as an HDF5 file ({type(error).__name__}: {error}); "
+                "expected a complete, undamaged HDF5 file"
+            ) from error
 
         value = np.asarray(value)
         if self.matlab:

@@ -37,7 +37,8 @@ def check_file(path: str | os.PathLike) -> Path:
     if not path.exists():
         raise DataFileError(f"recording file not found: {path}")
     if not path.is_file():
-        raise DataFileError(f"recording path {path} is not a file")
+        found = "a directory" if path.is_dir() else "not a regular file"
+        raise DataFileError(f"recording path {path} is {found}; expected a recording file (NWB, MATLAB, HDF5 or NPZ)")
     return path
 
 
@@ -61,8 +62,12 @@ def _is_nwb(path: Path) -> bool:
         with h5py.File(path, "r") as file:
             # Every NWB 2 file stores its version as a root attribute and has these groups.
             return "nwb_version" in file.attrs or {"acquisition", "general"} <= set(file.keys())
-    except OSError:
-        return False
+    except (OSError, RuntimeError, KeyError) as error:
+        # A truncated or damaged file still starts with the signature, so report the damage rather than guess a format.
+        raise DataFileError(
+            f"could not open {path} as an HDF5 file ({type(error).__name__}: {error}); "
+            "expected a complete, undamaged HDF5 or NWB file"
+        ) from error
 
 
 def sniff_format(path: str | os.PathLike) -> str:

@@ -30,6 +30,9 @@ OPTIONS = {
     "hdf5": ("y", "ts", "dt", "u", "behaviour", "mask", "layout"),
 }
 
+# Options without a default, checked before the loader is called so that a missing one is a ConfigError.
+REQUIRED = {"npz": (), "nwb": ("bin_width",), "mat": ("y",), "hdf5": ("y",)}
+
 
 def detect_format(path: str | os.PathLike) -> str:
     """Return the format `load_recording` reads `path` as: "npz", "nwb", "mat" or "hdf5"."""
@@ -58,6 +61,13 @@ def load_recording(path: str | os.PathLike, format: str | None = None, **options
         format = detect_format(path)
     if format not in LOADERS:
         raise ConfigError(f"format is {format!r}; expected one of {list(FORMATS)}")
+
+    missing = [name for name in REQUIRED[format] if name not in options]
+    if missing:
+        raise ConfigError(
+            f"{format} files need the option {', '.join(missing)}, which is missing (options given: {sorted(options) or 'none'}); "
+            f"expected the required options: {', '.join(REQUIRED[format])}"
+        )
 
     unknown = sorted(set(options) - set(OPTIONS[format]))
     if unknown:

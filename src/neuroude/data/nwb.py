@@ -226,7 +226,7 @@ def _read_units(nwbfile, path: Path) -> tuple[list[np.ndarray], dict]:
     for index in range(len(units)):
         times = np.sort(np.asarray(units.get_unit_spike_times(index), dtype=np.float64))
         if not np.all(np.isfinite(times)):
-            raise DataError(f"unit {index} in the Units table of {path} has non-finite spike times")
+            raise DataError(f"unit {index} in the Units table of {path} has non-finite spike times; expected finite times in seconds")
         spike_times.append(times)
 
     info: dict[str, Any] = {"channel_names": [str(unit_id) for unit_id in units.id[:]]}
@@ -428,9 +428,17 @@ def _series_arrays(series, name: str, path: Path) -> tuple[np.ndarray, np.ndarra
     else:
         times = series.starting_time + np.arange(data.shape[0]) / series.rate
     if times.shape[0] != data.shape[0]:
-        raise DataError(f"TimeSeries {name!r} in {path} has {times.shape[0]} timestamps for {data.shape[0]} samples")
-    if np.any(np.diff(times) <= 0):
-        raise DataError(f"TimeSeries {name!r} in {path} has timestamps that do not strictly increase")
+        raise DataError(
+            f"TimeSeries {name!r} in {path} has {times.shape[0]} timestamps for {data.shape[0]} samples; "
+            "expected one timestamp per sample"
+        )
+    steps = np.diff(times)
+    if np.any(steps <= 0):
+        index = int(np.argmax(steps <= 0))
+        raise DataError(
+            f"TimeSeries {name!r} in {path} has timestamps that do not strictly increase: "
+            f"timestamps[{index + 1}] = {times[index + 1]:g} follows {times[index]:g}; expected strictly increasing times"
+        )
 
     bad = ~np.isfinite(data)
     if bad.any():
