@@ -15,6 +15,14 @@ from neuroude.cli import _parser
 from neuroude.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+# Tutorial pages after the first, each with the file it includes word for word and a line of that file.
+TUTORIAL_SCRIPTS = {
+    "tutorials/analysis-and-symbolic-recovery": ("examples/analyze_fitzhugh_nagumo.py", "def analytic_hopf_currents("),
+    "tutorials/control": ("examples/control_stuart_landau.py", "def free_amplitude("),
+    "tutorials/normative-task": ("examples/normative_flipflop.py", "task = partial(flip_flop, n_bins=n_bins"),
+    "tutorials/calcium-imaging": ("examples/calcium_imaging.py", "def calcium_traces("),
+    "tutorials/whole-brain-bold": ("examples/whole_brain_hcp.py", "def forecast_r2("),
+}
 
 
 def config_keys(section: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
@@ -51,7 +59,7 @@ def page_text(site: Path, page: str) -> str:
 
 
 def test_site_builds_every_page(site):
-    for page in ("", "concepts", "ude-recipe", "tutorials/spikes-with-stimulus", "run-report", "gpu-and-clusters", "configuration", "cli",
+    for page in ("", "concepts", "ude-recipe", "tutorials/spikes-with-stimulus", *TUTORIAL_SCRIPTS, "run-report", "gpu-and-clusters", "configuration", "cli",
                  "data-format", "api/workflow", "api/model", "api/data", "api/config", "api/dynamics",
                  "api/observation", "api/report"):
         assert (site / page / "index.html").is_file(), page
@@ -84,6 +92,20 @@ def test_tutorial_page_includes_script(site):
     script = (ROOT / "examples" / "fit_spikes_with_stimulus.py").read_text()
     assert "def make_config(drift: str, steps: int, small: bool, seed: int)" in script
     assert "def make_config(drift: str, steps: int, small: bool, seed: int)" in text
+
+
+@pytest.mark.parametrize("page", sorted(TUTORIAL_SCRIPTS))
+def test_tutorial_pages_include_scripts(site, page):
+    script, line = TUTORIAL_SCRIPTS[page]
+    text = page_text(site, page)
+    assert line in (ROOT / script).read_text()
+    assert line in text
+
+
+def test_whole_brain_page_includes_config(site):
+    text = page_text(site, "tutorials/whole-brain-bold")
+    assert "local: stuart_landau" in (ROOT / "configs" / "hcp-whole-brain.yaml").read_text()
+    assert "local: stuart_landau" in text
 
 
 def test_api_pages_render_docstrings(site):
