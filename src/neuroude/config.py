@@ -236,7 +236,8 @@ class ModelConfig(Section):
         state_size = MODELS[self.drift].state_size
         if state_size is not None and state_size != self.latent_size:
             raise ValueError(
-                f"model.latent_size is {self.latent_size}; the {self.drift} drift has {state_size} states"
+                f"model.latent_size is {self.latent_size}; the {self.drift} drift has {state_size} states, "
+                f"so set model.latent_size: {state_size}"
             )
         return self
 
@@ -455,7 +456,10 @@ def load_config(path: str | os.PathLike) -> RunConfig:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
-    config = parse_config(raw)
+    try:
+        config = parse_config(raw)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
     _resolve_data_path(config, path.parent)
     return config
 

@@ -19,7 +19,7 @@ from . import plots
 from .build import build_model, load_data
 from .config import RunConfig, dump_config, load_config
 from .distributed import initialize_distributed
-from .errors import DataFileError
+from .errors import ConfigError, DataFileError
 from .evaluate import evaluate, predict_recording
 from .model import LatentUDE
 from .observation import GaussianObservation, PoissonObservation
@@ -79,6 +79,34 @@ def _detach_log_file(handler: logging.Handler) -> None:
     handler.close()
 
 
+def _differing_keys(saved: dict, given: dict, prefix: str = "") -> list[str]:
+    """Return the dotted keys whose values differ between two configuration dictionaries."""
+    keys = []
+    for name in sorted(set(saved) | set(given)):
+        key = f"{prefix}{name}"
+        left, right = saved.get(name), given.get(name)
+        if isinstance(left, dict) and isinstance(right, dict):
+            keys.extend(_differing_keys(left, right, key + "."))
+        elif left != right:
+            keys.append(key)
+    return keys
+
+
+def _check_trial_length(recording, config: RunConfig) -> None:
+    """Raise ConfigError when the trials are too short for the bins the model reads or the scores skip."""
+    n_bins = recording.y.shape[1]
+    if config.model.n_init_bins > n_bins:
+        raise ConfigError(
+            f"model.n_init_bins is {config.model.n_init_bins}, but the trials have {n_bins} bins; expected at most "
+            f"{n_bins} bins read to infer the initial state"
+        )
+    if config.evaluation.skip_bins >= n_bins:
+        raise ConfigError(
+            f"evaluation.skip_bins is {config.evaluation.skip_bins}, but the trials have {n_bins} bins; expected "
+            f"fewer than {n_bins}, so that some bins of each held-out trial are scored"
+        )
+
+
 def _split(recording, config: RunConfig) -> dict[str, list[int]]:
     train, validation, test = recording.split(config.data.split, seed=config.seed)
     return {"train": train.tolist(), "validation": validation.tolist(), "test": test.tolist()}
@@ -110,8 +138,14 @@ def fit_run(
     run.check_writable(resume, overwrite)
     if resume:
         saved = load_config(run.config)
-        if saved.model_dump(exclude={"training": {"steps"}}) != config.model_dump(exclude={"training": {"steps"}}):
-            logger.warning("resuming with the configuration saved in %s, not the one given", run.config)
+        ignored = _differing_keys(saved.model_dump(mode="json"), config.model_dump(mode="json"))
+        if steps is not None:
+            ignored = [key for key in ignored if key != "training.steps"]
+        if ignored:
+            logger.warning(
+                "resuming with the configuration saved in %s; the given configuration differs in %s, which are "
+                "ignored (--steps sets a new number of training steps)", run.config, ", ".join(ignored),
+            )
         config = saved
     if steps is not None:
         config.training.steps = steps
@@ -120,6 +154,7 @@ def fit_run(
 
     # Data and model are checked before anything is written, so bad input leaves no half-made run folder.
     recording = load_data(config)
+    _check_trial_length(recording, config)
     split = _split(recording, config)
     model = _model_for(recording, config, split)
     check_run_settings(model, config)
