@@ -2,13 +2,13 @@
 
 import csv
 import json
+import subprocess
 import sys
 
 import pytest
 import yaml
 
 from conftest import tiny_config, tiny_recording
-from neuroude.cli import main
 from neuroude.config import dump_config
 from neuroude.data import save_npz
 from neuroude.errors import ConfigError
@@ -107,24 +107,25 @@ def test_missing_ray_names_extra(monkeypatch):
         import_ray()
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """A Ray instance on 2 local CPUs for this module's sweeps, shut down afterwards."""
-    ray = pytest.importorskip("ray", reason="sweeps need Ray, which the dev and sweep extras install")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-    assert not ray.is_initialized()
+def run_sweep_command(sweep_file, out):
+    """Run `neuroude sweep` in its own process; return its exit status, CSV rows and JSON rows.
 
-
-@pytest.fixture(scope="module")
-def first_sweep(local_ray, sweep_folder):
-    """Run the sweep once through the command line; return its exit status, CSV rows and JSON rows."""
-    out = sweep_folder / "out"
-    status = main(["sweep", str(sweep_folder / "sweep.yaml"), "--out", str(out), "--max-parallel", "2"])
+    The sweep starts its local Ray instance in that process, not in the test process, whose JAX
+    state and memory a Ray instance should not share.
+    """
+    pytest.importorskip("ray", reason="sweeps need Ray, which the dev and sweep extras install")
+    command = [sys.executable, "-m", "neuroude.cli", "sweep", str(sweep_file), "--out", str(out), "--max-parallel", "2"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert completed.returncode in (0, 1), completed.stderr[-4000:]
     with open(out / "sweep.csv", newline="") as stream:
         rows = list(csv.DictReader(stream))
-    return status, rows, json.loads((out / "sweep.json").read_text())["runs"]
+    return completed.returncode, rows, json.loads((out / "sweep.json").read_text())["runs"]
+
+
+@pytest.fixture(scope="module")
+def first_sweep(sweep_folder):
+    """Run the sweep once through the command line; return its exit status, CSV rows and JSON rows."""
+    return run_sweep_command(sweep_folder / "sweep.yaml", sweep_folder / "out")
 
 
 def test_sweep_fits_every_combination(first_sweep, sweep_folder):
@@ -161,7 +162,7 @@ def test_sweep_failed_fit_recorded(first_sweep):
 
 def test_sweep_rerun_skips_finished(first_sweep, sweep_folder):
     before = {row["name"]: row for row in first_sweep[2]}
-    rows = run_sweep(sweep_folder / "sweep.yaml", sweep_folder / "out")
+    _, _, rows = run_sweep_command(sweep_folder / "sweep.yaml", sweep_folder / "out")
     statuses = {row["name"]: row["status"] for row in rows}
     assert statuses == {"devices=1": "skipped", "devices=2": "failed"}
     for row in rows:
@@ -175,5 +176,6 @@ def test_sweep_changed_config_not_mixed(first_sweep, sweep_folder):
     changed["grid"]["training.devices"] = [1]
     path = write_yaml(sweep_folder / "changed.yaml", changed)
     rows = run_sweep(path, sweep_folder / "out")
+    # The folder check comes before Ray would start, so this runs in the test process.
     assert [row["status"] for row in rows] == ["failed"]
     assert "holds a fit of a different configuration" in rows[0]["error"]
