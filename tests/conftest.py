@@ -1,5 +1,6 @@
 """Shared fixtures: small models and recordings, so JAX compiles each shape once per session."""
 
+import gc
 import os
 from pathlib import Path
 
@@ -13,9 +14,22 @@ from neuroude.data import Recording
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-# Commands run in-process would turn on the persistent compilation cache for the rest of the session, and
-# two CI runs with it on aborted in native code late in the suite, so it stays off here. test_cache.py
-# turns it on in child processes of its own.
+
+@pytest.fixture(scope="module", autouse=True)
+def release_compiled_programs():
+    """Drop JAX's compiled programs after each test module.
+
+    A whole-suite process otherwise keeps every executable it compiled (over 6 GB resident by the end),
+    and CI runs crashed in XLA's compiler late in the suite, on tests that pass when run alone.
+    Modules share compilation through their own fixtures, so little is compiled twice.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
+
+
+# Commands run in-process would turn on the persistent compilation cache for the rest of the session and
+# write to the user's cache folder, so it stays off here. test_cache.py turns it on in child processes.
 os.environ["NEUROUDE_COMPILATION_CACHE"] = "off"
 
 
