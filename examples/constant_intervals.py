@@ -34,8 +34,8 @@ from test_recovery import INITIAL_CONSTANTS, N_SUBSTEPS, PROCESS_NOISE, TRUE_CON
 from neuroude.config import parse_config  # noqa: E402
 from neuroude.workflow import fit_run  # noqa: E402
 
-# The ranges of a, b and tau hold FitzHugh's (1961) values 0.7, 0.8 and 12.5. time_scale converts the model's
-# dimensionless time to seconds and has no published value, so its range holds the simulated 10 /s.
+# The ranges of a, b and tau contain FitzHugh's (1961) values 0.7, 0.8 and 12.5. time_scale converts the model's
+# dimensionless time to seconds and has no published value, so its range contains the simulated 10 /s.
 PRIOR_RANGES = {"a": [0.3, 1.2], "b": [0.4, 1.6], "tau": [5.0, 30.0], "time_scale": [3.0, 30.0]}
 
 

@@ -35,9 +35,9 @@ symbolic fit needed spurious cubic terms. The larger drive and noise used here s
 visited states over the plane.
 
 Measured on 2 CPU cores, with 600 steps and learning rate 0.03. The seed sets the simulation
-and the fits alike. Since each solver bin draws its Brownian increments from its own key, the
-fits follow a different noise path than when these settings were chosen, and with threshold
-0.05 seed 0 then kept a spurious v^2 term (-0.041) with its constant 14 % off. The symbolic fit
+and the fits alike. Each solver bin draws its Brownian increments from its own key, so the
+fits follow a different noise path than when these settings were chosen. With threshold 0.05,
+seed 0 then kept a spurious v^2 term (-0.041) with its constant 14 % off. The symbolic fit
 therefore uses threshold 0.1, with monomials of (v, w) up to degree 2:
 
 | quantity                                         | seed 0 (this test)    | seed 1                |

@@ -17,7 +17,7 @@ def gbm_fields(t, x, k, frac):
 
 
 def brownian_endpoint(key, n_steps):
-    # The one bin from 0 to T holds all n_steps solver steps.
+    # The one bin from 0 to T contains all n_steps solver steps.
     return jnp.sum(brownian_increments(key, jnp.arange(1), n_steps, 1, T / n_steps, jnp.float32))
 
 

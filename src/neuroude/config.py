@@ -26,7 +26,7 @@ class Section(BaseModel):
 
 
 class ReadConfig(Section):
-    """How a recording file is read: names inside it and trial handling (sources nwb, mat, hdf5)."""
+    """Reading options of a recording file: names inside it and trial handling (sources nwb, mat, hdf5)."""
 
     stimulus: list[str] = Field(
         default_factory=list, description="TimeSeries (nwb) or variables (mat, hdf5) that become the input u"

@@ -380,7 +380,7 @@ class ControlResult:
     `paths` (S, T, d) and `outputs` (S, T, p) are the controlled system's
     latent paths and outputs over S noise samples, and `target` (T, p) is the
     target (NaN where none).
-    `terms` holds the cost terms on those samples plus `tracking_rmse` (root
+    `terms` contains the cost terms on those samples plus `tracking_rmse` (root
     mean squared output error where a target is set) and
     `max_bound_violation` (how far the input leaves its bounds, 0 by
     construction). `history` is the optimiser's cost per iteration.

@@ -30,7 +30,7 @@ MODULE_OF_FIELD = {
 
 @dataclass(frozen=True)
 class Diagnosis:
-    """Where a non-finite value first appeared.
+    """Location of the first non-finite value.
 
     `trial` is the index within the batch, or None when the fault is in the
     parameters or the gradient. `time` is in seconds, or None when the faulty

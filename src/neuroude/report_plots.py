@@ -177,7 +177,7 @@ def plot_initial_states(mean: np.ndarray, std: np.ndarray, splits: list[str], pa
 def plot_diffusion(grid: dict, path) -> Path:
     """Plot the diagonal diffusion sigma_i over a grid of latents 1 and 2, with the mean paths on top.
 
-    `grid` holds `axes` (one or two 1-D coordinate arrays), `sigma`
+    `grid` contains `axes` (one or two 1-D coordinate arrays), `sigma`
     (grid shape + (panels,)) for the first latents, and `paths` (trials, time, latents).
     """
     coordinates = grid["axes"]

@@ -141,7 +141,7 @@ def load_checkpoint(path: str | os.PathLike, like) -> tuple[dict, object]:
     """Read a checkpoint written by `save_checkpoint`; `like` is a PyTree of the same structure.
 
     Raises DataFileError when the file is missing, not a checkpoint, altered
-    since it was written (its SHA-256 digest differs), or holds arrays of
+    since it was written (its SHA-256 digest differs), or contains arrays of
     another structure.
     """
     path = Path(path)

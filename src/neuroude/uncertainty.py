@@ -21,7 +21,7 @@ the physical value is the delta-method one, `|T'(r_hat)| s`.
 
 A prior from a published range `[low, high]` is `r ~ N(m, s^2)` with
 `m = (T^-1(low) + T^-1(high)) / 2` and `s = (T^-1(high) - T^-1(low)) / (2 z_0.975)`,
-so the range holds 95 % of the prior mass.
+so the range contains 95 % of the prior mass.
 """
 
 from __future__ import annotations

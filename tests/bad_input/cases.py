@@ -61,7 +61,7 @@ def run_cli(argv: list[str]) -> tuple[int, str]:
 
 
 def message_of(case: Case, tmp_path: Path) -> str:
-    """Run the case and return the message the user sees; fail unless the exact error type is raised."""
+    """Run the case and return the error message shown to the user; fail unless the exact error type is raised."""
     if isinstance(case.error, int):
         code, stderr = case.action(tmp_path)
         assert code == case.error, f"exit code {code}, expected {case.error}; stderr: {stderr}"
