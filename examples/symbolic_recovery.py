@@ -70,8 +70,8 @@ TRUE_EQUATION = "dw/dt = 0.56 + 0.8 v - 0.64 w"
 TRUE_RECOVERY_RATE = {"1": 0.56, "v": 0.8, "w": -0.64}
 
 
-def simulate(folder: Path, seed: int) -> Path:
-    """Simulate the FitzHugh-Nagumo recording and save it as `folder/fitzhugh_nagumo.npz`."""
+def simulate(folder: Path, seed: int) -> tuple[Path, dict]:
+    """Simulate the recording, save it as `folder/fitzhugh_nagumo.npz` and return its path and the true paths."""
     rng = np.random.default_rng(seed)
     drift = FitzHughNagumo(input_size=1, **TRUE_CONSTANTS)
     drift = eqx.tree_at(lambda module: module.input_gain, drift, jnp.array([INPUT_GAIN], jnp.float32))
@@ -82,13 +82,13 @@ def simulate(folder: Path, seed: int) -> Path:
     w0 = rng.uniform(-1.0, 2.0, N_TRIALS)
     readout = rng.normal(0.0, 0.6, size=(N_NEURONS, 2))
 
-    recording, _ = simulate_from_drift(
+    recording, truth = simulate_from_drift(
         drift, np.stack([v0, w0], axis=1), stimulus, BIN_WIDTH, N_SUBSTEPS, PROCESS_NOISE, readout,
         mean_count=1.0, seed=seed + 1,
     )
     path = folder / "fitzhugh_nagumo.npz"
     save_npz(recording, path)
-    return path
+    return path, truth
 
 
 def make_config(data_path: Path, kind: str, steps: int, seed: int):
@@ -111,21 +111,29 @@ def make_config(data_path: Path, kind: str, steps: int, seed: int):
     })
 
 
+def is_mirrored(drift) -> bool:
+    """Return whether a fit landed in the mirror image (v, w) -> (-v, 2 i_ext - w), which negates the input gain."""
+    return float(drift.mechanistic.input_gain[0]) < 0.0
+
+
+def to_stimulus_gauge(drift, states: np.ndarray, rates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map states (N, 2) of the fitted model and its recovery rates (N,) into the gauge with a positive input gain."""
+    if not is_mirrored(drift):
+        return states, rates
+    i_ext = float(drift.mechanistic.i_ext.value)
+    return np.stack([-states[:, 0], 2.0 * i_ext - states[:, 1]], axis=1), -rates
+
+
 def recover_recovery_rate(run):
     """Fit a sparse equation to time_scale * g on the posterior paths, in the gauge with a positive input gain."""
     drift = run.model.sde.drift
     states, inputs = posterior_states(run.model, run.recording, jax.random.PRNGKey(0), n_samples=2)
     samples = evaluate_learned_term(drift, states, inputs, ("v", "w"))
-    states = samples.inputs
     rates = float(drift.mechanistic.time_scale.value) * samples.outputs[:, 0]
+    states, rates = to_stimulus_gauge(drift, samples.inputs, rates)
 
-    mirrored = float(drift.mechanistic.input_gain[0]) < 0.0
-    if mirrored:
-        i_ext = float(drift.mechanistic.i_ext.value)
-        states = np.stack([-states[:, 0], 2.0 * i_ext - states[:, 1]], axis=1)
-        rates = -rates
     fit = fit_symbolic(states, rates, CandidateLibrary.polynomial(["v", "w"], 2), ["dw/dt"], threshold=0.1)
-    return fit, mirrored
+    return fit, is_mirrored(drift)
 
 
 def main() -> None:
@@ -139,7 +147,7 @@ def main() -> None:
         parser.error(f"--steps is {arguments.steps}; expected a positive integer")
 
     arguments.out.mkdir(parents=True, exist_ok=True)
-    data_path = simulate(arguments.out, arguments.seed)
+    data_path, _ = simulate(arguments.out, arguments.seed)
 
     scores = {}
     for kind in ("grey", "black"):

@@ -1,6 +1,7 @@
 """Shared fixtures: small models and recordings, so JAX compiles each shape once per session."""
 
 import gc
+import importlib.util
 import os
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import pytest
 from neuroude.build import build_model
 from neuroude.config import parse_config
 from neuroude.data import Recording
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -31,6 +34,14 @@ def release_compiled_programs():
 # Commands run in-process would turn on the persistent compilation cache for the rest of the session and
 # write to the user's cache folder, so it stays off here. test_cache.py turns it on in child processes.
 os.environ["NEUROUDE_COMPILATION_CACHE"] = "off"
+
+
+def load_example(name: str):
+    """Import `examples/NAME.py` as a module, so tests call the same code a user runs."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_config(**sections):

@@ -54,108 +54,42 @@ on another CPU, which change a 600-step fit slightly, do not flip it.
 
 import json
 
-import equinox as eqx
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy.ndimage import gaussian_filter1d
 
-from neuroude.analysis.symbolic import CandidateLibrary, evaluate_learned_term, fit_symbolic, posterior_states
-from neuroude.config import parse_config
-from neuroude.data import save_npz
-from neuroude.data.synthetic import simulate_from_drift
-from neuroude.dynamics.mechanistic.fitzhugh_nagumo import FitzHughNagumo
+from conftest import load_example
 from neuroude.workflow import fit_run, load_run
 
-TRUE_CONSTANTS = {"a": 0.7, "b": 0.8, "tau": 12.5, "time_scale": 10.0, "i_ext": 0.5}
-INITIAL_CONSTANTS = {"a": 0.56, "b": 1.0, "tau": 10.0, "time_scale": 12.0, "i_ext": 0.5}
-INPUT_GAIN = 1.0
-BIN_WIDTH = 0.1
-N_SUBSTEPS = 4
-N_TRIALS = 48
-N_BINS = 100
-N_NEURONS = 16
-PROCESS_NOISE = 0.2
+# The simulation, configs and mirror mapping are the example script's, so the test checks what users run.
+example = load_example("symbolic_recovery")
+TRUE_CONSTANTS = example.TRUE_CONSTANTS
+TRUE_RECOVERY_RATE = example.TRUE_RECOVERY_RATE
 STEPS = 600
 SEED = 0
 
 pytestmark = pytest.mark.slow
-
-# dw/dt = time_scale * (v + a - b w) / tau in 1/s, by term.
-TRUE_RECOVERY_RATE = {"1": 0.56, "v": 0.8, "w": -0.64}
 
 # The measured values in the module docstring plus a margin; the coefficient bound is the target itself.
 TOLERANCE_RELATIVE_RMSE = 0.15
 TOLERANCE_COEFFICIENT = 0.12
 
 
-def simulate(folder, seed):
-    rng = np.random.default_rng(seed)
-    drift = FitzHughNagumo(input_size=1, **TRUE_CONSTANTS)
-    drift = eqx.tree_at(lambda module: module.input_gain, drift, jnp.array([INPUT_GAIN], jnp.float32))
-    stimulus = gaussian_filter1d(rng.normal(size=(N_TRIALS, N_BINS)), 3.0, axis=1)
-    stimulus = (stimulus / stimulus.std())[:, :, None]
-    v0 = rng.uniform(-2.5, 2.5, N_TRIALS)
-    w0 = rng.uniform(-1.0, 2.0, N_TRIALS)
-    readout = rng.normal(0.0, 0.6, size=(N_NEURONS, 2))
-    recording, truth = simulate_from_drift(
-        drift, np.stack([v0, w0], axis=1), stimulus, BIN_WIDTH, N_SUBSTEPS, PROCESS_NOISE, readout,
-        mean_count=1.0, seed=seed + 1,
-    )
-    path = folder / "fitzhugh_nagumo.npz"
-    save_npz(recording, path)
-    return path, truth
-
-
-def make_config(data_path, kind, seed):
-    if kind == "grey":
-        drift = {"drift": "fitzhugh_nagumo", "closure": "recovery", "constants": INITIAL_CONSTANTS,
-                 "frozen_constants": ["i_ext"], "drift_width": 16}
-    else:
-        drift = {"drift": "mlp", "drift_width": 16, "drift_time_constant": 1.0 / TRUE_CONSTANTS["time_scale"]}
-    return parse_config({
-        "data": {"source": "npz", "path": str(data_path)},
-        "model": {"latent_size": 2, **drift, "encoder": "identity", "interpolation": "hold",
-                  "diffusion_scale": PROCESS_NOISE, "recognition_hidden": 16, "context_size": 8,
-                  "correction_width": 16},
-        "solver": {"method": "euler", "n_substeps": N_SUBSTEPS},
-        "training": {"steps": STEPS, "batch_size": 16, "learning_rate": 0.03, "weight_decay": 0.0,
-                     "kl_schedule": "constant", "warmup_steps": 20, "eval_every": 100, "patience": 100},
-        "evaluation": {"n_samples": 8, "skip_bins": 10, "glm_lags": 2},
-        "seed": seed,
-    })
-
-
-def is_mirrored(drift):
-    """Return whether a fit landed in the mirror image (v, w) -> (-v, 2 i_ext - w), which negates the input gain."""
-    return float(drift.mechanistic.input_gain[0]) < 0.0
-
-
-def to_stimulus_gauge(drift, states, rates):
-    """Map states (N, 2) of the fitted model and its recovery rates (N,) into the gauge with a positive input gain."""
-    if not is_mirrored(drift):
-        return states, rates
-    i_ext = float(drift.mechanistic.i_ext.value)
-    return np.stack([-states[:, 0], 2.0 * i_ext - states[:, 1]], axis=1), -rates
-
-
 def learned_rate_at(drift, true_states):
     """Return time_scale * g of the fitted closure at true states (N, 2), in the true model's coordinates."""
     # The mirror is its own inverse, so it also maps true states into the fitted model's coordinates.
-    model_states, _ = to_stimulus_gauge(drift, true_states, np.zeros(len(true_states)))
+    model_states, _ = example.to_stimulus_gauge(drift, true_states, np.zeros(len(true_states)))
     rates = float(drift.mechanistic.time_scale.value) * np.asarray(drift.closure_term(model_states))
-    _, rates = to_stimulus_gauge(drift, model_states, rates)
+    _, rates = example.to_stimulus_gauge(drift, model_states, rates)
     return rates
 
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     folder = tmp_path_factory.mktemp("recovery_greybox")
-    data_path, truth = simulate(folder, SEED)
+    data_path, truth = example.simulate(folder, SEED)
     scores = {}
     for kind in ("grey", "black"):
-        run = fit_run(make_config(data_path, kind, SEED), folder / kind, quiet=True)
+        run = fit_run(example.make_config(data_path, kind, STEPS, SEED), folder / kind, quiet=True)
         scores[kind] = json.loads(run.folder.metrics.read_text())["test"]["model"]["bits_per_spike"]
     # The last checkpoint, as in the white-box test: 8-sample validation scores are too noisy to pick a term by.
     grey = load_run(folder / "grey", "last")
@@ -188,14 +122,7 @@ def test_grey_box_beats_black_box(fitted):
 
 
 def test_symbolic_recovery_of_closure(fitted):
-    run = fitted["grey"]
-    drift = run.model.sde.drift
-    states, inputs = posterior_states(run.model, run.recording, jax.random.PRNGKey(0), n_samples=2)
-    samples = evaluate_learned_term(drift, states, inputs, ("v", "w"))
-    rates = float(drift.mechanistic.time_scale.value) * samples.outputs[:, 0]
-    states, rates = to_stimulus_gauge(drift, samples.inputs, rates)
-
-    fit = fit_symbolic(states, rates, CandidateLibrary.polynomial(["v", "w"], 2), ["dw/dt"], threshold=0.1)
+    fit, _ = example.recover_recovery_rate(fitted["grey"])
     active = fit.active_terms()
     assert set(active) == set(TRUE_RECOVERY_RATE), fit.equation()
     for name, true_value in TRUE_RECOVERY_RATE.items():

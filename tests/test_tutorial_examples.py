@@ -1,28 +1,18 @@
 """The tutorial scripts under examples/, run with small settings, checked on what they print and write."""
 
 import contextlib
-import importlib.util
 import io
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import load_example
 from neuroude.data import load_npz
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # FitzHugh-Nagumo rest state for a = 0.7, b = 0.8 and no current: v - v^3/3 - w = 0 with w = (v + a) / b.
 FHN_REST = [-1.19941, -0.62426]
-
-
-def load_example(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

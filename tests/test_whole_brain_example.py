@@ -1,6 +1,5 @@
 """examples/whole_brain_hcp.py end to end on a fake HCP folder: 2 subjects, 3 regions, 2 optimiser steps."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -8,6 +7,7 @@ import numpy as np
 import pytest
 import scipy.io
 
+from conftest import load_example
 from neuroude.config import dump_config, load_config
 from neuroude.data import load_hcp_connectivity
 
@@ -15,13 +15,6 @@ ROOT = Path(__file__).resolve().parents[1]
 N_FRAMES = 60
 N_REGIONS = 3
 WINDOW = 12
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location("whole_brain_hcp", ROOT / "examples" / "whole_brain_hcp.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_subject(folder: Path, subject: str, seed: int) -> None:
@@ -62,7 +55,7 @@ def example_run(tmp_path_factory):
     config_path.write_text(dump_config(config))
 
     out = tmp_path_factory.mktemp("out")
-    example = load_example()
+    example = load_example("whole_brain_hcp")
     result = example.main([
         "--hcp-folder", str(folder), "--regions", str(N_REGIONS), "--window", str(WINDOW), "--steps", "2",
         "--samples", "2", "--out", str(out), "--config", str(config_path),
