@@ -2,6 +2,7 @@
 
 import json
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,12 +19,18 @@ def _traces(n_trials=4, n_time=12, n_channels=3, seed=0):
     return np.random.default_rng(seed).normal(size=(n_trials, n_time, n_channels)).astype(np.float32)
 
 
+@eqx.filter_jit
+def _loss_terms(model, y, stimulus, mask, t0, bin_width):
+    return model.loss(y, stimulus, mask, t0, bin_width, jax.random.PRNGKey(3))[1]
+
+
 def _log_likelihood(model, recording):
+    """Return the ELBO's log-likelihood term of `recording` with a fixed key, through the solver."""
     mask = np.ones(recording.y.shape, bool) if recording.mask is None else recording.mask
     stimulus = jnp.zeros(recording.y.shape[:2] + (0,))
-    _, terms = model.loss(
-        jnp.asarray(recording.y), stimulus, jnp.asarray(mask, jnp.float32), float(recording.ts[0]),
-        float(recording.dt), jax.random.PRNGKey(3),
+    terms = _loss_terms(
+        model, jnp.asarray(recording.y), stimulus, jnp.asarray(mask, jnp.float32), float(recording.ts[0]),
+        float(recording.dt),
     )
     return float(terms["log_likelihood"])
 
@@ -118,25 +125,49 @@ def test_npz_unsorted_times_name_file_and_trial(tmp_path):
         load_npz(path)
 
 
-def test_tiny_fit_on_irregular_samples(tmp_path):
+@pytest.fixture(scope="module")
+def irregular_fit(tmp_path_factory):
+    """A two-step fit on irregular samples, with the log records it emitted."""
+    import logging
+
     from neuroude.workflow import fit_run
 
+    folder = tmp_path_factory.mktemp("irregular")
     rng = np.random.default_rng(2)
     n_trials, n_samples = 10, 9
     times = np.array([np.sort(rng.choice(16, n_samples, replace=False)) for _ in range(n_trials)]) * DT
     times = times + rng.uniform(-0.3, 0.3, times.shape) * DT
     times = np.clip(times, 0.0, 15 * DT)
     values = np.sin(2 * np.pi * times)[..., None] + 0.1 * rng.normal(size=(n_trials, n_samples, 2))
-    path = tmp_path / "irregular.npz"
+    path = folder / "irregular.npz"
     np.savez(path, y=values, sample_times=times, dt=DT, duration=15 * DT)
 
+    # The default split leaves 6 training trials, so a batch of 8 also exercises the batch-size warning.
     config = tiny_config(
         data={"source": "npz", "path": str(path)}, model={"observation": "gaussian"},
-        training={"steps": 2, "batch_size": 4},
+        training={"steps": 2, "batch_size": 8},
     )
-    run = fit_run(config, tmp_path / "run", quiet=True)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("neuroude")
+    logger.addHandler(handler)
+    try:
+        run = fit_run(config, folder / "run", quiet=True)
+    finally:
+        logger.removeHandler(handler)
+    metrics = json.loads((folder / "run" / "metrics.json").read_text())
+    return run, metrics, [record.getMessage() for record in records if record.levelno == logging.WARNING]
 
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert run.recording.y.shape == (n_trials, 16, 2)
+
+def test_tiny_fit_on_irregular_samples(irregular_fit):
+    run, metrics, _ = irregular_fit
+    assert run.recording.y.shape == (10, 16, 2)
     assert not run.recording.mask.all()
     assert np.isfinite(metrics["test"]["model"]["r_squared"])
+
+
+def test_batch_larger_than_training_set_warns(irregular_fit):
+    run, _, warnings = irregular_fit
+    assert len(run.split["train"]) == 6
+    assert any("training.batch_size is 8, larger than the 6 training trials" in message for message in warnings)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neuroude.data.formats import ZIP_SIGNATURES
 from neuroude.data.recording import TRIAL_INFO_KEY, Recording
 from neuroude.errors import ConfigError, DataError, DataFileError
 
@@ -33,6 +34,8 @@ NAME_KEYS = ("channel_names", "input_names", "behaviour_names")
 IRREGULAR_KEYS = ("sample_times", "t_start", "duration")
 CANONICAL_KEYS = {"ts", "dt", "u", "mask", *IRREGULAR_KEYS, METADATA_KEY, DESCRIPTION_KEY, *Y_KEYS, *BEHAVIOUR_KEYS, *NAME_KEYS}
 
+# numpy.save writes this magic string at the start of a .npy file.
+NPY_SIGNATURE = b"\x93NUMPY"
 # Errors numpy and zipfile raise on a file that is not a readable NPZ archive.
 # zipfile raises NotImplementedError when a damaged header names an unknown compression method.
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError, KeyError, NotImplementedError)
@@ -158,6 +161,7 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataFileError(f"recording path {path} is not a regular file; expected an NPZ file")
 
+    _check_archive_signature(path)
     try:
         loaded = np.load(path, allow_pickle=False)
     except PermissionError:
@@ -176,6 +180,25 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
             return {key: loaded[key] for key in loaded.files}
         except _READ_ERRORS as error:
             raise _unreadable(path, error) from error
+
+
+def _check_archive_signature(path: Path) -> None:
+    """Raise DataFileError when `path` starts like neither a ZIP archive nor a .npy array.
+
+    numpy.load reads any other file as a pickle and, with allow_pickle=False, blames pickled
+    data, which misleads for a text file or an empty file.
+    """
+    try:
+        with open(path, "rb") as file:
+            head = file.read(8)
+    except PermissionError:
+        raise DataFileError(f"recording file {path} could not be read: permission denied; expected a readable file") from None
+    if head[:4] in ZIP_SIGNATURES or head.startswith(NPY_SIGNATURE):
+        return
+    raise DataFileError(
+        f"{path} is not a valid NPZ (zip) archive: its first bytes are {head!r}, not the ZIP signature {ZIP_SIGNATURES[0]!r}; "
+        "expected a file written by numpy.savez or numpy.savez_compressed"
+    )
 
 
 def _unreadable(path: Path, error: Exception) -> DataFileError:
