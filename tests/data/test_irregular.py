@@ -171,3 +171,30 @@ def test_batch_larger_than_training_set_warns(irregular_fit):
     run, _, warnings = irregular_fit
     assert len(run.split["train"]) == 6
     assert any("training.batch_size is 8, larger than the 6 training trials" in message for message in warnings)
+
+
+def test_summary_counts_selected_samples():
+    times = [np.array([0.0, 0.013, 0.05]), np.array([0.01, 0.02])]
+    recording = Recording.from_irregular(times, [np.ones((3, 1)), np.ones((2, 1))], bin_width=0.01)
+
+    assert "5 samples placed on the grid, at most 0.003 s" in recording.summary()
+    assert "2 samples placed on the grid" in recording.select([1]).summary()
+
+
+def test_sample_mask_hides_missing_values():
+    values = np.array([[[1.0, np.nan], [2.0, 3.0]]])
+    sample_mask = np.array([[[True, False], [True, True]]])
+    recording = Recording.from_irregular(np.array([[0.0, 0.02]]), values, bin_width=0.01, sample_mask=sample_mask)
+
+    np.testing.assert_array_equal(recording.mask[0], [[True, False], [False, False], [True, True]])
+    np.testing.assert_array_equal(recording.y[0], [[1.0, 0.0], [0.0, 0.0], [2.0, 3.0]])
+    with pytest.raises(DataError, match=r"values of trial 0 are NaN or infinite at \(sample, channel\) \(0, 1\)"):
+        Recording.from_irregular(np.array([[0.0, 0.02]]), values, bin_width=0.01)
+
+
+def test_input_must_be_on_grid():
+    times, values = np.array([[0.0, 0.02]]), np.ones((1, 2, 1))
+    recording = Recording.from_irregular(times, values, bin_width=0.01, u=np.zeros((1, 3, 2)))
+    assert recording.u.shape == (1, 3, 2)
+    with pytest.raises(DataError, match=r"u has shape \(1, 2, 1\); expected the input on the solver grid, \(1, 3, inputs\)"):
+        Recording.from_irregular(times, values, bin_width=0.01, u=np.zeros((1, 2, 1)))

@@ -364,6 +364,13 @@ class Recording:
             f"  behaviour: {'none' if self.behaviour is None else f'{self.behaviour.shape[2]} channels'}",
             f"  mask: {'all observed' if self.mask is None else f'{self.mask.mean():.1%} observed'}",
         ]
+        if "sample_times" in self.metadata and self.mask is not None:
+            # Counted from the mask, so that a selection of trials reports its own samples.
+            n_samples = int(self.mask.any(axis=2).sum())
+            lines.append(
+                f"  samples at irregular times: {n_samples} samples placed on the grid, at most "
+                f"{self.metadata['sample_times']['largest_offset']:.3g} s from their recorded times"
+            )
         if "units" in self.metadata:
             lines.append(f"  units: {self.metadata['units']}")
         if "citation" in self.metadata:
