@@ -59,7 +59,7 @@ def fitted(tmp_path_factory):
 
 def test_metrics_have_behaviour_r_squared(fitted):
     _, metrics = fitted
-    scores = metrics["test"]["behaviour_r_squared"]
+    scores = metrics["behaviour_r_squared"]
 
     assert set(scores) == {"posterior", "prediction"}
     for path_kind in ("posterior", "prediction"):
@@ -80,4 +80,4 @@ def test_prediction_score_matches_head_on_prior_paths(fitted):
 
     skip = run.config.evaluation.skip_bins
     velocity = r_squared(score_window(test.behaviour[..., 1:], skip), score_window(expected[..., 1:], skip))
-    assert metrics["test"]["behaviour_r_squared"]["prediction"]["velocity"] == pytest.approx(velocity, rel=1e-4)
+    assert metrics["behaviour_r_squared"]["prediction"]["velocity"] == pytest.approx(velocity, rel=1e-4)

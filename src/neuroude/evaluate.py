@@ -148,7 +148,8 @@ def evaluate(model, recording, split: dict[str, list[int]], config: RunConfig, k
         key_posterior = jax.random.fold_in(key, 1)
         metrics["test"]["co_smoothing"] = co_smoothing_scores(model, train, validation, test, config, key_posterior)
     if model.behaviour is not None and test.behaviour is not None:
-        metrics["test"]["behaviour_r_squared"] = behaviour_scores(
+        # Top level, not under "test", whose entries the CLI and the report read as predictors of y.
+        metrics["behaviour_r_squared"] = behaviour_scores(
             model, test, test_prediction["paths"], skip, jax.random.fold_in(key, 2), config.evaluation.n_samples
         )
     return metrics, test_prediction
