@@ -103,6 +103,17 @@ CASES = [
          "metadata_json in", "is not valid JSON", "Expecting property name"),
     Case("metadata not object", load_saved(y=Y, ts=TS, metadata_json=json.dumps([1, 2])), DataError,
          "metadata_json in", "contains a list", "expected a JSON object"),
+    Case("sample times unsorted", load_saved(y=Y, dt=0.01, sample_times=np.tile([0.0, 0.01, 0.03, 0.02, 0.04], (4, 1))),
+         DataError, "sample_times of trial 0 is unsorted at index 3", "0.02 s does not come after 0.03 s",
+         "expected strictly increasing times", extra=("recording.npz",)),
+    Case("sample time NaN", load_saved(y=Y, dt=0.01, sample_times=np.tile([0.0, 0.01, np.nan, 0.03, 0.04], (4, 1))),
+         DataError, "sample_times of trial 0", "is nan at index 2", "expected finite times in seconds"),
+    Case("sample time after trial",
+         load_saved(y=Y, dt=0.01, duration=0.03, sample_times=np.tile([0.0, 0.01, 0.02, 0.03, 0.04], (4, 1))),
+         DataError, "sample_times of trial 0", "0.04 s at index 4, after the trial ends at 0.03 s",
+         "expected times inside the trial"),
+    Case("sample times with ts", load_saved(y=Y, ts=TS, sample_times=np.tile(TS, (4, 1))), DataError,
+         "has sample_times and the keys", "'ts'", "expected 'dt', the solver grid width, and no 'ts'"),
 ]
 
 
