@@ -236,7 +236,7 @@ def load_data(config: RunConfig):
     if data_config.source == "grasshopper":
         recording = load_grasshopper(bin_width=data_config.bin_width, trial_duration=data_config.trial_duration)
     elif data_config.source == "hcp":
-        recording = load_hcp_bold()
+        recording = load_hcp_bold(folder=data_config.path)
     else:
         options = config_options(data_config.source, data_config.bin_width, data_config.read.model_dump())
         recording = load_recording(data_config.path, format=data_config.source, **options)

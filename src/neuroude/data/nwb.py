@@ -17,6 +17,11 @@ trials table ("train", "val", "test") is kept in `metadata["trial_info"]["split"
 filter the trials, and a boolean `heldout` column of the Units table lists the held-out
 units in `metadata["heldout_units"]` (indices into the channels), with the rest in
 `metadata["heldin_units"]`.
+
+When the Units table has an `obs_intervals` column, each unit counts as recorded only inside
+its own intervals. A bin of a unit is observed only when it lies wholly inside one of that
+unit's intervals; the other bins are masked (`Recording.mask` False, y 0), so a unit that
+was lost or not yet isolated adds no zero counts to the likelihood.
 """
 
 from __future__ import annotations
@@ -87,12 +92,13 @@ def load_nwb(
 
     with open_nwb(path) as (io, nwbfile):
         spike_times, unit_info = _read_units(nwbfile, path)
+        obs_intervals = _read_obs_intervals(nwbfile.units, path)
         trials = _read_trials(nwbfile, path, spike_times, trial_duration)
         trials = _select_splits(trials, splits, path)
         trials, dropped = _align_trials(trials, align_to, align_window, path)
         n_bins, n_time = _trial_bins(trials, bin_width, trial_length, path)
 
-        y, mask = _bin_spikes(spike_times, trials["start_time"], n_bins, n_time, bin_width)
+        y, mask = _bin_spikes(spike_times, trials["start_time"], n_bins, n_time, bin_width, obs_intervals)
         u, input_names = _resample_series(nwbfile, stimulus, trials["start_time"], n_bins, n_time, bin_width, path)
         b, behaviour_names = _resample_series(nwbfile, behaviour, trials["start_time"], n_bins, n_time, bin_width, path)
 
@@ -221,7 +227,6 @@ def _read_units(nwbfile, path: Path) -> tuple[list[np.ndarray], dict]:
     if "spike_times" not in units.colnames:
         raise DataError(f"the Units table of {path} has the columns {list(units.colnames)}; expected 'spike_times'")
 
-    # NOTE: obs_intervals are not read, so bins outside a unit's observed intervals count as observed zeros.
     spike_times = []
     for index in range(len(units)):
         times = np.sort(np.asarray(units.get_unit_spike_times(index), dtype=np.float64))
@@ -235,6 +240,29 @@ def _read_units(nwbfile, path: Path) -> tuple[list[np.ndarray], dict]:
         info["heldout_units"] = [int(i) for i in np.flatnonzero(heldout)]
         info["heldin_units"] = [int(i) for i in np.flatnonzero(~heldout)]
     return spike_times, info
+
+
+def _read_obs_intervals(units, path: Path) -> list[np.ndarray] | None:
+    """Return each unit's observation intervals as an (intervals, 2) array, or None without the column."""
+    if "obs_intervals" not in units.colnames:
+        return None
+
+    intervals = []
+    for index in range(len(units)):
+        unit = np.asarray(units.get_unit_obs_intervals(index), dtype=np.float64).reshape(-1, 2)
+        if not np.all(np.isfinite(unit)):
+            raise DataError(
+                f"unit {index} in the Units table of {path} has non-finite obs_intervals; expected times in seconds"
+            )
+        reversed_rows = np.flatnonzero(unit[:, 1] <= unit[:, 0])
+        if reversed_rows.size:
+            start, stop = unit[reversed_rows[0]]
+            raise DataError(
+                f"unit {index} in the Units table of {path} has the obs_interval [{start}, {stop}], which ends before "
+                "it starts; expected start < stop"
+            )
+        intervals.append(unit)
+    return intervals
 
 
 def _read_trials(nwbfile, path: Path, spike_times: list[np.ndarray], trial_duration: float | None) -> dict:
@@ -340,9 +368,18 @@ def _trial_bins(trials: dict, bin_width: float, trial_length: str, path: Path) -
 
 
 def _bin_spikes(
-    spike_times: list[np.ndarray], starts: np.ndarray, n_bins: np.ndarray, n_time: int, bin_width: float
+    spike_times: list[np.ndarray],
+    starts: np.ndarray,
+    n_bins: np.ndarray,
+    n_time: int,
+    bin_width: float,
+    obs_intervals: list[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Count each unit's spikes in [start + i * bin_width, start + (i + 1) * bin_width)."""
+    """Count each unit's spikes in [start + i * bin_width, start + (i + 1) * bin_width).
+
+    The mask is False after a trial's last bin and, with `obs_intervals`, in the bins a unit's
+    intervals do not wholly cover.
+    """
     n_trials = starts.size
     valid = np.arange(n_time)[None, :] < n_bins[:, None]
 
@@ -351,12 +388,25 @@ def _bin_spikes(
     for unit, times in enumerate(spike_times):
         cumulative = np.searchsorted(times, edges, side="left")
         y[:, :, unit] = np.diff(cumulative, axis=1)
-    y[~valid] = 0.0
 
-    if valid.all():
-        return y, None
     mask = np.broadcast_to(valid[:, :, None], y.shape).copy()
+    if obs_intervals is not None:
+        for unit, intervals in enumerate(obs_intervals):
+            mask[:, :, unit] &= _covered_bins(edges, intervals, bin_width)
+    y[~mask] = 0.0
+
+    if mask.all():
+        return y, None
     return y, mask
+
+
+def _covered_bins(edges: np.ndarray, intervals: np.ndarray, bin_width: float) -> np.ndarray:
+    """Return (trials, bins) True where the bin between consecutive `edges` lies inside one of `intervals`."""
+    # A tolerance of a millionth of a bin, so that an interval ending exactly on a bin edge covers that bin.
+    slack = 1e-6 * bin_width
+    left, right = edges[:, :-1, None], edges[:, 1:, None]
+    inside = (intervals[:, 0] <= left + slack) & (right - slack <= intervals[:, 1])
+    return inside.any(axis=-1)
 
 
 def _resample_series(

@@ -177,6 +177,44 @@ class Recording:
         object.__setattr__(self, "mask", _validate_mask(self.mask, y.shape))
         object.__setattr__(self, "metadata", _validate_metadata(self.metadata, y.shape[0]))
 
+    @classmethod
+    def from_irregular(
+        cls,
+        times: Any,
+        values: Any,
+        bin_width: float,
+        t_start: float = 0.0,
+        duration: float | None = None,
+        sample_mask: Any = None,
+        u: Any = None,
+        metadata: dict | None = None,
+    ) -> Recording:
+        """Build a recording from samples taken at irregular times (jittered or dropped frames, irregular TR).
+
+        `times` (trials, samples) in seconds and `values` (trials, samples, channels), or
+        per-trial sequences when trials have different numbers of samples. Each sample goes
+        to the grid point `ts[k] = t_start + k * bin_width` nearest its time, and grid points
+        without a sample are masked out. The solver path is then evaluated at most
+        `bin_width / 2` from each sample's true time: for drift bounded by F and diffusion by
+        sigma, the error is at most `F * bin_width / 2` plus noise of standard deviation
+        at most `sigma * sqrt(bin_width / 2)`. `u`, when given, is already on that grid.
+        `metadata["sample_times"]` records `bin_width`, the largest offset and the sample count.
+
+        Raises DataError naming the trial and index for NaN, unsorted or out-of-trial times
+        and for two samples that fall on one grid point.
+        """
+        from neuroude.data.irregular import check_grid_input, grid_irregular_samples
+
+        grid = grid_irregular_samples(times, values, bin_width, t_start, duration, sample_mask)
+        check_grid_input(u, grid["y"].shape[0], grid["y"].shape[1])
+        metadata = dict(metadata or {})
+        metadata["sample_times"] = {
+            "bin_width": float(bin_width),
+            "largest_offset": grid["largest_offset"],
+            "n_samples": int(grid["mask"].any(axis=2).sum()),
+        }
+        return cls(y=grid["y"], ts=grid["ts"], u=u, mask=grid["mask"], metadata=metadata)
+
     @property
     def n_trials(self) -> int:
         return int(self.y.shape[0])
@@ -326,6 +364,13 @@ class Recording:
             f"  behaviour: {'none' if self.behaviour is None else f'{self.behaviour.shape[2]} channels'}",
             f"  mask: {'all observed' if self.mask is None else f'{self.mask.mean():.1%} observed'}",
         ]
+        if "sample_times" in self.metadata and self.mask is not None:
+            # Counted from the mask, so that a selection of trials reports its own samples.
+            n_samples = int(self.mask.any(axis=2).sum())
+            lines.append(
+                f"  samples at irregular times: {n_samples} samples placed on the grid, at most "
+                f"{self.metadata['sample_times']['largest_offset']:.3g} s from their recorded times"
+            )
         if "units" in self.metadata:
             lines.append(f"  units: {self.metadata['units']}")
         if "citation" in self.metadata:
