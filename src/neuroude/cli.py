@@ -226,6 +226,12 @@ def _print_metrics(metrics: dict) -> None:
         print(f"  {name:<50s} {score_text}")
     if "co_smoothing" in test:
         _print_co_smoothing(test["co_smoothing"])
+    for method in ("ridge", "behaviour_head"):
+        decoding = metrics.get("behaviour_decoding", {}).get(method)
+        if decoding is not None:
+            coverage = decoding["coverage"]
+            print(f"behaviour decoded by {method} on test trials: R^2 {decoding['r_squared']['mean']: .4f}, "
+                  f"50% interval coverage {coverage['0.5']:.2f}, 90% interval coverage {coverage['0.9']:.2f}")
 
 
 def _print_co_smoothing(scores: dict) -> None:

@@ -1,4 +1,7 @@
-"""`neuroude analyze` on a tiny fitted FitzHugh-Nagumo run, checked against the fitted constants."""
+"""`neuroude analyze` on a tiny fitted FitzHugh-Nagumo run, checked against the fitted constants.
+
+The run's recording has behaviour, so its metrics.json is also checked for behaviour decoding.
+"""
 
 import json
 import math
@@ -12,7 +15,8 @@ from conftest import tiny_config, tiny_recording
 from neuroude.analysis.fitted import encode_constant_input, prior_diffusion, prior_drift
 from neuroude.analysis.noise import stationary_spread
 from neuroude.cli import main
-from neuroude.data import save_npz
+from neuroude.data import Recording, save_npz
+from neuroude.decoding import CALIBRATION_LEVELS
 from neuroude.errors import ConfigError
 from neuroude.workflow import fit_run, load_run
 
@@ -23,10 +27,16 @@ CONTINUATION = (-1.0, 2.0)
 @pytest.fixture(scope="module")
 def fitted_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("analyze")
-    save_npz(tiny_recording(), folder / "recording.npz")
+    # The recording carries behaviour and the model a behaviour head, so that the same fit also checks the
+    # behaviour decoding written to metrics.json.
+    base = tiny_recording()
+    behaviour = np.cumsum(base.u, axis=1) * 0.2 + 0.05 * np.random.default_rng(3).normal(size=base.u.shape)
+    recording = Recording(y=base.y, ts=base.ts, u=base.u, behaviour=behaviour, metadata={"source": "test"})
+    save_npz(recording, folder / "recording.npz")
     config = tiny_config(
         data={"source": "npz", "path": str(folder / "recording.npz")},
-        model={"drift": "fitzhugh_nagumo", "constants": {"time_scale": 10.0}, "encoder": "identity"},
+        model={"drift": "fitzhugh_nagumo", "constants": {"time_scale": 10.0}, "encoder": "identity",
+               "behaviour": {"weight": 1.0}},
     )
     fit_run(config, folder / "run", quiet=True, steps=2)
     # The analysis reads the best checkpoint, so the expected values come from the same one.
@@ -135,3 +145,21 @@ def test_analyze_rejects_missing_run(tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "nothing")]) == 2
     assert "not found" in capsys.readouterr().err
 
+
+
+def test_fit_writes_behaviour_calibration(fitted_run):
+    root = fitted_run.folder.root
+    metrics = json.loads((root / "metrics.json").read_text())
+    decoding = metrics["behaviour_decoding"]
+    assert (root / "figures" / "behaviour_calibration.png").is_file()
+    for method in ("ridge", "behaviour_head"):
+        scores = decoding[method]
+        assert np.isfinite(scores["r_squared"]["mean"])
+        for level in ("0.5", "0.9"):
+            assert 0.0 <= scores["coverage"][level] <= 1.0
+            assert scores["mean_interval_width"][level] > 0.0
+        assert scores["calibration"]["nominal"] == list(CALIBRATION_LEVELS)
+        empirical = scores["calibration"]["empirical"]
+        assert all(0.0 <= value <= 1.0 for value in empirical)
+        # Nested intervals: a wider level can only contain more values.
+        assert all(a <= b for a, b in zip(empirical, empirical[1:]))
