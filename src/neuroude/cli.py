@@ -55,6 +55,15 @@ def _parser() -> argparse.ArgumentParser:
                               "(default: the recording's mean stimulus)")
     analyze.add_argument("--continuation", nargs=2, type=float, default=None, metavar=("LOW", "HIGH"),
                          help="follow the equilibria as the stimulus level (on every channel) goes from LOW to HIGH")
+    analyze.add_argument("--continuation-constant", nargs=3, default=None, metavar=("NAME", "LOW", "HIGH"),
+                         help="follow the equilibria as the drift's mechanistic constant NAME goes from LOW to HIGH, "
+                              "with folds and Hopf points; the stimulus is held at the first --input level")
+    analyze.add_argument("--regimes", nargs=6, default=None,
+                         metavar=("NAME1", "LOW1", "HIGH1", "NAME2", "LOW2", "HIGH2"),
+                         help="label equilibrium, oscillation or multistability on a grid of two parameters, each "
+                              "'input' (the stimulus level on every channel) or a mechanistic constant")
+    analyze.add_argument("--regime-points", type=int, default=10,
+                         help="grid points per parameter of --regimes (default 10)")
     analyze.add_argument("--starts", type=int, default=64, help="starting states of the fixed-point search (default 64)")
     analyze.add_argument("--seed", type=int, default=0, help="random seed of the starts and sample paths")
 
@@ -146,7 +155,16 @@ def _analyze(arguments) -> int:
             except ValueError:
                 raise ConfigError(f"--input level {text!r} is not a number or comma-separated numbers") from None
             levels.append(values[0] if len(values) == 1 else values)
-    result = analyze_run(arguments.run_dir, levels, arguments.continuation, arguments.starts, arguments.seed)
+    constant = None
+    if arguments.continuation_constant is not None:
+        name, low, high = arguments.continuation_constant
+        constant = (name, *_numbers("--continuation-constant", [low, high]))
+    regimes = None
+    if arguments.regimes is not None:
+        first, second = arguments.regimes[:3], arguments.regimes[3:]
+        regimes = (first[0], *_numbers("--regimes", first[1:]), second[0], *_numbers("--regimes", second[1:]))
+    result = analyze_run(arguments.run_dir, levels, arguments.continuation, arguments.starts, arguments.seed,
+                         constant, regimes, arguments.regime_points)
 
     for level in result["levels"]:
         kinds = [f"{point['kind']} ({point['stability']})" for point in level["points"]]
@@ -154,8 +172,24 @@ def _analyze(arguments) -> int:
     for branch in result.get("continuation", {}).get("branches", []):
         for point in branch["bifurcations"]:
             print(f"{point['kind']} at stimulus level {point['parameter']:.4g}")
+    constant = result.get("constant_continuation")
+    for branch in (constant or {}).get("branches", []):
+        for point in branch["bifurcations"]:
+            print(f"{point['kind']} at {constant['constant']} = {point['parameter']:.4g}")
+    if "regimes" in result:
+        found = sorted({label for row in result["regimes"]["labels"] for label in row})
+        print(f"regimes over {' and '.join(result['regimes']['parameters'])}: {', '.join(found)}")
     print(f"analysis: {Path(arguments.run_dir) / 'analysis.json'}")
     return 0
+
+
+def _numbers(option: str, texts: list[str]) -> list[float]:
+    from .errors import ConfigError
+
+    try:
+        return [float(text) for text in texts]
+    except ValueError:
+        raise ConfigError(f"{option} has bounds {texts}; expected two numbers, LOW and HIGH") from None
 
 
 def _data(arguments) -> int:
@@ -228,6 +262,12 @@ def _print_metrics(metrics: dict) -> None:
         _print_co_smoothing(test["co_smoothing"])
     if "behaviour_r_squared" in metrics:
         _print_behaviour(metrics["behaviour_r_squared"])
+    for method in ("ridge", "behaviour_head"):
+        decoding = metrics.get("behaviour_decoding", {}).get(method)
+        if decoding is not None:
+            coverage = decoding["coverage"]
+            print(f"behaviour decoded by {method} on test trials: R^2 {decoding['r_squared']['mean']: .4f}, "
+                  f"50% interval coverage {coverage['0.5']:.2f}, 90% interval coverage {coverage['0.9']:.2f}")
 
 
 def _print_behaviour(scores: dict) -> None:

@@ -22,8 +22,8 @@ iteration (a stochastic gradient of the expected cost).
   current state, optimises the next `horizon` bins, applies the first
   `control_interval` of them to the plant and simulates the plant with noise.
   The state estimate is the plant's true state (`TrueState`) or, for a fitted
-  `LatentUDE`, the recognition model's posterior over a window of recent
-  observations pushed forward to the present (`RecognitionEstimator`).
+  `LatentUDE`, its posterior at the present given every observation so far
+  (`RecognitionEstimator`).
 """
 
 from __future__ import annotations
@@ -500,39 +500,103 @@ class TrueState:
         return jnp.broadcast_to(jnp.asarray(history["states"][-1]), (n_samples, history["states"].shape[1]))
 
 
+ESTIMATOR_OBSERVATIONS = ("all", "window")
+
+
 class RecognitionEstimator:
     """State estimate of a fitted `LatentUDE` from the observations received so far.
 
-    The recognition model infers `q(x | y)` at the first bin of the last
-    `n_init_bins` observations. Samples of it are then integrated through the
-    prior SDE, with the inputs that were applied, up to the current bin. The
-    controller therefore waits `n_init_bins - 1` bins before its first plan.
+    With `observations="all"` (the default), the estimate is the model's
+    posterior at the current bin given every observation since the start of
+    control. The recognition model infers `q(x0 | y)` from the first
+    `n_init_bins` observations and a context from all of them, and samples of
+    the posterior SDE (prior drift plus the context-driven correction) are
+    integrated from `x0` with the inputs that were applied, up to the current
+    bin. The recognition model's context at bin k summarises the observations
+    from k to the present, so later observations correct the path.
 
-    NOTE: observations older than the last `n_init_bins` are not used, because the
-    recognition model infers the state only at the start of a window of that length.
+    With `observations="window"`, the recognition model reads only the last
+    `n_init_bins` observations. It infers the state at the first of them, and
+    samples of that state are pushed through the prior SDE to the current bin.
+    This costs a few bins per estimate instead of the whole history, but
+    ignores the older observations.
+
+    Either way, the controller waits `n_init_bins - 1` bins before its first plan.
+
+    NOTE: for an ODE model the posterior has no correction term, so "all" then only
+    uses the first `n_init_bins` observations, propagated through the fitted ODE.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, observations: str = "all"):
+        if observations not in ESTIMATOR_OBSERVATIONS:
+            raise ConfigError(f"observations is {observations!r}; expected one of {ESTIMATOR_OBSERVATIONS}")
         self.model = model
         self.system = ControlledSystem.from_model(model)
         self.bins_needed = model.recognition.n_init_bins
+        self.observations = observations
 
     def estimate(self, history: dict[str, np.ndarray], key, n_samples: int) -> jnp.ndarray:
-        window = self.bins_needed
-        y = jnp.asarray(history["observations"][-window:])
-        u = jnp.asarray(history["inputs"][-window:])
-        t0 = jnp.float32(history["ts"][-window])
+        if history.get("observations") is None:
+            raise ConfigError("the plant draws no observations, so the recognition model has nothing to read")
         bin_width = float(history["bin_width"])
-        return _estimate_from_window(self.model, self.system, y, u, t0, bin_width, key, n_samples)
+        if self.observations == "window":
+            window = self.bins_needed
+            y = jnp.asarray(history["observations"][-window:])
+            u = jnp.asarray(history["inputs"][-window:])
+            t0 = jnp.float32(history["ts"][-window])
+            return _estimate_from_window(self.model, self.system, y, u, t0, bin_width, key, n_samples)
+
+        y, u, n_observed = _right_aligned(history["observations"], history["inputs"], self.bins_needed)
+        t0 = jnp.float32(history["ts"][0])
+        return _estimate_from_prefix(self.model, y, u, jnp.int32(n_observed), t0, bin_width, key, n_samples)
+
+
+def _right_aligned(observations: np.ndarray, inputs: np.ndarray, min_bins: int) -> tuple[jnp.ndarray, jnp.ndarray, int]:
+    """Place the history at the end of a buffer whose length is the next power of two.
+
+    A few buffer lengths cover a whole control run, so the estimator compiles a
+    few times instead of once per planning bin. The padding in front is zero
+    observations and the first input. The recognition model reads the
+    observations backwards in time, so padding before the history does not
+    change its context over the history.
+    """
+    n_observed = observations.shape[0]
+    length = 1 << (max(n_observed, min_bins, 2) - 1).bit_length()
+    padding = length - n_observed
+    y = np.concatenate([np.zeros((padding, observations.shape[1]), np.float32), observations])
+    u = np.concatenate([np.repeat(inputs[:1], padding, axis=0), inputs])
+    return jnp.asarray(y, jnp.float32), jnp.asarray(u, jnp.float32), n_observed
 
 
 @eqx.filter_jit
 def _estimate_from_window(model, system, y, u, t0, bin_width, key, n_samples):
-    mean0, std0 = model.recognition.initial_state(y, model.encode(u))
+    mean0, std0 = model.recognition.initial_state(model.recognition_input(y), model.encode(u))
     key_x0, key_noise = jax.random.split(key)
     x0s = mean0 + std0 * jax.random.normal(key_x0, (n_samples, mean0.shape[0]))
     paths = _simulate_samples(system, x0s, u, t0, bin_width, key_noise)
     return paths[:, -1]
+
+
+@eqx.filter_jit
+def _estimate_from_prefix(model, y, u, n_observed, t0, bin_width, key, n_samples):
+    """Sample the posterior state at the last observed bin, given observations `y[-n_observed:]` of the buffer."""
+    length = y.shape[0]
+    offset = length - n_observed
+    drive = model.encode(u)
+    readable = model.recognition_input(y)
+
+    n_init = model.recognition.n_init_bins
+    mean0, std0 = model.recognition.initial_state(
+        jax.lax.dynamic_slice_in_dim(readable, offset, n_init), jax.lax.dynamic_slice_in_dim(drive, offset, n_init)
+    )
+    # Shift the history to the start of the buffer, so that the solver's bin k is history bin k. The padding
+    # then lies after the last observed bin, where the path is never read.
+    context = None
+    if not model.sde.is_ode:
+        context = jnp.roll(model.recognition.context(readable, drive), -offset, axis=0)
+    fields = model._fields(jnp.roll(drive, -offset, axis=0), context)
+    paths, _ = model._sample_paths(fields, mean0, std0, t0, bin_width, length, key, n_samples)
+    return paths[:, n_observed - 1]
 
 
 # -- receding-horizon control -----------------------------------------------------

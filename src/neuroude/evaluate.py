@@ -20,6 +20,7 @@ import numpy as np
 from .behaviour_score import behaviour_scores
 from .config import RunConfig
 from .cosmoothing import co_smoothing_scores, heldout_bits_per_spike, posterior_rates
+from .decoding import behaviour_decoding_scores
 from .metrics import bits_per_spike, heldout_channel_split, poisson_log_likelihood, r_squared, score_window
 
 logger = logging.getLogger("neuroude")
@@ -122,6 +123,10 @@ def _baseline_scores(train, validation, test, config: RunConfig) -> dict[str, di
 def evaluate(model, recording, split: dict[str, list[int]], config: RunConfig, key) -> tuple[dict, dict]:
     """Score the model on the validation and test trials beside the baselines.
 
+    When the recording has behaviour, `metrics["behaviour_decoding"]` holds the test
+    trials' behaviour decoded from posterior latent paths, with R^2 and interval
+    coverage (see `neuroude.decoding`). It sits outside `metrics["test"]`, whose
+    entries are predictors of the neural data.
     Returns the metrics dictionary written to `metrics.json` and the test predictions.
     """
     train = recording.select(split["train"])
@@ -144,6 +149,10 @@ def evaluate(model, recording, split: dict[str, list[int]], config: RunConfig, k
             **_baseline_scores(train, validation, test, config),
         },
     }
+    if test.behaviour is not None:
+        metrics["behaviour_decoding"] = behaviour_decoding_scores(
+            model, train, validation, test, skip, config.evaluation.n_samples, jax.random.fold_in(key, 2)
+        )
     if config.data.heldout_neurons is not None and observation == "poisson":
         key_posterior = jax.random.fold_in(key, 1)
         metrics["test"]["co_smoothing"] = co_smoothing_scores(model, train, validation, test, config, key_posterior)

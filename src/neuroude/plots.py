@@ -134,3 +134,25 @@ def plot_latents(paths: np.ndarray, ts: np.ndarray, path, trial_indices=None, ma
     axis_plane.set_title("latent plane (dot: inferred initial state x0)")
     figure.tight_layout()
     return _save(figure, path)
+
+
+def plot_calibration(decoding: dict, path) -> Path:
+    """Plot the empirical coverage of each decoder's central predictive intervals against their nominal level.
+
+    `decoding` is the `behaviour_decoding` record of `metrics.json`; a calibrated decoder lies on the diagonal.
+    """
+    figure, axis = plt.subplots(figsize=(4.5, 4.5))
+    axis.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--", label="calibrated")
+    for method in ("ridge", "behaviour_head"):
+        if method not in decoding:
+            continue
+        curve = decoding[method]["calibration"]
+        label = f"{method.replace('_', ' ')} (R^2 {decoding[method]['r_squared']['mean']:.2f})"
+        axis.plot(curve["nominal"], curve["empirical"], marker="o", ms=3, label=label)
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1)
+    axis.set_xlabel("nominal interval level")
+    axis.set_ylabel("fraction of test behaviour inside")
+    axis.set_title("calibration of decoded behaviour")
+    axis.legend(loc="upper left", fontsize=8)
+    return _save(figure, path)

@@ -208,6 +208,8 @@ def write_evaluation(run: RunFolder, model, recording, split, config: RunConfig,
     plots.plot_predictions(test, test_prediction, run.figures / "heldout_predictions.png",
                            config.evaluation.skip_bins, test_trials)
     plots.plot_latents(test_prediction["paths"], test.ts, run.figures / "latent_paths.png", test_trials)
+    if "behaviour_decoding" in metrics:
+        plots.plot_calibration(metrics["behaviour_decoding"], run.figures / "behaviour_calibration.png")
     return metrics
 
 

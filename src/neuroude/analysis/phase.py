@@ -221,3 +221,37 @@ def plot_branches(branches, path, state_index: int = 0, parameter_name: str = "p
     axis.set_title(title)
     axis.legend(fontsize=7)
     return _save(figure, path)
+
+
+REGIME_COLOURS = {
+    "equilibrium": "tab:blue", "oscillation": "tab:orange", "multistability": "tab:green",
+    "unbounded": "tab:red", "undetermined": "0.7",
+}
+
+
+def plot_regimes(regime_map, path, first_name: str = "p1", second_name: str = "p2", title: str = "") -> Path:
+    """Draw a regime map as coloured cells, the first parameter along x and the second along y."""
+    from matplotlib.colors import ListedColormap
+
+    names = list(REGIME_COLOURS)
+    codes = np.array([[names.index(label) for label in row] for row in regime_map.labels], float)
+    figure, axis = plt.subplots(figsize=(5.5, 4.0))
+    colours = ListedColormap([REGIME_COLOURS[name] for name in names])
+    axis.pcolormesh(_cell_edges(regime_map.first), _cell_edges(regime_map.second), codes.T, cmap=colours,
+                    vmin=-0.5, vmax=len(names) - 0.5)
+    present = [name for name in names if any(name in row for row in regime_map.labels)]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=REGIME_COLOURS[name]) for name in present]
+    axis.legend(handles, present, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    axis.set_xlabel(first_name)
+    axis.set_ylabel(second_name)
+    axis.set_title(title)
+    return _save(figure, path)
+
+
+def _cell_edges(centres: np.ndarray) -> np.ndarray:
+    """Return cell boundaries around grid centres, half a spacing beyond the first and last (width 1 for a single centre)."""
+    centres = np.asarray(centres, float)
+    if centres.size == 1:
+        return np.array([centres[0] - 0.5, centres[0] + 0.5])
+    middles = 0.5 * (centres[1:] + centres[:-1])
+    return np.concatenate([[2 * centres[0] - middles[0]], middles, [2 * centres[-1] - middles[-1]]])

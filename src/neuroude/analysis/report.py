@@ -2,7 +2,9 @@
 
 `analyze_run` is what `neuroude analyze` calls. It writes
 `figures/phase_portrait_<i>.png` for each input level,
-`figures/continuation.png` when a continuation range is given, and
+`figures/continuation.png` when a continuation range is given,
+`figures/continuation_constant.png` for a continuation over a mechanistic
+constant, `figures/regimes.png` for a two-parameter regime scan, and
 `analysis.json` with the numbers behind the figures.
 """
 
@@ -12,6 +14,7 @@ import logging
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ..errors import ConfigError
@@ -21,12 +24,16 @@ from .continuation import Branch, continue_equilibria
 from .fitted import encode_constant_input, input_level_family, prior_diffusion, prior_drift, visited_states
 from .fixed_points import find_fixed_points, visited_starts
 from .noise import simulate
-from .phase import default_projection, plot_branches, plot_phase_portrait
+from .parameters import ScalarFamily, axis_label, check_parameter_names, drift_constants, parameter_family
+from .phase import default_projection, plot_branches, plot_phase_portrait, plot_regimes
+from .regimes import scan_regimes
 
 logger = logging.getLogger("neuroude")
 
 N_SAMPLE_PATHS = 8
 MAX_BRANCHES = 4
+REGIME_STARTS = 8  # starting states per grid point of a regime scan
+REGIME_MAX_STEPS = 20000  # maximum simulation steps per start and grid point
 
 
 def _default_levels(recording) -> list[np.ndarray]:
@@ -71,11 +78,15 @@ def _continuation(run, visited, low: float, high: float, n_starts: int, key) -> 
     if recording.n_inputs == 0:
         raise ConfigError("the recording has no stimulus, so there is no input level to continue in; drop --continuation")
     direction = np.ones((recording.n_inputs,), np.float32)
-    u_low = encode_constant_input(model, low * direction, recording.n_inputs)
-    starts = visited_starts(visited, n_starts, key, jitter=0.5)
-    points = [point for point in find_fixed_points(prior_drift(model), u_low, starts) if point.kind == "fixed point"]
+    return _continue_family(input_level_family(model, direction), visited, low, high, n_starts, key)
 
-    family = input_level_family(model, direction)
+
+def _continue_family(family, visited, low: float, high: float, n_starts: int, key) -> list[Branch]:
+    """Follow each equilibrium of `family(x, p)` found at `p = low` up to `high`, skipping ones already on a branch."""
+    starts = visited_starts(visited, n_starts, key, jitter=0.5)
+    points = find_fixed_points(family, jnp.asarray(low, jnp.float32), starts)
+    points = [point for point in points if point.kind == "fixed point"]
+
     step = abs(high - low) / 50.0
     branches = []
     for point in points[:MAX_BRANCHES]:
@@ -86,6 +97,72 @@ def _continuation(run, visited, low: float, high: float, n_starts: int, key) -> 
         except ConfigError as error:
             logger.warning("continuation from %s failed: %s", point.state.tolist(), error)
     return branches
+
+
+def _base_stimulus(level, n_inputs: int) -> np.ndarray:
+    """Return the raw stimulus (n_inputs,) of an analysed level, a scalar being applied to every channel."""
+    stimulus = np.atleast_1d(np.asarray(level, np.float32))
+    return np.full((n_inputs,), float(stimulus[0]), np.float32) if stimulus.size == 1 else stimulus
+
+
+def _constant_continuation(run, visited, request, base_stimulus, n_starts: int, key) -> dict:
+    """Continue the equilibria over one mechanistic constant, the stimulus held at `base_stimulus`."""
+    name, low, high = request
+    family = ScalarFamily(parameter_family(run.model, [name], base_stimulus))
+    branches = _continue_family(family, visited, low, high, n_starts, key)
+    result = {
+        "constant": name,
+        "fitted_value": drift_constants(run.model)[name],
+        "range": [low, high],
+        "stimulus": base_stimulus.astype(float).tolist(),
+        "branches": [branch.to_dict() for branch in branches],
+    }
+    if branches:
+        figure = run.folder.figures / "continuation_constant.png"
+        plot_branches(branches, figure, 0, axis_label(name), f"equilibria against {axis_label(name)}")
+        result["figure"] = str(figure.relative_to(run.folder.root))
+    logger.info("continuation in %s: %d branches", name, len(branches))
+    return result
+
+
+def _regime_scan(run, visited, request, base_stimulus, n_points: int, key) -> dict:
+    """Label the regime of the prior drift on an `n_points` x `n_points` grid of two parameters."""
+    names = (request[0], request[3])
+    family = parameter_family(run.model, names, base_stimulus)
+    first = np.linspace(request[1], request[2], n_points)
+    second = np.linspace(request[4], request[5], n_points)
+    starts = visited_starts(visited, REGIME_STARTS, key, jitter=0.5)
+    centre = jnp.asarray([first[n_points // 2], second[n_points // 2]], jnp.float32)
+    solver_step = float(run.recording.dt) / run.model.n_substeps
+    dt, duration = _regime_timing(family, centre, starts, solver_step)
+    logger.info("regime scan over %s and %s: %d points, step %.3g s for %.3g s", *names, n_points**2, dt, duration)
+    regimes = scan_regimes(family, first, second, starts, dt, duration)
+
+    figure = run.folder.figures / "regimes.png"
+    plot_regimes(regimes, figure, axis_label(names[0]), axis_label(names[1]), "regimes of the prior drift")
+    return {
+        "parameters": list(names),
+        "stimulus": base_stimulus.astype(float).tolist(),
+        "integration": {"dt": dt, "duration": duration},
+        **regimes.to_dict(),
+        "figure": str(figure.relative_to(run.folder.root)),
+    }
+
+
+def _regime_timing(family, parameters, starts, solver_step: float) -> tuple[float, float]:
+    """Choose the scan's step and duration from the drift's Jacobian eigenvalues at the starts.
+
+    The step resolves the fastest rate (0.2 / max |lambda|, at most the model's solver step) and the duration
+    covers 50 time constants of the slowest nonzero rate, capped at `REGIME_MAX_STEPS` steps.
+    """
+    jacobians = jax.vmap(jax.jacfwd(lambda x: family(x, parameters)))(starts)
+    rates = np.abs(np.linalg.eigvals(np.asarray(jacobians, np.float64))).ravel()
+    rates = rates[np.isfinite(rates) & (rates > 1e-9)]
+    if rates.size == 0:
+        return solver_step, REGIME_MAX_STEPS * solver_step
+    dt = min(0.2 / float(rates.max()), solver_step)
+    duration = min(50.0 / float(rates.min()), REGIME_MAX_STEPS * dt)
+    return dt, max(duration, 3 * dt)
 
 
 def _on_branch(state: np.ndarray, branch: Branch, level: float) -> bool:
@@ -101,6 +178,9 @@ def analyze_run(
     continuation: tuple[float, float] | None = None,
     n_starts: int = 64,
     seed: int = 0,
+    constant_continuation: tuple[str, float, float] | None = None,
+    regimes: tuple[str, float, float, str, float, float] | None = None,
+    regime_points: int = 10,
 ) -> dict:
     """Analyse the prior dynamics of the fitted run at `path` and write `analysis.json` and figures there.
 
@@ -108,25 +188,33 @@ def analyze_run(
     channel) or one value per channel; by default the recording's mean
     stimulus. `continuation=(low, high)` follows the equilibria in the
     stimulus level from `low` to `high`, reporting folds and Hopf points.
+    `constant_continuation=(name, low, high)` does the same over a mechanistic
+    constant of the drift, and `regimes=(name1, low1, high1, name2, low2, high2)`
+    labels the regime (equilibrium, oscillation, multistability) on a
+    `regime_points` x `regime_points` grid of two parameters, each `input` or a
+    constant. Both hold the stimulus at the first of `levels`.
     Returns the content of `analysis.json`.
     """
-    if n_starts < 1:
-        raise ConfigError(f"n_starts is {n_starts}; expected an integer >= 1")
-    if continuation is not None and continuation[0] == continuation[1]:
-        raise ConfigError(f"the continuation range is {list(continuation)}; expected two different stimulus levels")
+    _check_requests(n_starts, continuation, constant_continuation, regimes, regime_points)
     run = load_run(path)
     model, recording = run.model, run.recording
     levels = _default_levels(recording) if not levels else levels
     for level in levels:
         encode_constant_input(model, level, recording.n_inputs)
+    requested = [request[0] for request in (constant_continuation,) if request] + [
+        regimes[index] for index in (0, 3) if regimes
+    ]
+    check_parameter_names(model, requested)
+    base_stimulus = _base_stimulus(levels[0], recording.n_inputs)
 
-    key_visited, key_levels, key_continuation = jax.random.split(jax.random.PRNGKey(seed), 3)
+    key_visited, key_levels, key_continuation, key_constant, key_regimes = jax.random.split(jax.random.PRNGKey(seed), 5)
     visited = visited_states(model, recording, key_visited)
     projection = default_projection(model.latent_size, visited) if model.latent_size >= 2 else None
     run.folder.figures.mkdir(parents=True, exist_ok=True)
     # Figures of an earlier analysis would otherwise sit beside an analysis.json that does not list them.
-    for stale in [*run.folder.figures.glob("phase_portrait_*.png"), run.folder.figures / "continuation.png"]:
-        stale.unlink(missing_ok=True)
+    stale = ["continuation.png", "continuation_constant.png", "regimes.png"]
+    for figure in [*run.folder.figures.glob("phase_portrait_*.png"), *(run.folder.figures / name for name in stale)]:
+        figure.unlink(missing_ok=True)
 
     keys = jax.random.split(key_levels, len(levels))
     result = {
@@ -144,7 +232,32 @@ def analyze_run(
             figure = run.folder.figures / "continuation.png"
             plot_branches(branches, figure, 0, "stimulus level", "equilibria against the stimulus level")
             result["continuation"]["figure"] = str(figure.relative_to(run.folder.root))
+    if constant_continuation is not None:
+        result["constant_continuation"] = _constant_continuation(
+            run, visited, constant_continuation, base_stimulus, n_starts, key_constant
+        )
+    if regimes is not None:
+        result["regimes"] = _regime_scan(run, visited, regimes, base_stimulus, regime_points, key_regimes)
 
     write_json(run.folder.root / "analysis.json", result)
     return result
 
+
+def _check_requests(n_starts: int, continuation, constant_continuation, regimes, regime_points: int) -> None:
+    """Raise ConfigError for settings that are wrong whatever the run, before it is loaded."""
+    if n_starts < 1:
+        raise ConfigError(f"n_starts is {n_starts}; expected an integer >= 1")
+    if continuation is not None and continuation[0] == continuation[1]:
+        raise ConfigError(f"the continuation range is {list(continuation)}; expected two different stimulus levels")
+    if constant_continuation is not None:
+        name, low, high = constant_continuation
+        if not (np.isfinite(low) and np.isfinite(high)) or low == high:
+            raise ConfigError(f"the range of {name!r} is [{low}, {high}]; expected two different finite values")
+    if regimes is not None:
+        for name, low, high in (regimes[:3], regimes[3:]):
+            if not (np.isfinite(low) and np.isfinite(high)) or low == high:
+                raise ConfigError(f"the regime range of {name!r} is [{low}, {high}]; expected two different finite values")
+        if regimes[0] == regimes[3]:
+            raise ConfigError(f"the regime scan names {regimes[0]!r} twice; expected two different parameters")
+        if regime_points < 2:
+            raise ConfigError(f"regime_points is {regime_points}; expected an integer >= 2 points per axis")
