@@ -17,7 +17,7 @@ Cases:
   tests/test_uncertainty.py (4 trials of 60 bins of 0.1 s, readout noise 0.3),
   a nonlinear model whose posterior is nearly Gaussian.
 
-    python examples/constant_posterior_coverage.py [--repeats N] [--steps N] [--case NAME]
+    python examples/constant_posterior_coverage.py [--repeats N] [--steps N] [--case NAME] [--full]
 
 Measured with the defaults (400 repeats per case, 1500 steps; 2 CPU cores shared with other jobs,
 about 35 s per case). The binomial standard error of a coverage of 0.95 is 0.011 here:
@@ -64,13 +64,16 @@ FITZHUGH_PRIORS = {"a": (0.2, 1.5), "b": (0.3, 2.0)}
 
 
 def trained_leaves(model, names):
-    """Filter that trains the raw values of the named drift constants and the posterior's log-stds."""
+    """Filter that trains the raw values of the named drift constants and the posterior's scale."""
     spec = jax.tree_util.tree_map(lambda _: False, model)
-    drift = lambda m: m.sde.drift  # noqa: E731
-    return eqx.tree_at(
-        lambda m: [getattr(drift(m), name).raw for name in names] + [m.constant_posterior.log_std],
-        spec, [True] * (len(names) + 1),
-    )
+
+    def trained(m):
+        leaves = [getattr(m.sde.drift, name).raw for name in names] + [m.constant_posterior.log_std]
+        if model.constant_posterior.lower is not None:
+            leaves.append(m.constant_posterior.lower)
+        return leaves
+
+    return eqx.tree_at(trained, spec, [True] * len(trained(spec)))
 
 
 def make_fit(model, names, n_trials, bin_width, steps):
@@ -94,16 +97,17 @@ def make_fit(model, names, n_trials, bin_width, steps):
     return fit
 
 
-def linear_data(repeats, level):
+def linear_data(repeats, level, full_covariance):
     stimulus = linear_case.stimulus_for(0, level)
     clean = linear_case.clean_paths(stimulus)
     data = jnp.stack([linear_case.simulate(seed, clean) for seed in range(1, repeats + 1)])
     truth = np.array([linear_case.TRUE_OFFSET, linear_case.TRUE_GAIN])
-    model = attach_constant_posterior(linear_case.linear_model(), linear_case.PRIORS, initial_std_fraction=0.2)
+    model = attach_constant_posterior(linear_case.linear_model(), linear_case.PRIORS, initial_std_fraction=0.2,
+                                      full_covariance=full_covariance)
     return model, ["offset", "gain"], data, stimulus, truth, linear_case.N_TRIALS, linear_case.BIN_WIDTH
 
 
-def fitzhugh_data(repeats):
+def fitzhugh_data(repeats, full_covariance):
     case = fitzhugh_case
     truth_model = case.known_model(case.TRUE_A, case.TRUE_B)
     stimulus = jnp.zeros((case.N_TRIALS, case.N_BINS, 0))
@@ -116,18 +120,18 @@ def fitzhugh_data(repeats):
     data = jnp.asarray(np.stack(data), jnp.float32)
     # The fit starts at the prior's centre, away from the truth.
     start = case.known_model(0.55, 0.78)
-    model = attach_constant_posterior(start, FITZHUGH_PRIORS, initial_std_fraction=0.2)
+    model = attach_constant_posterior(start, FITZHUGH_PRIORS, initial_std_fraction=0.2,
+                                      full_covariance=full_covariance)
     truth = np.asarray(raw_vector(truth_model), np.float64)
     return model, ["a", "b"], data, stimulus, truth, case.N_TRIALS, case.BIN_WIDTH
 
 
-def run_case(name, repeats, steps):
+def run_case(name, repeats, steps, full_covariance):
     if name == "fitzhugh-nagumo":
-        model, names, data, stimulus, truth, n_trials, bin_width = fitzhugh_data(repeats)
+        model, names, data, stimulus, truth, n_trials, bin_width = fitzhugh_data(repeats, full_covariance)
     else:
-        model, names, data, stimulus, truth, n_trials, bin_width = linear_data(
-            repeats, 0.3 if name == "linear-correlated" else 0.0
-        )
+        level = 0.3 if name == "linear-correlated" else 0.0
+        model, names, data, stimulus, truth, n_trials, bin_width = linear_data(repeats, level, full_covariance)
     fit = make_fit(model, names, n_trials, bin_width, steps)
     started = time.perf_counter()
     keys = jax.random.split(jax.random.PRNGKey(11), repeats)
@@ -140,7 +144,8 @@ def run_case(name, repeats, steps):
     for index, constant in enumerate(names):
         # The binomial standard error of a coverage near 0.95 with this many repeats.
         error = np.sqrt(0.95 * 0.05 / repeats)
-        print(f"{name:<18s} {constant:<8s}  coverage {hits[:, index].mean():.3f} (+- {error:.3f})  "
+        family = "full" if full_covariance else "mean-field"
+        print(f"{name:<18s} {family:<10s} {constant:<8s}  coverage {hits[:, index].mean():.3f} (+- {error:.3f})  "
               f"spread / mean posterior std {ratio[index]:.2f}")
     print(f"  {repeats} fits of {steps} steps in {seconds:.0f} s")
 
@@ -151,9 +156,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500, help="training steps per fit")
     parser.add_argument("--case", choices=["linear", "linear-correlated", "fitzhugh-nagumo"], action="append",
                         help="case to run (repeatable); all by default")
+    parser.add_argument("--full", action="store_true",
+                        help="fit the full-covariance posterior (variational_full) instead of the mean-field one")
     arguments = parser.parse_args()
     for name in arguments.case or ["linear", "linear-correlated", "fitzhugh-nagumo"]:
-        run_case(name, arguments.repeats, arguments.steps)
+        run_case(name, arguments.repeats, arguments.steps, arguments.full)
 
 
 if __name__ == "__main__":

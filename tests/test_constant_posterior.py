@@ -29,7 +29,6 @@ from neuroude.constant_posterior import (
     posterior_penalty,
     variational_intervals,
 )
-from neuroude.dynamics.mechanistic.fitzhugh_nagumo import FitzHughNagumo
 from neuroude.dynamics.parameters import Constant
 from neuroude.dynamics.sde import SDE
 from neuroude.errors import ConfigError
@@ -37,7 +36,7 @@ from neuroude.model import LatentUDE
 from neuroude.observation import GaussianObservation
 from neuroude.stimulus import make_encoder
 from neuroude.train import make_train_step
-from neuroude.uncertainty import constant_prior, negative_log_joint, raw_vector, with_raw_vector
+from neuroude.uncertainty import constant_prior, negative_log_joint, raw_vector
 from neuroude.workflow import fit_run
 
 DECAY = 0.5
@@ -126,20 +125,25 @@ def exact_posterior(y, stimulus):
 
 
 def constants_only(model):
-    """Filter that trains the constants' raw values and the posterior's log-stds, nothing else."""
+    """Filter that trains the constants' raw values and the posterior's scale, nothing else."""
     spec = jax.tree_util.tree_map(lambda _: False, model)
-    return eqx.tree_at(
-        lambda m: (m.sde.drift.offset.raw, m.sde.drift.gain.raw, m.constant_posterior.log_std), spec,
-        (True, True, True),
-    )
+
+    def trained(m):
+        leaves = [m.sde.drift.offset.raw, m.sde.drift.gain.raw, m.constant_posterior.log_std]
+        if model.constant_posterior.lower is not None:
+            leaves.append(m.constant_posterior.lower)
+        return leaves
+
+    return eqx.tree_at(trained, spec, [True] * len(trained(spec)))
 
 
 N_STEPS = 1500
 
 
-def make_fit():
-    """Return `fit(y, stimulus, key) -> (raw means, raw stds)`, which runs N_STEPS steps of the training step."""
-    model = attach_constant_posterior(linear_model(), PRIORS, initial_std_fraction=0.2)
+def make_fit(full_covariance=False):
+    """Return `fit(y, stimulus, key) -> (raw means, raw covariance)`, which runs N_STEPS steps of the training step."""
+    model = attach_constant_posterior(linear_model(), PRIORS, initial_std_fraction=0.2,
+                                      full_covariance=full_covariance)
     params, static = eqx.partition(model, constants_only(model))
     schedule = optax.cosine_decay_schedule(0.05, N_STEPS, alpha=0.01)
     optimizer = optax.adam(schedule)
@@ -154,7 +158,7 @@ def make_fit():
 
         (params_out, _), _ = jax.lax.scan(body, (params, optimizer.init(params)), jax.random.split(key, N_STEPS))
         fitted = eqx.combine(params_out, static)
-        return raw_vector(fitted), fitted.constant_posterior.std
+        return raw_vector(fitted), fitted.constant_posterior.covariance()
 
     return fit, model
 
@@ -172,8 +176,9 @@ def fits():
     data = [simulate(seed, clean_paths(stimulus)) for seed, stimulus in enumerate(stimuli)]
     fit, _ = make_fit()
     keys = jax.random.split(jax.random.PRNGKey(5), N_REPEATS + 1)
-    means, stds = jax.jit(jax.vmap(fit))(jnp.stack(data), jnp.stack(stimuli), keys)
-    return np.asarray(means, np.float64), np.asarray(stds, np.float64), data, stimuli
+    means, covariances = jax.jit(jax.vmap(fit))(jnp.stack(data), jnp.stack(stimuli), keys)
+    stds = np.sqrt(np.diagonal(np.asarray(covariances, np.float64), axis1=1, axis2=2))
+    return np.asarray(means, np.float64), stds, data, stimuli
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +216,22 @@ def test_mean_field_std_below_marginal(conjugate):
     marginal_std = np.sqrt(np.diag(np.linalg.inv(precision)))
     assert np.all(marginal_std > 1.3 / np.sqrt(np.diag(precision))), "the design expects correlated constants"
     assert np.all(std < marginal_std / 1.15), f"{std} against marginal {marginal_std}"
+
+
+def test_full_covariance_matches_exact(fits):
+    _, _, data, stimuli = fits
+    fit, _ = make_fit(full_covariance=True)
+    mean, covariance = jax.jit(fit)(data[0], stimuli[0], jax.random.PRNGKey(6))
+    mean, covariance = np.asarray(mean, np.float64), np.asarray(covariance, np.float64)
+    exact_mean, precision, _ = exact_posterior(data[0], stimuli[0])
+    exact_covariance = np.linalg.inv(precision)
+    marginal_std = np.sqrt(np.diag(exact_covariance))
+
+    assert np.all(np.abs(mean - exact_mean) < 0.1 * marginal_std), f"fit {mean}, exact {exact_mean}"
+    np.testing.assert_allclose(np.sqrt(np.diag(covariance)), marginal_std, rtol=0.1)
+    correlation = covariance[0, 1] / np.sqrt(covariance[0, 0] * covariance[1, 1])
+    exact_correlation = exact_covariance[0, 1] / (marginal_std[0] * marginal_std[1])
+    assert correlation == pytest.approx(exact_correlation, abs=0.05)
 
 
 # -- (b) coverage over repeated simulations ------------------------------------------------
@@ -298,13 +319,23 @@ def test_prior_is_aligned_with_constants(make_model):
     np.testing.assert_allclose(posterior.prior_mean, [by_name[name] for name in posterior.names], rtol=1e-6)
 
 
-def test_kl_is_gaussian_kl(make_model):
-    model = make_model(tiny_config(model=VARIATIONAL_MODEL))
+@pytest.mark.parametrize("posterior", ["variational", "variational_full"])
+def test_kl_is_gaussian_kl(make_model, posterior):
+    model = make_model(tiny_config(model=dict(VARIATIONAL_MODEL, constant_posterior=posterior)))
+    if posterior == "variational_full":
+        lower = jnp.array([[0.0, 0.0, 0.0], [0.03, 0.0, 0.0], [-0.02, 0.05, 0.0]])
+        model = eqx.tree_at(lambda m: m.constant_posterior.lower, model, lower)
     posterior = model.constant_posterior
     mean = np.asarray(raw_vector(model), np.float64)
-    std = np.asarray(posterior.std, np.float64)
+    covariance = np.asarray(posterior.covariance(), np.float64)
     prior_mean, prior_std = np.asarray(posterior.prior_mean), np.asarray(posterior.prior_std)
-    expected = np.sum(np.log(prior_std / std) + (std**2 + (mean - prior_mean) ** 2) / (2 * prior_std**2) - 0.5)
+
+    # KL(N(m, C) || N(mu, S)) = (tr(S^-1 C) + (mu - m)^T S^-1 (mu - m) - p + log det S - log det C) / 2
+    prior_covariance = np.diag(prior_std**2)
+    inverse = np.linalg.inv(prior_covariance)
+    delta = prior_mean - mean
+    expected = 0.5 * (np.trace(inverse @ covariance) + delta @ inverse @ delta - 3
+                      + np.linalg.slogdet(prior_covariance)[1] - np.linalg.slogdet(covariance)[1])
     assert float(posterior.kl(model)) == pytest.approx(expected, rel=1e-4)
 
 

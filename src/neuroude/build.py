@@ -216,8 +216,9 @@ def build_model(
         checkpoint_bins=config.solver.checkpoint_bins,
         behaviour=behaviour, behaviour_weight=model_config.behaviour.weight if behaviour is not None else 1.0,
     )
-    if model_config.constant_posterior == "variational":
-        model = attach_constant_posterior(model, model_config.constant_priors)
+    if model_config.constant_posterior != "point":
+        full_covariance = model_config.constant_posterior == "variational_full"
+        model = attach_constant_posterior(model, model_config.constant_priors, full_covariance=full_covariance)
     return model
 
 

@@ -175,9 +175,10 @@ class ModelConfig(Section):
         description="normal prior on a constant's raw value putting 95% of its mass in [low, high], by name; "
         "its -log density divided by the number of training trials is added to the loss",
     )
-    constant_posterior: Literal["point", "variational"] = Field(
+    constant_posterior: Literal["point", "variational", "variational_full"] = Field(
         "point", description="'point' fits one value per learnable constant; 'variational' fits a mean-field "
-        "Gaussian over their raw values jointly with the ELBO, and needs a prior in constant_priors for each"
+        "Gaussian over their raw values jointly with the ELBO, 'variational_full' one with a full covariance; "
+        "both need a prior in constant_priors for each constant"
     )
     diffusion: Literal["additive", "multiplicative", "network", "input_scaled", "none"] = Field(
         "additive", description="noise of the SDE: constant, proportional to the state, a network of the state, "
