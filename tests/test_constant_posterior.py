@@ -22,6 +22,7 @@ from scipy.stats import binom, norm
 
 from conftest import tiny_config, tiny_recording
 from neuroude.config import parse_config
+from neuroude.data import Recording
 from neuroude.constant_posterior import (
     attach_constant_posterior,
     point_model,
@@ -36,7 +37,7 @@ from neuroude.model import LatentUDE
 from neuroude.observation import GaussianObservation
 from neuroude.stimulus import make_encoder
 from neuroude.train import make_train_step
-from neuroude.uncertainty import constant_prior, negative_log_joint, raw_vector
+from neuroude.uncertainty import constant_prior, negative_log_joint, raw_vector, run_constant_intervals
 from neuroude.workflow import fit_run
 
 DECAY = 0.5
@@ -399,6 +400,23 @@ def test_fit_run_writes_variational_intervals(tmp_path):
     again = variational_intervals(reloaded.model).to_dict()["constants"]
     for name, entry in record["constants"].items():
         assert again[name]["raw_std"] == pytest.approx(entry["raw_std"], rel=1e-6), name
+
+
+def test_laplace_after_variational_fit(fits):
+    # Laplace intervals use the raw values as means, without draws, so on the linear model they are exact.
+    _, _, data, stimuli = fits
+    model = attach_constant_posterior(linear_model(0.3, 0.8), PRIORS)
+    recording = Recording(y=np.asarray(data[0]), ts=np.arange(N_BINS) * BIN_WIDTH, u=np.asarray(stimuli[0]),
+                          metadata={"source": "test"})
+    config = tiny_config(model={"constant_priors": PRIORS}, evaluation={"constant_intervals": "laplace"})
+    record = run_constant_intervals(model, recording, {"train": list(range(N_TRIALS))}, config)
+    exact_mean, precision, _ = exact_posterior(data[0], stimuli[0])
+    marginal_std = np.sqrt(np.diag(np.linalg.inv(precision)))
+
+    assert record["method"] == "laplace"
+    for index, name in enumerate(["offset", "gain"]):
+        assert record["constants"][name]["estimate"] == pytest.approx(exact_mean[index], abs=1e-3 * marginal_std[index])
+        assert record["constants"][name]["raw_std"] == pytest.approx(marginal_std[index], rel=1e-3)
 
 
 def test_variational_without_constants_is_rejected(tmp_path):

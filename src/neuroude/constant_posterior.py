@@ -1,4 +1,4 @@
-"""Mean-field Gaussian posterior over the mechanistic constants, fitted jointly with the rest of the ELBO.
+"""Gaussian posterior over the mechanistic constants, fitted jointly with the rest of the ELBO.
 
 The raw values `r` of the learnable constants (see `dynamics.parameters`) become
 a global latent variable shared by all trials:
@@ -54,8 +54,10 @@ from .uncertainty import ConstantIntervals, constant_prior, raw_entries, raw_vec
 POSTERIORS = ("point", "variational", "variational_full")
 
 # Initial posterior std of each raw value, as a fraction of its prior std. A small start keeps the first
-# steps close to a point fit. Adam moves log_std by about one learning rate per step, so with the default
-# schedule (1500 steps, peak 3e-3) the std can move about a factor of 10 either way from this start.
+# steps close to a point fit.
+# NOTE: Adam moves log_std by at most about one learning rate per step, and less with noisy gradients, so
+# the std settles more slowly than the means. The default schedule (1500 steps, peak 3e-3) may end before it
+# does; FitzHugh-Nagumo in examples/constant_posterior_coverage.py needed 5000 steps at 0.05.
 INITIAL_STD_FRACTION = 0.05
 
 # Gauss-Hermite nodes for the posterior mean of a transformed constant: exact for polynomials of degree 39.
