@@ -361,7 +361,7 @@ class EvaluationConfig(Section):
     constant_intervals: Literal["none", "laplace", "variational"] = Field(
         "none", description="intervals for the mechanistic constants in metrics.json: 'laplace' fits a Gaussian "
         "in raw space at the fitted values from the Hessian of the training objective; 'variational' reports "
-        "the posterior fitted with model.constant_posterior 'variational'"
+        "the posterior fitted with model.constant_posterior 'variational' or 'variational_full'"
     )
 
 

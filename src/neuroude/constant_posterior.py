@@ -51,8 +51,6 @@ from scipy.stats import norm
 from .errors import ConfigError
 from .uncertainty import ConstantIntervals, constant_prior, raw_entries, raw_vector, with_raw_vector
 
-POSTERIORS = ("point", "variational", "variational_full")
-
 # Initial posterior std of each raw value, as a fraction of its prior std. A small start keeps the first
 # steps close to a point fit.
 # NOTE: Adam moves log_std by at most about one learning rate per step, and less with noisy gradients, so
