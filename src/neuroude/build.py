@@ -7,6 +7,7 @@ import numpy as np
 from jaxtyping import PRNGKeyArray
 
 from .config import ModelConfig, RunConfig
+from .constant_posterior import attach_constant_posterior
 from .dynamics import (
     SDE,
     AdditiveDiffusion,
@@ -208,13 +209,17 @@ def build_model(
     # A key folded from `key`, so adding the head leaves every other module's initialisation unchanged.
     behaviour = _behaviour_head(model_config, n_behaviour, jax.random.fold_in(key, 6))
 
-    return LatentUDE(
+    model = LatentUDE(
         encoder, recognition, sde, observation, model_config.latent_size, model_config.context_size,
         model_config.correction_width, config.solver.method, config.solver.n_substeps, model_config.interpolation,
         config.solver.adjoint, config.solver.rtol, config.solver.atol, observed_states, heldin, key=keys[5],
         checkpoint_bins=config.solver.checkpoint_bins,
         behaviour=behaviour, behaviour_weight=model_config.behaviour.weight if behaviour is not None else 1.0,
     )
+    if model_config.constant_posterior != "point":
+        full_covariance = model_config.constant_posterior == "variational_full"
+        model = attach_constant_posterior(model, model_config.constant_priors, full_covariance=full_covariance)
+    return model
 
 
 def _heldin_channels(config: RunConfig, n_channels: int) -> tuple[int, ...] | None:

@@ -188,6 +188,11 @@ class ModelConfig(Section):
         description="normal prior on a constant's raw value putting 95% of its mass in [low, high], by name; "
         "its -log density divided by the number of training trials is added to the loss",
     )
+    constant_posterior: Literal["point", "variational", "variational_full"] = Field(
+        "point", description="'point' fits one value per learnable constant; 'variational' fits a mean-field "
+        "Gaussian over their raw values jointly with the ELBO, 'variational_full' one with a full covariance; "
+        "both need a prior in constant_priors for each constant"
+    )
     diffusion: Literal["additive", "multiplicative", "network", "input_scaled", "none"] = Field(
         "additive", description="noise of the SDE: constant, proportional to the state, a network of the state, "
         "scaled by the input, or 'none' for an ODE"
@@ -366,9 +371,10 @@ class EvaluationConfig(Section):
     n_samples: int = Field(32, ge=1, description="prior paths per trial for predictions")
     skip_bins: int = Field(10, ge=0, description="first bins of each held-out trial left out of every score")
     glm_lags: int = Field(20, ge=1, description="stimulus bins in the GLM baseline's history")
-    constant_intervals: Literal["none", "laplace"] = Field(
+    constant_intervals: Literal["none", "laplace", "variational"] = Field(
         "none", description="intervals for the mechanistic constants in metrics.json: 'laplace' fits a Gaussian "
-        "in raw space at the fitted values from the Hessian of the training objective"
+        "in raw space at the fitted values from the Hessian of the training objective; 'variational' reports "
+        "the posterior fitted with model.constant_posterior 'variational' or 'variational_full'"
     )
 
 

@@ -39,6 +39,7 @@ class LatentUDE(eqx.Module):
     correction: eqx.nn.MLP | None
     observation: eqx.Module
     behaviour: eqx.Module | None
+    constant_posterior: eqx.Module | None
     latent_size: int = eqx.field(static=True)
     behaviour_weight: float = eqx.field(static=True)
     method: str = eqx.field(static=True)
@@ -73,6 +74,7 @@ class LatentUDE(eqx.Module):
         checkpoint_bins: int = 0,
         behaviour: eqx.Module | None = None,
         behaviour_weight: float = 1.0,
+        constant_posterior: eqx.Module | None = None,
     ):
         check_method(method, sde.is_ode, adjoint)
         if interpolation not in INTERPOLATIONS:
@@ -91,6 +93,8 @@ class LatentUDE(eqx.Module):
         self.sde = sde
         self.observation = observation
         self.behaviour = behaviour
+        # A `ConstantPosterior` makes each trial's loss use its own draw of the mechanistic constants.
+        self.constant_posterior = constant_posterior
         self.behaviour_weight = float(behaviour_weight)
         self.latent_size = latent_size
         self.method = method
@@ -254,6 +258,8 @@ class LatentUDE(eqx.Module):
 
         `-E_q[log p(y | x)] + beta * (KL(q(x0 | y) || N(0, I)) + KL_path) + residual penalty`.
         With a behaviour head, `- w E_q[log p(behaviour | x)]` is added, with `w = behaviour_weight`.
+        With a constant posterior, each trial's terms use one draw of the constants from it
+        (the KL of the constants is added by the fitting loop; see `constant_posterior`).
 
         The terms are batch means, except `state_peak`, which stays (B, T).
         """
@@ -262,11 +268,17 @@ class LatentUDE(eqx.Module):
         if behaviour is None:
             behaviour = jnp.zeros(y.shape[:2] + (0,), y.dtype)
         keys = jax.random.split(key, y.shape[0])
-        terms = jax.vmap(
-            lambda yi, si, mi, ki, bi: self.trial_elbo_terms(
+
+        def one_trial(yi, si, mi, ki, bi):
+            model = self
+            if self.constant_posterior is not None:
+                ki, constants_key = jax.random.split(ki)
+                model = self.constant_posterior.draw(self, constants_key)
+            return model.trial_elbo_terms(
                 yi, si, mi, t0, bin_width, ki, n_samples, bi if self.behaviour is not None else None
             )
-        )(y, stimulus, mask, keys, behaviour)
+
+        terms = jax.vmap(one_trial)(y, stimulus, mask, keys, behaviour)
         state_peak = terms.pop("state_peak")
         terms = {name: jnp.mean(value) for name, value in terms.items()}
         kl = terms["kl_initial"] + terms["kl_path"]

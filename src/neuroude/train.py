@@ -27,6 +27,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .config import RunConfig, TrainingConfig
+from .constant_posterior import posterior_penalty
 from .diagnose import locate_nonfinite
 from .distributed import initialize_distributed
 from .dynamics.parameters import trainable_filter
@@ -283,6 +284,9 @@ def fit(
 
     prior = constant_prior(model, config.model.constant_priors)
     penalty = prior_penalty(prior, len(train_indices))
+    if model.constant_posterior is not None:
+        # The KL of the constants' posterior contains the prior term, so it replaces the prior penalty.
+        penalty = posterior_penalty(model, len(train_indices))
     train_step = make_train_step(static, optimizer, t0, bin_width, training.n_samples,
                                  max_state=config.solver.max_state, penalty=penalty)
     schedule = learning_rate_schedule(training)

@@ -44,7 +44,7 @@ from .solve import FIXED_STEP_METHODS
 
 logger = logging.getLogger("neuroude")
 
-INTERVAL_METHODS = ("none", "laplace")
+INTERVAL_METHODS = ("none", "laplace", "variational")
 
 # Quantile of the standard normal that leaves 2.5 % in each tail.
 Z_95 = float(norm.ppf(0.975))
@@ -478,8 +478,8 @@ def variational_from_objective(
     optimum is `m = c` and `s_j^2 = 1 / A_jj`. That is at most the Laplace
     variance `(A^-1)_jj`, because a mean-field family ignores correlations.
     """
-    # NOTE: this fits q after the point fit with the networks held fixed. It is not fitted jointly with the
-    # ELBO during training, and no config key selects it yet.
+    # This fits q after the point fit with the networks held fixed. `model.constant_posterior: variational`
+    # fits the same family jointly with the ELBO instead (see `constant_posterior`).
     if steps < 1 or n_draws < 1:
         raise ConfigError(f"steps is {steps} and n_draws is {n_draws}; expected both >= 1")
     initial_std = np.asarray(initial_std, np.float64)
@@ -521,7 +521,10 @@ def variational_from_objective(
 
 def check_run_settings(model, config) -> None:
     """Raise ConfigError before a fit when the priors or the interval method do not suit the model's drift."""
+    from .constant_posterior import check_posterior_settings
+
     constant_prior(model, config.model.constant_priors)
+    check_posterior_settings(config)
     if config.evaluation.constant_intervals == "laplace" and not learnable_constants(model):
         raise ConfigError(
             f"evaluation.constant_intervals is 'laplace', but the {config.model.drift!r} drift has no learnable "
@@ -532,11 +535,18 @@ def check_run_settings(model, config) -> None:
 def run_constant_intervals(model, recording, split, config) -> dict | None:
     """Return the `constants` record of `metrics.json` for the configured interval method, or None for 'none'.
 
-    Uses the training trials, `training.n_samples` paths per trial, 4 noise
-    keys drawn from `seed + 2` and the prior of `model.constant_priors`.
+    'variational' reports the posterior fitted with the model (see `constant_posterior`).
+    'laplace' uses the training trials, `training.n_samples` paths per trial, 4
+    noise keys drawn from `seed + 2` and the prior of `model.constant_priors`.
     """
+    from .constant_posterior import point_model, run_variational_intervals
+
     if config.evaluation.constant_intervals == "none":
         return None
+    if config.evaluation.constant_intervals == "variational":
+        return run_variational_intervals(model, split)
+    # Laplace works on the raw values as fitted, so a variational fit is summarised at its means.
+    model = point_model(model)
     prior = constant_prior(model, config.model.constant_priors)
     key = jax.random.PRNGKey(config.seed + 2)
     result = laplace_constants(model, recording, split["train"], key, prior, n_samples=config.training.n_samples)
