@@ -55,6 +55,7 @@ def test_classification_of_non_finite_hessian():
     ({"tolerance": 0.0}, "tolerance"),
     ({"level": 1.0}, "level"),
     ({"hessian": np.eye(3)}, "Hessian"),
+    ({"names": [], "estimate": np.ones(0), "slopes": np.ones(0), "hessian": np.zeros((0, 0))}, "no constants"),
 ])
 def test_classification_rejects_bad_arguments(arguments, message):
     values = {"names": ["x", "y"], "estimate": np.ones(2), "slopes": np.ones(2), "hessian": np.eye(2), **arguments}

@@ -119,6 +119,8 @@ def classify_constants(
         raise ConfigError(f"identifiability tolerance is {tolerance}; expected a fraction strictly between 0 and 1")
     if not 0.0 < level < 1.0:
         raise ConfigError(f"identifiability level is {level}; expected a probability strictly between 0 and 1")
+    if not names:
+        raise ConfigError("identifiability got no constants; expected the names of one or more learnable constants")
     estimate = np.asarray(estimate, np.float64)
     slopes = np.asarray(slopes, np.float64)
     hessian = np.asarray(hessian, np.float64)
