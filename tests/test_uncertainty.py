@@ -28,6 +28,7 @@ from neuroude.dynamics.mechanistic.fitzhugh_nagumo import FitzHughNagumo
 from neuroude.dynamics.parameters import Constant, trainable_filter
 from neuroude.dynamics.sde import SDE
 from neuroude.errors import ConfigError
+from neuroude.identifiability import STATUSES
 from neuroude.model import LatentUDE
 from neuroude.observation import GaussianObservation
 from neuroude.stimulus import make_encoder
@@ -302,6 +303,9 @@ def test_fit_run_writes_constant_intervals(tmp_path):
             assert entry["std"] is None, name
     if not record["identifiable"]:
         assert record["non_identifiable_directions"]
+    classes = record["identifiability"]["constants"]
+    assert sorted(classes) == ["a", "b", "tau"]
+    assert all(entry["status"] in STATUSES for entry in classes.values())
 
 
 def test_fit_run_rejects_intervals_without_constants(tmp_path):

@@ -250,7 +250,13 @@ def _constants_section(run: Run, figures: Path) -> Section | None:
     path = report_plots.plot_constants(rows, figures / "constants.png")
     caption = ("Published default, initial value (the config's, or the default) and fitted value of each constant "
                "of the mechanistic drift.")
-    return Section("Mechanistic constants", path, caption, _constants_table(rows))
+    identifiability = ((run.metrics or {}).get("constants") or {}).get("identifiability")
+    if identifiability:
+        caption += (" Identifiability comes from the Laplace Hessian in metrics.json: identifiable when the "
+                    f"{100 * identifiability['rule']['level']:g} % interval lies within "
+                    f"+-{100 * identifiability['rule']['tolerance']:g} % of the estimate, not identifiable when the "
+                    "constant moves along a flat direction or the interval spans more than +-100 %.")
+    return Section("Mechanistic constants", path, caption, _constants_table(rows, identifiability))
 
 
 # -- HTML ---------------------------------------------------------------------
@@ -282,11 +288,18 @@ def _number(value) -> str:
     return html.escape(str(value))
 
 
-def _constants_table(rows: list[dict]) -> str:
-    lines = ["<table><tr><th>constant</th><th>default</th><th>initial</th><th>fitted</th><th>learnable</th></tr>"]
+def _constants_table(rows: list[dict], identifiability: dict | None = None) -> str:
+    classes = (identifiability or {}).get("constants", {})
+    header = "<th>identifiability</th><th>relative std</th>" if classes else ""
+    lines = ["<table><tr><th>constant</th><th>default</th><th>initial</th><th>fitted</th><th>learnable</th>"
+             f"{header}</tr>"]
     for row in rows:
         cells = [row["name"], row["default"], *(_vector_text(row[key]) for key in ("initial", "fitted")),
                  "yes" if row["learnable"] else "no (frozen)"]
+        if classes:
+            # The Laplace names drop the grey-box wrapper's "mechanistic." prefix.
+            entry = classes.get(row["name"].removeprefix("mechanistic."))
+            cells += ["n/a", None] if entry is None else [entry["status"], entry["relative_std"]]
         lines.append("<tr>" + "".join(f"<td>{_number(cell)}</td>" for cell in cells) + "</tr>")
     return "\n".join(lines) + "</table>"
 

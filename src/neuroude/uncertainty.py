@@ -40,6 +40,7 @@ from scipy.stats import norm
 
 from .dynamics.parameters import Constant
 from .errors import ConfigError
+from .identifiability import IdentifiabilityReport, classify_constants
 from .solve import FIXED_STEP_METHODS
 
 logger = logging.getLogger("neuroude")
@@ -228,6 +229,7 @@ class ConstantIntervals:
     flat_directions: list[dict]
     fit_estimate: np.ndarray | None = None
     method: str = "laplace"
+    identifiability: IdentifiabilityReport | None = None
 
     @property
     def identifiable(self) -> bool:
@@ -255,6 +257,7 @@ class ConstantIntervals:
             "constants": constants,
             "raw_covariance": None if self.covariance is None else self.covariance.tolist(),
             "non_identifiable_directions": self.flat_directions,
+            "identifiability": None if self.identifiability is None else self.identifiability.to_dict(),
         }
 
 
@@ -269,7 +272,9 @@ def laplace_from_hessian(
     its eigenvector's loadings on the constants. Moving the raw values along
     such a direction changes the objective little or lowers it. Either the
     data do not determine that combination of constants, or the fit is not at
-    a minimum.
+    a minimum. In both cases `identifiability` classifies each constant as
+    identifiable, weakly identifiable or not identifiable by the rule of
+    `neuroude.identifiability`.
     """
     if not 0.0 < level < 1.0:
         raise ConfigError(f"interval level is {level}; expected a probability strictly between 0 and 1")
@@ -286,6 +291,8 @@ def laplace_from_hessian(
         names, [entry.constant.transform for entry in entries], raw_estimate, hessian, level,
         None, estimate, None, None, None, [],
     )
+    slopes = np.array([entry.slope(raw) for entry, raw in zip(entries, raw_estimate)])
+    result.identifiability = classify_constants(names, estimate, slopes, hessian, level=level)
     if not np.all(np.isfinite(hessian)):
         result.flat_directions = [{"eigenvalue": None, "loadings": {}, "reason": "the Hessian is not finite"}]
         return result
