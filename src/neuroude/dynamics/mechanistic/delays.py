@@ -14,17 +14,25 @@ duration. Delays are rounded to whole steps of `dt`, and the state before the
 start is taken to be constant at `x0` (the usual constant pre-history).
 The function is differentiable in the network's constants, the initial state
 and the input.
+
+Fitting uses the same ring buffer: `DelayLine` is the history state that
+`solve.solve_fixed_step` carries for a `BrainNetwork` built with `delays`.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ...errors import ConfigError
-from .network import BrainNetwork
+
+if TYPE_CHECKING:
+    from .network import BrainNetwork
 
 
 def conduction_delays(fibre_lengths, conduction_speed: float) -> np.ndarray:
@@ -57,14 +65,63 @@ def conduction_delays(fibre_lengths, conduction_speed: float) -> np.ndarray:
 
 def delay_steps(delays, dt: float, n_nodes: int) -> np.ndarray:
     """Return the delays rounded to whole solver steps of `dt` seconds, as an (N, N) integer matrix."""
+    matrix = check_delays(delays, n_nodes)
+    if not (np.isfinite(dt) and dt > 0):
+        raise ConfigError(f"dt is {dt}; expected a step > 0 in seconds")
+    return np.rint(matrix / dt).astype(np.int32)
+
+
+def check_delays(delays, n_nodes: int) -> np.ndarray:
+    """Return `delays` as a float64 (N, N) matrix in seconds, raising ConfigError unless all are finite and >= 0."""
     matrix = np.asarray(delays, dtype=np.float64)
     if matrix.shape != (n_nodes, n_nodes):
         raise ConfigError(f"delays have shape {matrix.shape}; expected ({n_nodes}, {n_nodes}), one per node pair")
     if not np.all(np.isfinite(matrix)) or np.any(matrix < 0):
         raise ConfigError("delays contain negative or non-finite entries; expected finite delays >= 0 in seconds")
-    if not (np.isfinite(dt) and dt > 0):
-        raise ConfigError(f"dt is {dt}; expected a step > 0 in seconds")
-    return np.rint(matrix / dt).astype(np.int32)
+    return matrix
+
+
+def history_length(max_delay: float, dt: float) -> int:
+    """Return the ring buffer length for delays up to `max_delay` seconds at steps of `dt`: the longest lag + 1."""
+    return int(np.rint(max_delay / dt)) + 1
+
+
+class DelayLine(eqx.Module):
+    """Ring buffer of the coupling variable of every node over the last `length` solver steps.
+
+    The history state is `(buffer, pointer)`: `buffer[pointer]` is the newest
+    value of each node and `buffer[(pointer - n) % length]` the value `n` steps
+    before. `read` returns the (N, N) matrix `x_j[v](t - D_ij)` seen by
+    receiver `i` from sender `j`, with `D_ij` rounded to `lags[i, j]` steps.
+    Before the start the history is the initial state held constant.
+    """
+
+    lags: Int[Array, "N N"]
+    length: int = eqx.field(static=True)
+    n_nodes: int = eqx.field(static=True)
+    local_state_size: int = eqx.field(static=True)
+    coupling_variable: int = eqx.field(static=True)
+
+    def sent(self, x: Float[Array, " d"]) -> Float[Array, " N"]:
+        """Return the coupling variable of every node in the flat state `x`."""
+        return x.reshape(self.n_nodes, self.local_state_size)[:, self.coupling_variable]
+
+    def initial(self, x0: Float[Array, " d"]) -> tuple[Float[Array, "L N"], Int[Array, ""]]:
+        """Return the history state with every past step equal to `x0`."""
+        buffer = jnp.broadcast_to(self.sent(x0), (self.length, self.n_nodes))
+        return buffer, jnp.zeros((), jnp.int32)
+
+    def push(self, state, x: Float[Array, " d"]):
+        """Return the history state after one more step that ended at `x`."""
+        buffer, pointer = state
+        pointer = (pointer + 1) % self.length
+        return buffer.at[pointer].set(self.sent(x)), pointer
+
+    def read(self, state) -> Float[Array, "N N"]:
+        """Return `past[i, j]`, the coupling variable of sender `j` as receiver `i` sees it now."""
+        buffer, pointer = state
+        senders = jnp.arange(self.n_nodes)[None, :]
+        return buffer[(pointer - self.lags) % self.length, senders]
 
 
 def _delayed_coupling(network: BrainNetwork, history, pointer, lags, current):
