@@ -360,7 +360,7 @@ class VectorFields(eqx.Module):
     context: Float[Array, "T c"] | None
 
     def __call__(self, t, x, k, frac, past=None):
-        # `past` holds the delayed states of a network with conduction delays (see `BrainNetwork.delayed`).
+        # `past` contains the delayed states of a network with conduction delays (see `BrainNetwork.delayed`).
         model = self.model
         u = input_at(self.drive, k, frac, model.interpolation)
         drift = model.sde.drift(t, x, u) if past is None else model.sde.drift.delayed(t, x, u, past)
