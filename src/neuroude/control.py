@@ -123,6 +123,7 @@ class ControlledSystem(eqx.Module):
         if input_size == 0:
             raise ConfigError("the model was fitted without a stimulus, so it has no input to control")
         # NOTE: models fitted with an adaptive ODE solver are controlled with Heun at n_substeps steps per bin.
+        # NOTE: a network fitted with conduction delays is controlled with instantaneous coupling (no history buffer).
         method = model.method if model.method in FIXED_STEP_METHODS else "heun"
         return cls(
             model.sde.drift,

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .dynamics.hybrid import ResidualDrift
+from .dynamics.mechanistic.network import BrainNetwork
 from .dynamics.sde import SDE
 from .errors import ConfigError
 from .segments import checkpointed_sum
@@ -77,6 +78,7 @@ class LatentUDE(eqx.Module):
         constant_posterior: eqx.Module | None = None,
     ):
         check_method(method, sde.is_ode, adjoint)
+        _check_delays(sde.drift, method)
         if interpolation not in INTERPOLATIONS:
             raise ConfigError(f"interpolation is {interpolation!r}; expected one of {INTERPOLATIONS}")
         if n_substeps < 1:
@@ -150,9 +152,15 @@ class LatentUDE(eqx.Module):
         if self.method in FIXED_STEP_METHODS:
             noise_key = None if self.sde.is_ode else key
             return solve_fixed_step(
-                fields, x0, t0, bin_width, n_bins, self.n_substeps, noise_key, self.method, self.checkpoint_bins
+                fields, x0, t0, bin_width, n_bins, self.n_substeps, noise_key, self.method, self.checkpoint_bins,
+                history=self._delay_line(bin_width / self.n_substeps),
             )
         return solve_adaptive(fields, x0, t0, bin_width, n_bins, self.method, self.adjoint, self.rtol, self.atol)
+
+    def _delay_line(self, step: float):
+        """Return the drift's history buffer for solver steps of `step` seconds, or None without delays."""
+        drift = self.sde.drift
+        return drift.delay_line(step) if isinstance(drift, BrainNetwork) else None
 
     def _sample_paths(self, fields, mean0, std0, t0: float, bin_width: float, n_bins: int, key, n_samples: int):
         """Draw `x0 ~ N(mean0, std0^2)` and integrate `fields` from it, `n_samples` times; return paths and path KLs."""
@@ -327,6 +335,21 @@ class LatentUDE(eqx.Module):
         return paths
 
 
+def _check_delays(drift, method: str) -> None:
+    """Raise ConfigError when a drift with conduction delays cannot be integrated as configured."""
+    wrapped = getattr(drift, "mechanistic", None)
+    if isinstance(wrapped, BrainNetwork) and wrapped.delays is not None:
+        raise ConfigError(
+            f"the network inside the {type(drift).__name__} drift has conduction delays, which only a plain "
+            "'network' drift supports; remove model.residual or model.network.fibre_lengths"
+        )
+    if isinstance(drift, BrainNetwork) and drift.delays is not None and method not in FIXED_STEP_METHODS:
+        raise ConfigError(
+            f"solver method {method!r} cannot integrate conduction delays, because adaptive solvers carry no "
+            f"history of past states; use one of {FIXED_STEP_METHODS} or remove model.network.fibre_lengths"
+        )
+
+
 def _check_observed_states(observed_states, latent_size: int) -> tuple[int, ...] | None:
     if observed_states is None:
         return None
@@ -348,10 +371,11 @@ class VectorFields(eqx.Module):
     drive: Float[Array, "T m"]
     context: Float[Array, "T c"] | None
 
-    def __call__(self, t, x, k, frac):
+    def __call__(self, t, x, k, frac, past=None):
+        # `past` contains the delayed states of a network with conduction delays (see `BrainNetwork.delayed`).
         model = self.model
         u = input_at(self.drive, k, frac, model.interpolation)
-        drift = model.sde.drift(t, x, u)
+        drift = model.sde.drift(t, x, u) if past is None else model.sde.drift.delayed(t, x, u, past)
         if model.sde.is_ode:
             return drift, jnp.zeros_like(x), jnp.zeros((), x.dtype)
 

@@ -9,6 +9,9 @@ which returns `(drift, diffusion, kl_rate)` at time `t` inside data bin `k`
 - `solve_fixed_step`: one `lax.scan` over all sub-steps with Brownian increments
   drawn once, accumulating the path KL as an extra state. Euler-Maruyama gives
   the Ito solution, Heun the Stratonovich one. The two agree for additive noise.
+- With a `history` (a delay line such as `DelayLine`), the fixed-step scan also
+  carries a ring buffer of past states, and `fields` takes a fifth argument,
+  the delayed states that `history.read` returns (delay differential equations).
 - `solve_adaptive`: diffrax adaptive solvers (Tsit5, Dopri5) and a stiff one
   (Kvaerno5) for ODEs, with the adjoint chosen by name.
 """
@@ -54,10 +57,16 @@ def solve_fixed_step(
     key: PRNGKeyArray | None,
     method: str = "euler",
     checkpoint_bins: int = 0,
+    history=None,
 ) -> tuple[Float[Array, "n_bins d"], Float[Array, ""]]:
     """Integrate from `x0` at `t0` to the end of `n_bins` bins; return the states at bin times and the path KL.
 
     `key=None` integrates without noise (an ODE, or the drift-only path).
+
+    `history` (None for an SDE without delays) has `initial(x0)`, `push(state, x)`
+    and `read(state)`. Its state is carried in the scan, so memory grows with
+    its length (the longest delay in steps), not with the number of steps, and
+    `fields(t, x, k, frac, history.read(state))` sees the delayed states.
 
     `checkpoint_bins > 0` cuts the path into segments of that many bins and
     recomputes each segment in the backward pass (`jax.checkpoint`), so reverse
@@ -105,13 +114,44 @@ def solve_fixed_step(
 
     body = euler_step if method == "euler" else heun_step
     carry0 = (x0, jnp.zeros((), x0.dtype))
+    if history is not None:
+        body = _delayed_step(fields, history, position, step, method)
+        carry0 = (*carry0, history.initial(x0))
     if checkpoint_bins:
         return _scan_checkpointed(body, carry0, key, step, n_steps, n_substeps, checkpoint_bins)
 
     increments = brownian_increments(key, jnp.arange(n_bins - 1), n_substeps, x0.shape[0], step, x0.dtype)
-    (_, path_kl), path = jax.lax.scan(body, carry0, (jnp.arange(n_steps), increments))
+    carry, path = jax.lax.scan(body, carry0, (jnp.arange(n_steps), increments))
     at_bins = path[n_substeps - 1 :: n_substeps]
-    return jnp.concatenate([x0[None], at_bins]), path_kl
+    return jnp.concatenate([x0[None], at_bins]), carry[1]
+
+
+def _delayed_step(fields: Callable, history, position: Callable, step: float, method: str) -> Callable:
+    """Return the scan body of Euler or Heun for a carry `(x, path KL, history state)`."""
+
+    def fields_at(i, x, state):
+        t, k, frac = position(i)
+        return fields(t, x, k, frac, history.read(state))
+
+    def euler_step(carry, inputs):
+        x, kl, state = carry
+        i, dw = inputs
+        drift, diffusion, kl_rate = fields_at(i, x, state)
+        x = x + drift * step + diffusion * dw
+        return (x, kl + kl_rate * step, history.push(state, x)), x
+
+    def heun_step(carry, inputs):
+        x, kl, state = carry
+        i, dw = inputs
+        drift, diffusion, kl_rate = fields_at(i, x, state)
+        predictor = x + drift * step + diffusion * dw
+
+        # The corrector reads a history whose newest entry is the predictor, as zero-lag senders need.
+        drift_next, diffusion_next, kl_rate_next = fields_at(i + 1, predictor, history.push(state, predictor))
+        x = x + 0.5 * (drift + drift_next) * step + 0.5 * (diffusion + diffusion_next) * dw
+        return (x, kl + 0.5 * (kl_rate + kl_rate_next) * step, history.push(state, x)), x
+
+    return euler_step if method == "euler" else heun_step
 
 
 def brownian_increments(
@@ -153,9 +193,9 @@ def _scan_checkpointed(body, carry0, key, step: float, n_steps: int, n_substeps:
         carry, states = jax.lax.scan(masked_step, carry, (steps, increments))
         return carry, states[n_substeps - 1 :: n_substeps]
 
-    (_, path_kl), at_bins = jax.lax.scan(run_segment, carry0, jnp.arange(n_segments))
+    carry, at_bins = jax.lax.scan(run_segment, carry0, jnp.arange(n_segments))
     at_bins = at_bins.reshape(-1, x0.shape[0])[: n_steps // n_substeps]
-    return jnp.concatenate([x0[None], at_bins]), path_kl
+    return jnp.concatenate([x0[None], at_bins]), carry[1]
 
 
 def _diffrax_solver(method: str):

@@ -145,3 +145,55 @@ def test_simulate_network_rejects_bad_shapes():
         simulate_network(network, jnp.zeros(2), 1e-3, 10, save_every=3)
     with pytest.raises(ConfigError, match=r"delays have shape \(3, 3\)"):
         simulate_network(network, jnp.zeros(2), 1e-3, 10, delays=np.zeros((3, 3)))
+
+
+def reference_simulation(network, x0, dt, n_steps, delays, noise_scale, key, save_every):
+    """The earlier simulator: one step at a time, a modulo ring buffer and one key per saved block."""
+    lags = jnp.asarray(delay_steps(delays, dt, network.n_nodes))
+    length = int(lags.max()) + 1
+    variable = network.coupling_variable
+    weights = network.connectivity.value
+    senders = jnp.arange(network.n_nodes)[None, :]
+
+    def step(carry, inputs):
+        x, history, pointer = carry
+        n, noise = inputs
+        current = network.node_states(x)[:, variable]
+        incoming = jnp.sum(weights * history[(pointer - lags) % length, senders], axis=1)
+        incoming = incoming - jnp.sum(weights, axis=1) * current
+        drifts = network.local_drifts(n * dt, x, jnp.zeros(0)).at[:, variable].add(
+            network.global_coupling.value * incoming
+        )
+        x = x + drifts.reshape(-1) * dt + noise_scale * noise
+        pointer = (pointer + 1) % length
+        return (x, history.at[pointer].set(network.node_states(x)[:, variable]), pointer), None
+
+    def block(carry, index):
+        noise = jax.random.normal(jax.random.fold_in(key, index), (save_every, network.state_size)) * jnp.sqrt(dt)
+        carry, _ = jax.lax.scan(step, carry, (index * save_every + jnp.arange(save_every), noise))
+        return carry, carry[0]
+
+    history0 = jnp.broadcast_to(network.node_states(x0)[:, variable], (length, network.n_nodes))
+    _, saved = jax.lax.scan(block, (x0, history0, jnp.zeros((), jnp.int32)), jnp.arange(n_steps // save_every))
+    return jnp.concatenate([x0[None], saved])
+
+
+@pytest.mark.parametrize("save_every", [1, 10])
+@pytest.mark.parametrize("delayed", [False, True])
+def test_chunked_simulation_matches_reference(save_every, delayed):
+    rng = np.random.default_rng(5)
+    connectivity = rng.uniform(0, 1, (4, 4))
+    np.fill_diagonal(connectivity, 0.0)
+    network = BrainNetwork(StuartLandau(0, mu=1.0, omega=40.0), connectivity, global_coupling=2.0)
+    x0 = jnp.asarray(rng.normal(size=network.state_size), jnp.float32)
+    # Lags of 0 to 7 steps. The reference reads its buffer even without delays (all lags 0).
+    delays = rng.integers(0, 8, (4, 4)) * 1e-3 if delayed else np.zeros((4, 4))
+    # 2400 steps are cut into 12 chunks of 200 steps, so the increments of several chunks are compared.
+    n_steps, key = 2400, jax.random.key(6)
+
+    fast = simulate_network(network, x0, 1e-3, n_steps, delays=delays if delayed else None, noise_scale=0.3,
+                            key=key, save_every=save_every)
+    reference = reference_simulation(network, x0, 1e-3, n_steps, delays, 0.3, key, save_every)
+    assert fast.shape == reference.shape == (n_steps // save_every + 1, 8)
+    np.testing.assert_allclose(fast, reference, rtol=1e-4, atol=1e-4)
+    assert float(jnp.std(fast[1:] - fast[:-1])) > 0.01

@@ -7,24 +7,32 @@ sender's past state:
     c_i(t) = sum_j C_ij (x_j[v](t - D_ij) - x_i[v](t))        (diffusive)
     c_i(t) = sum_j C_ij x_j[v](t - D_ij)                       (additive)
 
-`simulate_network` integrates this delay SDE with Euler-Maruyama in one
-`lax.scan`. A ring buffer stores the last `max_lag + 1` values of the coupling
-variable of every node, so memory grows with the longest delay, not with the
-duration. Delays are rounded to whole steps of `dt`, and the state before the
+`simulate_network` integrates this delay SDE with Euler-Maruyama in nested
+`lax.scan`s. A ring buffer stores the last `max_lag + 1` values of the coupling
+variable of every node (twice, see `_buffered_coupling`), so memory grows with
+the longest delay, not with the duration. Delays are rounded to whole steps of `dt`, and the state before the
 start is taken to be constant at `x0` (the usual constant pre-history).
 The function is differentiable in the network's constants, the initial state
 and the input.
+
+Fitting uses the same ring buffer: `DelayLine` is the history state that
+`solve.solve_fixed_step` carries for a `BrainNetwork` built with `delays`.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ...errors import ConfigError
-from .network import BrainNetwork
+
+if TYPE_CHECKING:
+    from .network import BrainNetwork
 
 
 def conduction_delays(fibre_lengths, conduction_speed: float) -> np.ndarray:
@@ -57,26 +65,115 @@ def conduction_delays(fibre_lengths, conduction_speed: float) -> np.ndarray:
 
 def delay_steps(delays, dt: float, n_nodes: int) -> np.ndarray:
     """Return the delays rounded to whole solver steps of `dt` seconds, as an (N, N) integer matrix."""
-    matrix = np.asarray(delays, dtype=np.float64)
-    if matrix.shape != (n_nodes, n_nodes):
-        raise ConfigError(f"delays have shape {matrix.shape}; expected ({n_nodes}, {n_nodes}), one per node pair")
-    if not np.all(np.isfinite(matrix)) or np.any(matrix < 0):
-        raise ConfigError("delays contain negative or non-finite entries; expected finite delays >= 0 in seconds")
+    matrix = check_delays(delays, n_nodes)
     if not (np.isfinite(dt) and dt > 0):
         raise ConfigError(f"dt is {dt}; expected a step > 0 in seconds")
     return np.rint(matrix / dt).astype(np.int32)
 
 
-def _delayed_coupling(network: BrainNetwork, history, pointer, lags, current):
-    """Return `G c_i` with each sender's coupling variable read `lags[i, j]` steps in the past."""
-    length = history.shape[0]
-    senders = jnp.arange(network.n_nodes)[None, :]
-    past = history[(pointer - lags) % length, senders]
+def check_delays(delays, n_nodes: int) -> np.ndarray:
+    """Return `delays` as a float64 (N, N) matrix in seconds, raising ConfigError unless all are finite and >= 0."""
+    matrix = np.asarray(delays, dtype=np.float64)
+    if matrix.shape != (n_nodes, n_nodes):
+        raise ConfigError(f"delays have shape {matrix.shape}; expected ({n_nodes}, {n_nodes}), one per node pair")
+    if not np.all(np.isfinite(matrix)) or np.any(matrix < 0):
+        raise ConfigError("delays contain negative or non-finite entries; expected finite delays >= 0 in seconds")
+    return matrix
+
+
+def history_length(max_delay: float, dt: float) -> int:
+    """Return the ring buffer length for delays up to `max_delay` seconds at steps of `dt`: the longest lag + 1."""
+    return int(np.rint(max_delay / dt)) + 1
+
+
+class DelayLine(eqx.Module):
+    """Ring buffer of the coupling variable of every node over the last `length` solver steps.
+
+    The history state is `(buffer, pointer)`: `buffer[pointer]` is the newest
+    value of each node and `buffer[(pointer - n) % length]` the value `n` steps
+    before. `read` returns the (N, N) matrix `x_j[v](t - D_ij)` seen by
+    receiver `i` from sender `j`, with `D_ij` rounded to `lags[i, j]` steps.
+    Before the start the history is the initial state held constant.
+    """
+
+    lags: Int[Array, "N N"]
+    length: int = eqx.field(static=True)
+    n_nodes: int = eqx.field(static=True)
+    local_state_size: int = eqx.field(static=True)
+    coupling_variable: int = eqx.field(static=True)
+
+    def sent(self, x: Float[Array, " d"]) -> Float[Array, " N"]:
+        """Return the coupling variable of every node in the flat state `x`."""
+        return x.reshape(self.n_nodes, self.local_state_size)[:, self.coupling_variable]
+
+    def initial(self, x0: Float[Array, " d"]) -> tuple[Float[Array, "L N"], Int[Array, ""]]:
+        """Return the history state with every past step equal to `x0`."""
+        buffer = jnp.broadcast_to(self.sent(x0), (self.length, self.n_nodes))
+        return buffer, jnp.zeros((), jnp.int32)
+
+    def push(self, state, x: Float[Array, " d"]):
+        """Return the history state after one more step that ended at `x`."""
+        buffer, pointer = state
+        pointer = (pointer + 1) % self.length
+        return buffer.at[pointer].set(self.sent(x)), pointer
+
+    def read(self, state) -> Float[Array, "N N"]:
+        """Return `past[i, j]`, the coupling variable of sender `j` that reaches receiver `i` at the current step."""
+        buffer, pointer = state
+        senders = jnp.arange(self.n_nodes)[None, :]
+        return buffer[(pointer - self.lags) % self.length, senders]
+
+
+# Steps per chunk of the outer scan: the Brownian increments of a chunk are drawn in one call.
+CHUNK_STEPS = 200
+
+
+def _blocks_per_chunk(n_blocks: int, save_every: int) -> int:
+    """Return the largest divisor of `n_blocks` whose blocks span at most CHUNK_STEPS steps (at least 1)."""
+    limit = max(1, CHUNK_STEPS // save_every)
+    return max(divisor for divisor in range(1, min(limit, n_blocks) + 1) if n_blocks % divisor == 0)
+
+
+def _instantaneous_coupling(network: BrainNetwork):
+    """Return `current -> G c` for coupling without delays, as one matrix-vector product."""
     weights = network.connectivity.value
-    incoming = jnp.sum(weights * past, axis=1)
     if network.coupling == "diffusive":
-        incoming = incoming - jnp.sum(weights, axis=1) * current
-    return network.global_coupling.value * incoming
+        # sum_j C_ij (x_j - x_i) = sum_j (C - diag(rowsum C))_ij x_j
+        weights = weights - jnp.diag(jnp.sum(weights, axis=1))
+    matrix = network.global_coupling.value * weights
+    return lambda current, history, pointer: matrix @ current
+
+
+def _buffered_coupling(network: BrainNetwork, lags: np.ndarray, length: int):
+    """Return `(current, history, pointer) -> G c` that reads each sender `lags[i, j]` steps in the past.
+
+    The history is a flat buffer of `2 * length` rows of N values, time-major,
+    and each step writes its row twice, at `pointer` and `pointer + length`.
+    Row `pointer + length - lag` is then the value `lag` steps ago for every
+    lag in [0, length - 1], so the read needs fixed offsets and no modulo.
+    """
+    n_nodes = network.n_nodes
+    offsets = jnp.asarray(((length - lags) * n_nodes + np.arange(n_nodes)[None, :]).reshape(-1), jnp.int32)
+    weights = network.connectivity.value
+    row_sums = jnp.sum(weights, axis=1)
+
+    def coupling(current, history, pointer):
+        past = history[offsets + pointer * n_nodes].reshape(n_nodes, n_nodes)
+        incoming = jnp.sum(weights * past, axis=1)
+        if network.coupling == "diffusive":
+            incoming = incoming - row_sums * current
+        return network.global_coupling.value * incoming
+
+    return coupling
+
+
+def _record(history, pointer, value, length: int):
+    """Return the history and pointer after writing `value`, the newest row, at both of its positions."""
+    n_nodes = value.shape[0]
+    pointer = (pointer + 1) % length
+    history = jax.lax.dynamic_update_slice(history, value, (pointer * n_nodes,))
+    history = jax.lax.dynamic_update_slice(history, value, ((pointer + length) * n_nodes,))
+    return history, pointer
 
 
 def simulate_network(
@@ -90,6 +187,7 @@ def simulate_network(
     noise_scale: float | Float[Array, " d"] = 0.0,
     key: PRNGKeyArray | None = None,
     save_every: int = 1,
+    unroll: int = 10,
 ) -> Float[Array, "n_saved d"]:
     """Integrate the network with additive noise by Euler-Maruyama; return the states every `save_every` steps.
 
@@ -98,6 +196,16 @@ def simulate_network(
     None). `noise_scale` is the additive diffusion, a scalar or one value per
     state, and needs `key` when non-zero. The output starts with `x0` and has
     `n_steps // save_every + 1` rows.
+
+    The increments of saved block `b` (steps `b * save_every` to
+    `(b + 1) * save_every - 1`) are `sqrt(dt)` times standard normals drawn
+    from `fold_in(key, b)`, so a run is reproducible from its key whatever the
+    chunking. The outer scan runs over chunks of up to `CHUNK_STEPS` steps and
+    draws a chunk's increments in one call, and the inner scan over steps is
+    unrolled `unroll` times. Without delays (or when every delay rounds to 0
+    steps) the coupling is one matrix-vector product with no history buffer.
+    NOTE: chunks must divide the run, so a number of saved blocks with no
+    divisor near `CHUNK_STEPS / save_every` (a large prime) gives short chunks, which run slower.
     """
     if n_steps < 1 or save_every < 1 or n_steps % save_every:
         raise ConfigError(
@@ -121,35 +229,43 @@ def simulate_network(
         raise ConfigError("noise_scale is non-zero but key is None; pass a jax.random key for the Brownian increments")
 
     variable = network.coupling_variable
-    history0 = jnp.broadcast_to(network.node_states(x0)[:, variable], (length, network.n_nodes))
-    lags = jnp.asarray(lags)
+    if length == 1:
+        coupling = _instantaneous_coupling(network)
+        history0 = jnp.zeros((0,), x0.dtype)
+    else:
+        coupling = _buffered_coupling(network, lags, length)
+        history0 = jnp.tile(network.node_states(x0)[:, variable], 2 * length)
 
     def step(carry, inputs):
         x, history, pointer = carry
         n, drive, noise = inputs
         current = network.node_states(x)[:, variable]
-        coupling = _delayed_coupling(network, history, pointer, lags, current)
-        drifts = network.local_drifts(n * dt, x, drive).at[:, network.target_variable].add(coupling)
+        drifts = network.local_drifts(n * dt, x, drive)
+        drifts = drifts.at[:, network.target_variable].add(coupling(current, history, pointer))
         x = x + drifts.reshape(-1) * dt + noise_scale * noise
-
-        pointer = (pointer + 1) % length
-        history = history.at[pointer].set(network.node_states(x)[:, variable])
-        return (x, history, pointer), None
-
-    def block(carry, block_inputs):
-        index, drives = block_inputs
-        if noisy:
-            # One key per saved block, so the increments never all sit in memory at once.
-            noise = jax.random.normal(jax.random.fold_in(key, index), (save_every, network.state_size), x0.dtype)
-            noise = noise * jnp.sqrt(dt)
-        else:
-            noise = jnp.zeros((save_every, network.state_size), x0.dtype)
-        steps = index * save_every + jnp.arange(save_every)
-        carry, _ = jax.lax.scan(step, carry, (steps, drives, noise))
-        return carry, carry[0]
+        if length > 1:
+            history, pointer = _record(history, pointer, network.node_states(x)[:, variable], length)
+        return (x, history, pointer), x
 
     n_blocks = n_steps // save_every
-    drives = u.reshape(n_blocks, save_every, input_size)
+    blocks = _blocks_per_chunk(n_blocks, save_every)
+    chunk_steps = blocks * save_every
+
+    def draw(block):
+        return jax.random.normal(jax.random.fold_in(key, block), (save_every, network.state_size), x0.dtype)
+
+    def chunk(carry, chunk_inputs):
+        index, drives = chunk_inputs
+        if noisy:
+            noise = jax.vmap(draw)(index * blocks + jnp.arange(blocks)).reshape(chunk_steps, -1) * jnp.sqrt(dt)
+        else:
+            noise = jnp.zeros((chunk_steps, network.state_size), x0.dtype)
+        steps = index * chunk_steps + jnp.arange(chunk_steps)
+        carry, states = jax.lax.scan(step, carry, (steps, drives, noise), unroll=min(unroll, chunk_steps))
+        return carry, states[save_every - 1 :: save_every]
+
+    n_chunks = n_blocks // blocks
+    drives = u.reshape(n_chunks, chunk_steps, input_size)
     carry0 = (x0, history0, jnp.zeros((), jnp.int32))
-    _, saved = jax.lax.scan(block, carry0, (jnp.arange(n_blocks), drives))
-    return jnp.concatenate([x0[None], saved])
+    _, saved = jax.lax.scan(chunk, carry0, (jnp.arange(n_chunks), drives))
+    return jnp.concatenate([x0[None], saved.reshape(-1, network.state_size)])

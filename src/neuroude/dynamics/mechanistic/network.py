@@ -13,6 +13,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ...errors import ConfigError
 from ..parameters import Constant
+from .delays import DelayLine, check_delays, history_length
 
 COUPLINGS = ("diffusive", "additive")
 
@@ -131,9 +132,14 @@ class BrainNetwork(eqx.Module):
     uncoupled network with `G` frozen at exactly 0, because the softplus
     parametrisation of a positive constant cannot reach 0.
 
-    Conduction delays (`x_j(t - D_ij)`) are simulated by `delays.simulate_network`.
-    NOTE: fitting uses instantaneous coupling, because the training solvers do
-    not carry a history buffer yet.
+    Conduction delays: with `delays` (an N x N matrix `D` in seconds, fixed
+    during fitting) the coupling reads each sender's past state,
+    `c_i = sum_j C_ij (x_j[v](t - D_ij) - x_i[v](t))` (or `sum_j C_ij x_j[v](t - D_ij)`).
+    The fixed-step solvers then carry the ring buffer that `delay_line(dt)`
+    describes and call `delayed` in place of `__call__`, with the delays
+    rounded to whole steps and the initial state held constant before the
+    start. `__call__` stays the instantaneous drift, which has the same
+    equilibria.
     """
 
     local: eqx.Module
@@ -149,6 +155,8 @@ class BrainNetwork(eqx.Module):
     input_size: int | None = eqx.field(static=True)
     state_size: int = eqx.field(static=True)
     observable: tuple[int, ...] = eqx.field(static=True)
+    delays: FixedMatrix | None
+    max_delay: float = eqx.field(static=True)
 
     def __init__(
         self,
@@ -162,6 +170,7 @@ class BrainNetwork(eqx.Module):
         *,
         target_variable: int | None = None,
         node_inputs: bool = False,
+        delays=None,
     ):
         matrix = check_connectivity(connectivity)
         n_nodes = matrix.shape[0]
@@ -223,6 +232,11 @@ class BrainNetwork(eqx.Module):
         self.input_size = n_nodes if node_inputs else local_inputs
         self.state_size = n_nodes * local_size
         self.observable = tuple(node * local_size + coupling_variable for node in range(n_nodes))
+        if delays is None:
+            self.delays, self.max_delay = None, 0.0
+        else:
+            delays = check_delays(delays, n_nodes)
+            self.delays, self.max_delay = FixedMatrix(delays), float(delays.max())
 
     @classmethod
     def from_registry(
@@ -239,6 +253,7 @@ class BrainNetwork(eqx.Module):
         heterogeneous: bool = False,
         target_variable: int | None = None,
         node_inputs: bool | None = None,
+        delays=None,
         **local_constants: float,
     ) -> BrainNetwork:
         """Build a network of the registered mechanistic model `name` with initial constants `local_constants`.
@@ -269,7 +284,7 @@ class BrainNetwork(eqx.Module):
         local = entry.cls(1 if node_inputs else input_size, frozen=local_frozen, **extra, **local_constants)
         return cls(
             local, connectivity, coupling_variable, coupling, global_coupling, frozen, heterogeneous,
-            target_variable=target_variable, node_inputs=node_inputs,
+            target_variable=target_variable, node_inputs=node_inputs, delays=delays,
         )
 
     def node_states(self, x: Float[Array, " d"]) -> Float[Array, "N s"]:
@@ -302,4 +317,26 @@ class BrainNetwork(eqx.Module):
     def __call__(self, t, x: Float[Array, " d"], u: Float[Array, " m"]) -> Float[Array, " d"]:
         drifts = self.local_drifts(t, x, u)
         drifts = drifts.at[:, self.target_variable].add(self.coupling_input(x))
+        return drifts.reshape(self.state_size)
+
+    def delay_line(self, dt: float) -> DelayLine | None:
+        """Return the history buffer for solver steps of `dt` seconds, or None when every delay rounds to 0 steps."""
+        if self.delays is None:
+            return None
+        length = history_length(self.max_delay, dt)
+        if length == 1:
+            return None
+        # Clipped because float32 rounding of the largest delay may differ from the float64 rounding of `length`.
+        lags = jnp.clip(jnp.rint(self.delays.value / dt), 0, length - 1).astype(jnp.int32)
+        return DelayLine(lags, length, self.n_nodes, self.local_state_size, self.coupling_variable)
+
+    def delayed(self, t, x: Float[Array, " d"], u: Float[Array, " m"], past: Float[Array, "N N"]) -> Float[Array, " d"]:
+        """Return the drift with delayed coupling, where `past[i, j]` is `x_j[v](t - D_ij)` (see `DelayLine.read`)."""
+        weights = self.connectivity.value
+        incoming = jnp.sum(weights * past, axis=1)
+        if self.coupling == "diffusive":
+            incoming = incoming - jnp.sum(weights, axis=1) * self.node_states(x)[:, self.coupling_variable]
+
+        drifts = self.local_drifts(t, x, u)
+        drifts = drifts.at[:, self.target_variable].add(self.global_coupling.value * incoming)
         return drifts.reshape(self.state_size)
