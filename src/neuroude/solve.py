@@ -77,6 +77,23 @@ def solve_fixed_step(
     if n_steps == 0:
         return x0[None], jnp.zeros((), x0.dtype)
 
+    body = fixed_step_body(fields, t0, step, n_bins, n_substeps, method)
+    carry0 = (x0, jnp.zeros((), x0.dtype))
+    if checkpoint_bins:
+        return _scan_checkpointed(body, carry0, key, step, n_steps, n_substeps, checkpoint_bins)
+
+    increments = brownian_increments(key, jnp.arange(n_bins - 1), n_substeps, x0.shape[0], step, x0.dtype)
+    (_, path_kl), path = jax.lax.scan(body, carry0, (jnp.arange(n_steps), increments))
+    at_bins = path[n_substeps - 1 :: n_substeps]
+    return jnp.concatenate([x0[None], at_bins]), path_kl
+
+
+def fixed_step_body(fields: Fields, t0: float, step: float, n_bins: int, n_substeps: int, method: str) -> Callable:
+    """Return the scan body of one fixed solver step: `((x, kl), (i, dw)) -> ((x, kl), x)`.
+
+    Step `i` starts at `t0 + i * step` inside bin `min(i // n_substeps, n_bins - 1)`.
+    `dw` is its Brownian increment and `kl` the path KL accumulated so far.
+    """
 
     def position(i):
         k = jnp.minimum(i // n_substeps, n_bins - 1)
@@ -103,15 +120,7 @@ def solve_fixed_step(
         x = x + 0.5 * (drift + drift_next) * step + 0.5 * (diffusion + diffusion_next) * dw
         return (x, kl + 0.5 * (kl_rate + kl_rate_next) * step), x
 
-    body = euler_step if method == "euler" else heun_step
-    carry0 = (x0, jnp.zeros((), x0.dtype))
-    if checkpoint_bins:
-        return _scan_checkpointed(body, carry0, key, step, n_steps, n_substeps, checkpoint_bins)
-
-    increments = brownian_increments(key, jnp.arange(n_bins - 1), n_substeps, x0.shape[0], step, x0.dtype)
-    (_, path_kl), path = jax.lax.scan(body, carry0, (jnp.arange(n_steps), increments))
-    at_bins = path[n_substeps - 1 :: n_substeps]
-    return jnp.concatenate([x0[None], at_bins]), path_kl
+    return euler_step if method == "euler" else heun_step
 
 
 def brownian_increments(
