@@ -7,8 +7,8 @@ With `solver.checkpoint_bins = L`, a trial of `T` bins is cut into
    and keeps only its state at each segment's right edge, `h_right[s]`, the
    summary of every bin after segment `s`.
 2. From the first segment to the last, each segment starts the GRU again from
-   `h_right[s]`, rebuilds its own context, drive and Brownian increments,
-   integrates the posterior SDE over its bins and adds its bins' log
+   `h_right[s]` and rebuilds its own context, drive and Brownian increments.
+   It then integrates the posterior SDE over its bins and adds its bins' log
    likelihood, behaviour log likelihood and residual penalty to running sums.
 
 Both segment functions are under `jax.checkpoint`, so reverse mode stores the
@@ -46,7 +46,7 @@ def can_stream(model) -> bool:
 
 
 def _rows(array: Array, first, count: int, n_bins: int) -> Array:
-    """Return rows `first, ..., first + count - 1` of `array`; rows past the end repeat the last one."""
+    """Return rows `first, ..., first + count - 1` of `array`. Rows past the end repeat the last one."""
     return jnp.take(array, jnp.clip(first + jnp.arange(count), 0, n_bins - 1), axis=0)
 
 
@@ -109,7 +109,7 @@ def streamed_elbo_terms(
 
 
 def _right_edge_states(model, y, stimulus, features, segment: int, n_segments: int) -> Float[Array, "S h"]:
-    """Run the recognition GRU backwards over all bins; return its state at each segment's right edge."""
+    """Run the recognition GRU backwards over all bins and return its state at each segment's right edge."""
     n_bins = y.shape[0]
     recognition = model.recognition
 
@@ -129,8 +129,6 @@ def _right_edge_states(model, y, stimulus, features, segment: int, n_segments: i
 
 def _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0: float, bin_width: float, segment: int):
     """Return the scan body that integrates and scores one segment of bins for every posterior sample."""
-    from .model import VectorFields
-
     n_bins = y.shape[0]
     n_substeps = model.n_substeps
     step = bin_width / n_substeps
@@ -155,7 +153,8 @@ def _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0:
             hiddens = jnp.concatenate([hiddens, right_state[None]])
             context = jax.vmap(model.recognition.to_context)(hiddens)
 
-        fields = VectorFields(model, drive, context)
+        # The segment's drive and context start at its first bin, so the solver's bin index is shifted.
+        fields = model._fields(drive, context)
         solver_step = fixed_step_body(
             lambda t, x, k, frac: fields(t, x, k - first, frac), t0, step, n_bins, n_substeps, model.method
         )
@@ -175,7 +174,7 @@ def _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0:
             increments = brownian_increments(noise_key, bins, n_substeps, latent_size, step, x.dtype)
             steps = first * n_substeps + jnp.arange(segment * n_substeps)
             (x_next, kl), states = jax.lax.scan(masked_step, (x, kl), (steps, increments))
-            # The state at the segment's first bin is the carry; the scan gives the states one bin later.
+            # The state at the segment's first bin is the carry, and the scan gives the states one bin later.
             path = jnp.concatenate([x[None], states[n_substeps - 1 :: n_substeps][:-1]])
 
             terms = {"kl_path": kl}
