@@ -15,6 +15,9 @@ growth exponent is the slope of log(value) against log(size) over the sweep.
 
     python benchmarks/scaling.py                       # every sweep, memory and time
     python benchmarks/scaling.py --sweep bins --no-time
+    python benchmarks/scaling.py --sweep bins --sizes 100 1000 --repeats 10
+    python benchmarks/scaling.py --paired --sizes 100 1000 --repeats 20
+    python benchmarks/scaling.py --sweep ode_bins --no-time
     python benchmarks/scaling.py --json scaling.json
 """
 
@@ -43,18 +46,30 @@ SWEEPS = {
     "trials": [16, 64, 256, 1024],
     "bins": [100, 300, 1000, 3000, 10000],
     "latents": [2, 8, 32, 128],
+    "ode_bins": [100, 300, 1000, 3000],
+}
+# The ode_bins sweep: an ODE (no diffusion) solved by Tsit5 with each adjoint, and by Euler in streamed segments.
+ODE_SOLVERS = {
+    "tsit5-checkpoint": {"method": "tsit5", "adjoint": "checkpoint"},
+    "tsit5-backsolve": {"method": "tsit5", "adjoint": "backsolve"},
+    "euler-streamed": {"method": "euler", "n_substeps": 1},
 }
 
 
-def build_step(trials: int, bins: int, latents: int, checkpoint_bins: int):
-    """Return the jitted training step and its arguments for one workload size."""
+def build_step(trials: int, bins: int, latents: int, checkpoint_bins: int, solver: dict | None = None):
+    """Return the jitted training step and its arguments for one workload size.
+
+    `solver` replaces the Euler SDE solver with these solver settings for an ODE (no diffusion).
+    """
+    solver_section = {"method": "euler", "n_substeps": 1, **(solver or {}), "checkpoint_bins": checkpoint_bins}
     config = parse_config({
         "model": {
-            "latent_size": latents, "drift_width": 64, "drift_depth": 1, "diffusion": "network",
+            "latent_size": latents, "drift_width": 64, "drift_depth": 1,
+            "diffusion": "network" if solver is None else "none",
             "recognition_hidden": 64, "context_size": 16, "correction_width": 64, "encoder": "identity",
             "interpolation": "hold",
         },
-        "solver": {"method": "euler", "n_substeps": 1, "checkpoint_bins": checkpoint_bins},
+        "solver": solver_section,
         "training": {"batch_size": trials},
     })
     model = build_model(config, n_channels=N_NEURONS, n_inputs=0, key=jax.random.PRNGKey(0), mean_count=0.3)
@@ -69,14 +84,16 @@ def build_step(trials: int, bins: int, latents: int, checkpoint_bins: int):
     return step, arguments
 
 
-def measure(trials: int, bins: int, latents: int, checkpoint_bins: int, repeats: int, timed: bool) -> dict:
+def measure(
+    trials: int, bins: int, latents: int, checkpoint_bins: int, repeats: int, timed: bool, solver: str | None = None
+) -> dict:
     """Return the temporary memory in MiB and, when `timed`, the median step time in seconds."""
-    step, arguments = build_step(trials, bins, latents, checkpoint_bins)
+    step, arguments = build_step(trials, bins, latents, checkpoint_bins, None if solver is None else ODE_SOLVERS[solver])
     # equinox wraps the compiled program, so its jax.stages.Compiled is one attribute down.
     compiled = step.lower(*arguments).compile().compiled
     memory = compiled.memory_analysis().temp_size_in_bytes / 2**20
     result = {"trials": trials, "bins": bins, "latents": latents, "checkpoint_bins": checkpoint_bins,
-              "temp_mib": memory}
+              "solver": solver or "euler-sde", "temp_mib": memory}
     if not timed:
         return result
 
@@ -90,15 +107,39 @@ def measure(trials: int, bins: int, latents: int, checkpoint_bins: int, repeats:
     return result
 
 
+def paired_time_ratio(bins: int, repeats: int) -> dict:
+    """Time the plain and the checkpointed step alternately at one length; return medians and the median ratio.
+
+    Alternating the two steps exposes both to the same machine load, which
+    timing one after the other does not.
+    """
+    segment = max(1, round(math.sqrt(bins)))
+    steps = [build_step(BASE["trials"], bins, BASE["latents"], checkpoint_bins) for checkpoint_bins in (0, segment)]
+    for step, arguments in steps:
+        jax.block_until_ready(step(*arguments))
+
+    seconds = [[], []]
+    for _ in range(repeats):
+        for side, (step, arguments) in enumerate(steps):
+            start = time.perf_counter()
+            jax.block_until_ready(step(*arguments))
+            seconds[side].append(time.perf_counter() - start)
+    ratios = [streamed / plain for plain, streamed in zip(*seconds)]
+    return {"bins": bins, "checkpoint_bins": segment, "plain_median_s": statistics.median(seconds[0]),
+            "checkpointed_median_s": statistics.median(seconds[1]), "median_ratio": statistics.median(ratios)}
+
+
 def growth_exponent(sizes, values) -> float:
     """Return the least-squares slope of log(values) against log(sizes)."""
     return float(np.polyfit(np.log(sizes), np.log(values), 1)[0])
 
 
-def run_sweep(name: str, repeats: int, timed: bool) -> list[dict]:
-    """Measure every size of one sweep; the bins sweep also runs with checkpointed segments."""
+def run_sweep(name: str, repeats: int, timed: bool, sizes: list[int] | None = None) -> list[dict]:
+    """Measure every size of one sweep (or only `sizes`); the bins sweep also runs with checkpointed segments."""
     rows = []
-    for size in SWEEPS[name]:
+    if name == "ode_bins":
+        return run_ode_sweep(repeats, timed, sizes)
+    for size in sizes or SWEEPS[name]:
         sizes = {**BASE, name: size}
         rows.append(measure(**sizes, checkpoint_bins=0, repeats=repeats, timed=timed))
         if name == "bins":
@@ -108,27 +149,46 @@ def run_sweep(name: str, repeats: int, timed: bool) -> list[dict]:
     return rows
 
 
+def run_ode_sweep(repeats: int, timed: bool, sizes: list[int] | None = None) -> list[dict]:
+    """Measure the ODE model over bins with every solver of `ODE_SOLVERS`."""
+    rows = []
+    for size in sizes or SWEEPS["ode_bins"]:
+        for solver in ODE_SOLVERS:
+            segment = max(1, round(math.sqrt(size))) if solver == "euler-streamed" else 0
+            sizes = {**BASE, "bins": size}
+            rows.append(measure(**sizes, checkpoint_bins=segment, repeats=repeats, timed=timed, solver=solver))
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def summarise(name: str, rows: list[dict], timed: bool) -> None:
     """Print the sweep as a table with growth exponents."""
     print(f"\n{name} sweep")
-    groups = {0: [row for row in rows if row["checkpoint_bins"] == 0]}
-    if name == "bins":
-        groups["sqrt"] = [row for row in rows if row["checkpoint_bins"] > 0]
+    if name == "ode_bins":
+        size_key = "bins"
+        groups = {solver: [row for row in rows if row["solver"] == solver] for solver in ODE_SOLVERS}
+    else:
+        size_key = name
+        groups = {"checkpoint_bins=0": [row for row in rows if row["checkpoint_bins"] == 0]}
+        if name == "bins":
+            groups["checkpoint_bins=sqrt"] = [row for row in rows if row["checkpoint_bins"] > 0]
 
     for label, group in groups.items():
-        sizes = [row[name] for row in group]
+        sizes = [row[size_key] for row in group]
         memory = [row["temp_mib"] for row in group]
-        line = f"  checkpoint_bins={label}: memory exponent {growth_exponent(sizes, memory):.2f}"
+        line = f"  {label}: memory exponent {growth_exponent(sizes, memory):.2f}"
         if timed:
             line += f", time exponent {growth_exponent(sizes, [row['median_s'] for row in group]):.2f}"
         print(line)
         for row in group:
             time_text = f"  {row['median_s'] * 1e3:9.1f} ms" if timed else ""
-            print(f"    {name}={row[name]:6d}  {row['temp_mib']:9.1f} MiB{time_text}")
+            print(f"    {size_key}={row[size_key]:6d}  {row['temp_mib']:9.1f} MiB{time_text}")
 
     if name == "bins" and timed:
-        ratios = [b["median_s"] / a["median_s"] for a, b in zip(groups[0], groups["sqrt"])]
-        print(f"  time with checkpointing / without: median {statistics.median(ratios):.2f}")
+        pairs = zip(groups["checkpoint_bins=0"], groups["checkpoint_bins=sqrt"])
+        ratios = [streamed["median_s"] / plain["median_s"] for plain, streamed in pairs]
+        print(f"  time with checkpointing / without: median {statistics.median(ratios):.2f}, "
+              f"per size {', '.join(f'{ratio:.2f}' for ratio in ratios)}")
 
 
 def main() -> None:
@@ -136,13 +196,21 @@ def main() -> None:
     parser.add_argument("--sweep", choices=sorted(SWEEPS), action="append", help="sweep to run (default: all)")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per size (default 5)")
     parser.add_argument("--no-time", action="store_true", help="measure memory only")
+    parser.add_argument("--sizes", type=int, nargs="+", help="sizes to measure instead of the sweep's own")
     parser.add_argument("--json", help="also write every row to this JSON file")
+    parser.add_argument("--paired", action="store_true",
+                        help="only time the plain and the checkpointed step alternately at each --sizes bins")
     arguments = parser.parse_args()
+
+    if arguments.paired:
+        for bins in arguments.sizes or [100, 1000]:
+            print(json.dumps(paired_time_ratio(bins, arguments.repeats)), flush=True)
+        return
 
     timed = not arguments.no_time
     results = {}
     for name in arguments.sweep or sorted(SWEEPS):
-        results[name] = run_sweep(name, arguments.repeats, timed)
+        results[name] = run_sweep(name, arguments.repeats, timed, arguments.sizes)
     for name, rows in results.items():
         summarise(name, rows, timed)
 

@@ -29,6 +29,7 @@ from .errors import ConfigError
 from .segments import checkpointed_sum
 from .solve import FIXED_STEP_METHODS, check_method, solve_adaptive, solve_fixed_step
 from .stimulus import INTERPOLATIONS, input_at
+from .streaming import can_stream, streamed_elbo_terms
 
 
 class LatentUDE(eqx.Module):
@@ -206,7 +207,13 @@ class LatentUDE(eqx.Module):
         `behaviour_log_likelihood` when the model has a behaviour head, and `state_peak`, the
         largest |x| over samples and latent states at each bin time (shape (T,)), which the fitting
         loop compares with its bound on the latent state.
+
+        With `checkpoint_bins > 0` the terms are computed segment by segment where the model
+        allows it (`neuroude.streaming`), so the backward pass stores no array as long as the trial.
         """
+        if can_stream(self):
+            return streamed_elbo_terms(self, y, stimulus, mask, t0, bin_width, key, n_samples, behaviour)
+
         drive = self.encode(stimulus)
         mean0, std0 = self.recognition.initial_state(self.recognition_input(y), drive)
         kl_initial = jnp.sum(0.5 * (mean0**2 + std0**2 - 1.0) - jnp.log(std0))

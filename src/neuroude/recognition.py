@@ -60,6 +60,24 @@ class GRURecognition(eqx.Module):
         _, hiddens = checkpointed_scan(step, hidden0, features[::-1], checkpoint_bins)
         return hiddens[::-1]
 
+    def run_window(
+        self, hidden: Float[Array, " h"], features: Float[Array, "L f"], valid: Float[Array, " L"]
+    ) -> tuple[Float[Array, " h"], Float[Array, "L h"]]:
+        """Run the GRU backwards over one window of bins, starting from the state `hidden` right of it.
+
+        `hidden` summarises the bins after the window. Returns the state at the
+        window's first bin and the states at every bin, in forward order. Bins
+        with `valid` False (padding past the end of a trial) leave the state unchanged.
+        """
+
+        def step(hidden, inputs):
+            feature, keep = inputs
+            hidden = jnp.where(keep, self.cell(feature, hidden), hidden)
+            return hidden, hidden
+
+        first, hiddens = jax.lax.scan(step, hidden, (features, valid), reverse=True)
+        return first, hiddens
+
     def initial_state(
         self, y: Float[Array, "T n"], drive: Float[Array, "T m"]
     ) -> tuple[Float[Array, " d"], Float[Array, " d"]]:

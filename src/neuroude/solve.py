@@ -86,11 +86,27 @@ def solve_fixed_step(
     if n_steps == 0:
         return x0[None], jnp.zeros((), x0.dtype)
 
+    body = fixed_step_body(fields, t0, step, n_bins, n_substeps, method)
+    carry0 = (x0, jnp.zeros((), x0.dtype))
+    if history is not None:
+        body = _delayed_step(fields, history, _step_position(t0, step, n_bins, n_substeps), step, method)
+        carry0 = (*carry0, history.initial(x0))
+    if checkpoint_bins:
+        return _scan_checkpointed(body, carry0, key, step, n_steps, n_substeps, checkpoint_bins)
 
-    def position(i):
-        k = jnp.minimum(i // n_substeps, n_bins - 1)
-        frac = (i % n_substeps) / n_substeps
-        return t0 + i * step, k, frac
+    increments = brownian_increments(key, jnp.arange(n_bins - 1), n_substeps, x0.shape[0], step, x0.dtype)
+    carry, path = jax.lax.scan(body, carry0, (jnp.arange(n_steps), increments))
+    at_bins = path[n_substeps - 1 :: n_substeps]
+    return jnp.concatenate([x0[None], at_bins]), carry[1]
+
+
+def fixed_step_body(fields: Fields, t0: float, step: float, n_bins: int, n_substeps: int, method: str) -> Callable:
+    """Return the scan body of one fixed solver step: `((x, kl), (i, dw)) -> ((x, kl), x)`.
+
+    Step `i` starts at `t0 + i * step` inside bin `min(i // n_substeps, n_bins - 1)`.
+    `dw` is its Brownian increment and `kl` the path KL accumulated so far.
+    """
+    position = _step_position(t0, step, n_bins, n_substeps)
 
     def euler_step(carry, inputs):
         x, kl = carry
@@ -112,18 +128,18 @@ def solve_fixed_step(
         x = x + 0.5 * (drift + drift_next) * step + 0.5 * (diffusion + diffusion_next) * dw
         return (x, kl + 0.5 * (kl_rate + kl_rate_next) * step), x
 
-    body = euler_step if method == "euler" else heun_step
-    carry0 = (x0, jnp.zeros((), x0.dtype))
-    if history is not None:
-        body = _delayed_step(fields, history, position, step, method)
-        carry0 = (*carry0, history.initial(x0))
-    if checkpoint_bins:
-        return _scan_checkpointed(body, carry0, key, step, n_steps, n_substeps, checkpoint_bins)
+    return euler_step if method == "euler" else heun_step
 
-    increments = brownian_increments(key, jnp.arange(n_bins - 1), n_substeps, x0.shape[0], step, x0.dtype)
-    carry, path = jax.lax.scan(body, carry0, (jnp.arange(n_steps), increments))
-    at_bins = path[n_substeps - 1 :: n_substeps]
-    return jnp.concatenate([x0[None], at_bins]), carry[1]
+
+def _step_position(t0: float, step: float, n_bins: int, n_substeps: int) -> Callable:
+    """Return `i -> (t, k, frac)`: the time of step `i`, its bin and its fraction of the way through that bin."""
+
+    def position(i):
+        k = jnp.minimum(i // n_substeps, n_bins - 1)
+        frac = (i % n_substeps) / n_substeps
+        return t0 + i * step, k, frac
+
+    return position
 
 
 def _delayed_step(fields: Callable, history, position: Callable, step: float, method: str) -> Callable:
@@ -150,8 +166,6 @@ def _delayed_step(fields: Callable, history, position: Callable, step: float, me
         drift_next, diffusion_next, kl_rate_next = fields_at(i + 1, predictor, history.push(state, predictor))
         x = x + 0.5 * (drift + drift_next) * step + 0.5 * (diffusion + diffusion_next) * dw
         return (x, kl + 0.5 * (kl_rate + kl_rate_next) * step, history.push(state, x)), x
-
-    return euler_step if method == "euler" else heun_step
 
 
 def brownian_increments(

@@ -1,0 +1,205 @@
+"""The ELBO of one trial, streamed over segments of bins so that the backward pass stores no full-length array.
+
+With `solver.checkpoint_bins = L`, a trial of `T` bins is cut into
+`S = ceil(T / L)` segments. Two scans over the segments compute the ELBO:
+
+1. From the last segment to the first, the recognition GRU runs backwards
+   and keeps only its state at each segment's right edge, `h_right[s]`, the
+   summary of every bin after segment `s`.
+2. From the first segment to the last, each segment starts the GRU again from
+   `h_right[s]` and rebuilds its own context, drive and Brownian increments.
+   It then integrates the posterior SDE over its bins and adds its bins' log
+   likelihood, behaviour log likelihood and residual penalty to running sums.
+
+Both segment functions are under `jax.checkpoint`, so reverse mode stores the
+segment inputs (one GRU state, one latent state and a few sums per sample) and
+recomputes a segment's per-bin arrays when the backward pass reaches it. Memory
+for the backward pass then grows like `S + L`, which is `2 sqrt(T)` for
+`L = sqrt(T)`, instead of `T`. The values and gradients equal the plain
+computation's up to the order of floating-point sums.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .dynamics.hybrid import ResidualDrift
+from .solve import FIXED_STEP_METHODS, brownian_increments, fixed_step_body
+
+
+def can_stream(model) -> bool:
+    """Return True when `model`'s training loss can be streamed over segments of `checkpoint_bins` bins.
+
+    That needs a fixed-step solver, a recognition model that can start its GRU
+    at a window's right edge, and likelihoods that are sums over bins. A drift
+    with conduction delays takes the checkpointed path instead, because the
+    streamed segments do not carry its history buffer.
+    """
+    behaviour = model.behaviour
+    return (
+        model.checkpoint_bins > 0
+        and getattr(model.sde.drift, "delays", None) is None
+        and model.method in FIXED_STEP_METHODS
+        and hasattr(model.recognition, "run_window")
+        and getattr(model.observation, "time_separable", False)
+        and (behaviour is None or getattr(behaviour, "time_separable", False))
+    )
+
+
+def _rows(array: Array, first, count: int, n_bins: int) -> Array:
+    """Return rows `first, ..., first + count - 1` of `array`. Rows past the end repeat the last one."""
+    return jnp.take(array, jnp.clip(first + jnp.arange(count), 0, n_bins - 1), axis=0)
+
+
+def streamed_elbo_terms(
+    model,
+    y: Float[Array, "T n"],
+    stimulus: Float[Array, "T k"],
+    mask: Float[Array, "T n"],
+    t0: float,
+    bin_width: float,
+    key: PRNGKeyArray,
+    n_samples: int = 1,
+    behaviour: Float[Array, "T b"] | None = None,
+) -> dict[str, Float[Array, ""]]:
+    """Return the ELBO terms of `LatentUDE.trial_elbo_terms`, computed segment by segment."""
+    n_bins = y.shape[0]
+    segment = model.checkpoint_bins
+    n_segments = -(-n_bins // segment)
+    recognition = model.recognition
+
+    def features(y_rows, drive_rows):
+        return jnp.concatenate([model.recognition_input(y_rows), drive_rows], axis=-1)
+
+    # q(x0 | y) reads only the first bins, so it needs no streaming.
+    n_init = min(recognition.n_init_bins, n_bins)
+    drive_init = model.encode(stimulus[:n_init])
+    mean0, std0 = recognition.initial_state(model.recognition_input(y[:n_init]), drive_init)
+    kl_initial = jnp.sum(0.5 * (mean0**2 + std0**2 - 1.0) - jnp.log(std0))
+
+    def one_start(sample_key):
+        k_x0, k_noise = jax.random.split(sample_key)
+        return mean0 + std0 * jax.random.normal(k_x0, mean0.shape, mean0.dtype), k_noise
+
+    x0, noise_keys = jax.vmap(one_start)(jax.random.split(key, n_samples))
+
+    if model.sde.is_ode:
+        right_states = jnp.zeros((n_segments, 0), y.dtype)
+    else:
+        right_states = _right_edge_states(model, y, stimulus, features, segment, n_segments)
+
+    path_segment = _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0, bin_width, segment)
+    zero = jnp.zeros((n_samples,), y.dtype)
+    sums0 = {"kl_path": zero, "log_likelihood": zero, "residual_penalty": zero, "behaviour_log_likelihood": zero}
+    (_, sums), peaks = jax.lax.scan(
+        jax.checkpoint(path_segment), (x0, sums0), (jnp.arange(n_segments), right_states)
+    )
+
+    drift = model.sde.drift
+    penalty_weight = drift.residual_penalty if isinstance(drift, ResidualDrift) else 0.0
+    terms = {
+        "log_likelihood": jnp.mean(sums["log_likelihood"]),
+        "kl_initial": kl_initial,
+        "kl_path": jnp.mean(sums["kl_path"]),
+        "residual_penalty": penalty_weight * jnp.mean(sums["residual_penalty"]) / n_bins,
+        "state_peak": peaks.reshape(-1)[:n_bins],
+    }
+    if model.behaviour is not None:
+        terms["behaviour_log_likelihood"] = jnp.mean(sums["behaviour_log_likelihood"])
+    return terms
+
+
+def _right_edge_states(model, y, stimulus, features, segment: int, n_segments: int) -> Float[Array, "S h"]:
+    """Run the recognition GRU backwards over all bins and return its state at each segment's right edge."""
+    n_bins = y.shape[0]
+    recognition = model.recognition
+
+    @jax.checkpoint
+    def one_segment(hidden, index):
+        first = index * segment
+        valid = first + jnp.arange(segment) < n_bins
+        drive = model.encode(_rows(stimulus, first, segment, n_bins))
+        window = features(_rows(y, first, segment, n_bins), drive)
+        hidden_first, _ = recognition.run_window(hidden, window, valid)
+        return hidden_first, hidden
+
+    hidden0 = jnp.zeros(recognition.hidden_size, y.dtype)
+    _, right_states = jax.lax.scan(one_segment, hidden0, jnp.arange(n_segments), reverse=True)
+    return right_states
+
+
+def _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0: float, bin_width: float, segment: int):
+    """Return the scan body that integrates and scores one segment of bins for every posterior sample."""
+    n_bins = y.shape[0]
+    n_substeps = model.n_substeps
+    step = bin_width / n_substeps
+    n_steps = (n_bins - 1) * n_substeps
+    latent_size = model.latent_size
+    drift = model.sde.drift
+    has_penalty = isinstance(drift, ResidualDrift) and drift.residual_penalty != 0.0
+
+    def body(carry, inputs):
+        x, sums = carry
+        index, right_state = inputs
+        first = index * segment
+        valid = (first + jnp.arange(segment) < n_bins).astype(y.dtype)
+
+        # One row past the segment: Heun and linear interpolation read the drive and context of the next bin.
+        drive = model.encode(_rows(stimulus, first, segment + 1, n_bins))
+        y_rows = _rows(y, first, segment, n_bins)
+        if model.sde.is_ode:
+            context = None
+        else:
+            _, hiddens = model.recognition.run_window(right_state, features(y_rows, drive[:segment]), valid > 0)
+            hiddens = jnp.concatenate([hiddens, right_state[None]])
+            context = jax.vmap(model.recognition.to_context)(hiddens)
+
+        # The segment's drive and context start at its first bin, so the solver's bin index is shifted.
+        fields = model._fields(drive, context)
+        solver_step = fixed_step_body(
+            lambda t, x, k, frac: fields(t, x, k - first, frac), t0, step, n_bins, n_substeps, model.method
+        )
+
+        def masked_step(carry, inputs):
+            # Steps past the last bin (padding of the last segment) leave the carry unchanged.
+            new_carry, _ = solver_step(carry, inputs)
+            carry = jax.tree_util.tree_map(lambda new, old: jnp.where(inputs[0] < n_steps, new, old), new_carry, carry)
+            return carry, carry[0]
+
+        observed_mask = _rows(mask, first, segment, n_bins) * valid[:, None]
+        behaviour_rows = None if behaviour is None else _rows(behaviour, first, segment, n_bins)
+
+        def one_sample(x, kl, noise_key):
+            noise_key = None if model.sde.is_ode else noise_key
+            bins = first + jnp.arange(segment)
+            increments = brownian_increments(noise_key, bins, n_substeps, latent_size, step, x.dtype)
+            steps = first * n_substeps + jnp.arange(segment * n_substeps)
+            (x_next, kl), states = jax.lax.scan(masked_step, (x, kl), (steps, increments))
+            # The state at the segment's first bin is the carry, and the scan gives the states one bin later.
+            path = jnp.concatenate([x[None], states[n_substeps - 1 :: n_substeps][:-1]])
+
+            terms = {"kl_path": kl}
+            terms["log_likelihood"] = model.observation.log_prob(y_rows, model.observed(path), observed_mask)
+            terms["residual_penalty"] = (
+                _penalty_sum(model, path, drive[:segment], valid) if has_penalty else jnp.zeros((), x.dtype)
+            )
+            terms["behaviour_log_likelihood"] = (
+                jnp.zeros((), x.dtype) if behaviour_rows is None
+                else model.behaviour.log_prob(behaviour_rows, path, jnp.broadcast_to(valid[:, None], behaviour_rows.shape))
+            )
+            return x_next, terms, jnp.max(jnp.abs(path), axis=1)
+
+        x_next, terms, peaks = jax.vmap(one_sample)(x, sums["kl_path"], noise_keys)
+        # The solver carries the path KL itself; the other terms are sums over segments.
+        new_sums = {name: terms[name] if name == "kl_path" else value + terms[name] for name, value in sums.items()}
+        return (x_next, new_sums), jnp.max(peaks, axis=0)
+
+    return body
+
+
+def _penalty_sum(model, path: Float[Array, "L d"], drive: Float[Array, "L m"], valid: Float[Array, " L"]):
+    """Return the sum over the segment's bins of `|residual(x, u)|^2`, the residual drift penalty's integrand."""
+    residuals = jax.vmap(lambda x, u: model.sde.drift.residual_term(0.0, x, u))(path, drive)
+    return jnp.sum(jnp.sum(residuals**2, axis=-1) * valid)
