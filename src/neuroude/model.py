@@ -26,6 +26,7 @@ from .dynamics.hybrid import ResidualDrift
 from .dynamics.sde import SDE
 from .errors import ConfigError
 from .segments import checkpointed_sum
+from .shooting import MultipleShooting, shooting_paths
 from .solve import FIXED_STEP_METHODS, check_method, solve_adaptive, solve_fixed_step
 from .stimulus import INTERPOLATIONS, input_at
 
@@ -142,11 +143,14 @@ class LatentUDE(eqx.Module):
         """Return the solver's vector fields: the posterior SDE when a context is given, else the prior."""
         return VectorFields(self, drive, context)
 
-    def _integrate(self, fields, x0, t0: float, bin_width: float, n_bins: int, key: PRNGKeyArray | None):
+    def _integrate(
+        self, fields, x0, t0: float, bin_width: float, n_bins: int, key: PRNGKeyArray | None, first_bin=0
+    ):
         if self.method in FIXED_STEP_METHODS:
             noise_key = None if self.sde.is_ode else key
             return solve_fixed_step(
-                fields, x0, t0, bin_width, n_bins, self.n_substeps, noise_key, self.method, self.checkpoint_bins
+                fields, x0, t0, bin_width, n_bins, self.n_substeps, noise_key, self.method, self.checkpoint_bins,
+                first_bin,
             )
         return solve_adaptive(fields, x0, t0, bin_width, n_bins, self.method, self.adjoint, self.rtol, self.atol)
 
@@ -187,11 +191,13 @@ class LatentUDE(eqx.Module):
         key: PRNGKeyArray,
         n_samples: int = 1,
         behaviour: Float[Array, "T b"] | None = None,
+        shooting: MultipleShooting | None = None,
     ) -> dict[str, Float[Array, ""]]:
         """Return the ELBO terms of one trial, averaged over `n_samples` posterior paths.
 
         Keys: `log_likelihood`, `kl_initial`, `kl_path`, `residual_penalty`,
-        `behaviour_log_likelihood` when the model has a behaviour head, and `state_peak`, the
+        `behaviour_log_likelihood` when the model has a behaviour head,
+        `continuity_penalty` with `shooting` (see `neuroude.shooting`), and `state_peak`, the
         largest |x| over samples and latent states at each bin time (shape (T,)), which the fitting
         loop compares with its bound on the latent state.
         """
@@ -203,7 +209,12 @@ class LatentUDE(eqx.Module):
         )
         fields = self._fields(drive, context)
 
-        paths, kl_path = self._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
+        if shooting is None:
+            paths, kl_path = self._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
+        else:
+            paths, kl_path, continuity = shooting_paths(
+                self, shooting, self.recognition_input(y), drive, context, mean0, std0, t0, bin_width, key, n_samples
+            )
         log_likelihood = jax.vmap(lambda path: self._log_likelihood(y, path, mask))(paths)
         penalty = jax.vmap(lambda path: self._residual_penalty(path, drive))(paths)
         terms = {
@@ -213,6 +224,8 @@ class LatentUDE(eqx.Module):
             "residual_penalty": jnp.mean(penalty),
             "state_peak": jnp.max(jnp.abs(paths), axis=(0, 2)),
         }
+        if shooting is not None:
+            terms["continuity_penalty"] = jnp.mean(continuity)
         if self.behaviour is not None:
             terms["behaviour_log_likelihood"] = self._behaviour_log_likelihood(paths, behaviour)
         return terms
@@ -249,11 +262,14 @@ class LatentUDE(eqx.Module):
         beta: Float[Array, ""] | float = 1.0,
         n_samples: int = 1,
         behaviour: Float[Array, "B T b"] | None = None,
+        shooting: MultipleShooting | None = None,
     ) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
         """Return the negative ELBO per trial averaged over the batch, and its terms.
 
         `-E_q[log p(y | x)] + beta * (KL(q(x0 | y) || N(0, I)) + KL_path) + residual penalty`.
         With a behaviour head, `- w E_q[log p(behaviour | x)]` is added, with `w = behaviour_weight`.
+        With `shooting`, the paths are integrated in segments and their continuity penalty is added
+        (a training objective only; see `neuroude.shooting`).
 
         The terms are batch means, except `state_peak`, which stays (B, T).
         """
@@ -264,13 +280,15 @@ class LatentUDE(eqx.Module):
         keys = jax.random.split(key, y.shape[0])
         terms = jax.vmap(
             lambda yi, si, mi, ki, bi: self.trial_elbo_terms(
-                yi, si, mi, t0, bin_width, ki, n_samples, bi if self.behaviour is not None else None
+                yi, si, mi, t0, bin_width, ki, n_samples, bi if self.behaviour is not None else None, shooting
             )
         )(y, stimulus, mask, keys, behaviour)
         state_peak = terms.pop("state_peak")
         terms = {name: jnp.mean(value) for name, value in terms.items()}
         kl = terms["kl_initial"] + terms["kl_path"]
         loss = -terms["log_likelihood"] + beta * kl + terms["residual_penalty"]
+        if shooting is not None:
+            loss = loss + terms["continuity_penalty"]
         if self.behaviour is not None:
             loss = loss - self.behaviour_weight * terms["behaviour_log_likelihood"]
         return loss, {**terms, "state_peak": state_peak}

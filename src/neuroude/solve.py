@@ -54,10 +54,15 @@ def solve_fixed_step(
     key: PRNGKeyArray | None,
     method: str = "euler",
     checkpoint_bins: int = 0,
+    first_bin: int | Array = 0,
 ) -> tuple[Float[Array, "n_bins d"], Float[Array, ""]]:
     """Integrate from `x0` at `t0` to the end of `n_bins` bins; return the states at bin times and the path KL.
 
     `key=None` integrates without noise (an ODE, or the drift-only path).
+    `first_bin` is the index of the first bin within the whole trial. The
+    Brownian increments of bin `k` here are those of bin `first_bin + k` of a
+    path started at the trial's first bin, so a path cut into pieces (multiple
+    shooting) sees the same noise as the whole path.
 
     `checkpoint_bins > 0` cuts the path into segments of that many bins and
     recomputes each segment in the backward pass (`jax.checkpoint`), so reverse
@@ -106,9 +111,9 @@ def solve_fixed_step(
     body = euler_step if method == "euler" else heun_step
     carry0 = (x0, jnp.zeros((), x0.dtype))
     if checkpoint_bins:
-        return _scan_checkpointed(body, carry0, key, step, n_steps, n_substeps, checkpoint_bins)
+        return _scan_checkpointed(body, carry0, key, step, n_steps, n_substeps, checkpoint_bins, first_bin)
 
-    increments = brownian_increments(key, jnp.arange(n_bins - 1), n_substeps, x0.shape[0], step, x0.dtype)
+    increments = brownian_increments(key, first_bin + jnp.arange(n_bins - 1), n_substeps, x0.shape[0], step, x0.dtype)
     (_, path_kl), path = jax.lax.scan(body, carry0, (jnp.arange(n_steps), increments))
     at_bins = path[n_substeps - 1 :: n_substeps]
     return jnp.concatenate([x0[None], at_bins]), path_kl
@@ -132,7 +137,9 @@ def brownian_increments(
     return jax.vmap(one_bin)(bins).reshape(-1, size) * jnp.sqrt(step)
 
 
-def _scan_checkpointed(body, carry0, key, step: float, n_steps: int, n_substeps: int, checkpoint_bins: int):
+def _scan_checkpointed(
+    body, carry0, key, step: float, n_steps: int, n_substeps: int, checkpoint_bins: int, first_bin: int | Array = 0
+):
     """Run `body` over all steps in rematerialised segments of `checkpoint_bins` bins; return bin states and KL."""
     x0 = carry0[0]
     n_segments = -(-n_steps // (checkpoint_bins * n_substeps))
@@ -148,7 +155,7 @@ def _scan_checkpointed(body, carry0, key, step: float, n_steps: int, n_substeps:
     def run_segment(carry, segment):
         # The increments are drawn inside the segment, so the backward pass stores none of them.
         bins = segment * checkpoint_bins + jnp.arange(checkpoint_bins)
-        increments = brownian_increments(key, bins, n_substeps, x0.shape[0], step, x0.dtype)
+        increments = brownian_increments(key, first_bin + bins, n_substeps, x0.shape[0], step, x0.dtype)
         steps = bins[0] * n_substeps + jnp.arange(checkpoint_bins * n_substeps)
         carry, states = jax.lax.scan(masked_step, carry, (steps, increments))
         return carry, states[n_substeps - 1 :: n_substeps]

@@ -36,6 +36,7 @@ from .model import LatentUDE
 from .observation.checks import check_behaviour
 from .progress import FitProgress
 from .runs import RunFolder, load_checkpoint, save_checkpoint, write_text
+from .shooting import MultipleShooting
 from .tensorboard import open_tensorboard
 from .uncertainty import constant_prior, prior_penalty
 
@@ -74,7 +75,7 @@ def make_optimizer(config: TrainingConfig) -> optax.GradientTransformation:
 
 def make_train_step(
     static, optimizer, t0: float, bin_width: float, n_samples: int, skip_nonfinite: bool = True,
-    max_state: float = math.inf, penalty=None,
+    max_state: float = math.inf, penalty=None, shooting: MultipleShooting | None = None,
 ):
     """Return the jitted training step: loss, gradient and optimiser update, all in one XLA program.
 
@@ -85,7 +86,8 @@ def make_train_step(
     blow-up); `terms` then carry `state_bound_exceeded` with the first batch
     trial and bin beyond the bound. With `skip_nonfinite`, a failed step leaves
     the parameters and optimiser state unchanged. `penalty(model)`, when given,
-    is added to the loss (the constants' prior, see `uncertainty.prior_penalty`).
+    is added to the loss (the constants' prior, see `uncertainty.prior_penalty`). `shooting`, when
+    given, integrates the paths in segments and adds their continuity penalty (see `neuroude.shooting`).
 
     NOTE: the bound is checked at bin times only, so a state that exceeds it between bins and comes
     back is not caught; with n_substeps = 1 every solver step is a bin time.
@@ -95,7 +97,7 @@ def make_train_step(
     def train_step(params, opt_state, y, stimulus, mask, key, beta, behaviour=None, lr_scale=1.0):
         def loss_fn(trainable):
             model = eqx.combine(trainable, static)
-            loss, terms = model.loss(y, stimulus, mask, t0, bin_width, key, beta, n_samples, behaviour)
+            loss, terms = model.loss(y, stimulus, mask, t0, bin_width, key, beta, n_samples, behaviour, shooting)
             if penalty is not None:
                 loss = loss + penalty(model)
             return loss, terms
@@ -277,8 +279,9 @@ def fit(
 
     prior = constant_prior(model, config.model.constant_priors)
     penalty = prior_penalty(prior, len(train_indices))
+    shooting = multiple_shooting(config, y.shape[1])
     train_step = make_train_step(static, optimizer, t0, bin_width, training.n_samples,
-                                 max_state=config.solver.max_state, penalty=penalty)
+                                 max_state=config.solver.max_state, penalty=penalty, shooting=shooting)
     schedule = learning_rate_schedule(training)
     base_key = jax.random.PRNGKey(config.seed)
     metric_name = "bits per spike" if config.model.observation == "poisson" else "R^2"
@@ -335,6 +338,8 @@ def fit(
                 row = {"step": state.step, **{name: float(terms[name]) for name in TERM_NAMES}}
                 if "behaviour_log_likelihood" in terms:
                     row["behaviour_log_likelihood"] = float(terms["behaviour_log_likelihood"])
+                if "continuity_penalty" in terms:
+                    row["continuity_penalty"] = float(terms["continuity_penalty"])
                 row.update(beta=beta, grad_norm=float(grad_norm), finite=bool(finite),
                            learning_rate=float(schedule(state.step - 1)), skipped_steps=state.nonfinite_total,
                            validation_metric=None)
@@ -363,6 +368,18 @@ def fit(
         checkpoint(run.best_checkpoint)
     _, (best_params, _) = load_checkpoint(run.best_checkpoint, (params, opt_state))
     return FitResult(eqx.combine(best_params, static), state, split)
+
+
+def multiple_shooting(config: RunConfig, n_bins: int) -> MultipleShooting | None:
+    """Return the multiple-shooting settings of a fit on trials of `n_bins` bins, or None when it is off.
+
+    Raises ConfigError when `solver.shooting_bins` does not divide `n_bins`.
+    """
+    if config.solver.shooting_bins is None:
+        return None
+    shooting = MultipleShooting(config.solver.shooting_bins, config.training.shooting_penalty)
+    shooting.n_segments(n_bins)
+    return shooting
 
 
 def _behaviour_array(model: LatentUDE, recording):
