@@ -350,6 +350,11 @@ class TrainingConfig(Section):
         1.0, ge=0, description="weight of the squared gap between one segment's end state and the next segment's "
         "start state, added to the loss per trial with solver.shooting_bins set"
     )
+    precision: Literal["float32", "float64"] = Field(
+        "float32", description="floating-point type of the fit's parameters, data and solver; float64 (for stiff "
+        "models such as hodgkin_huxley with solver.method kvaerno5) needs JAX's 64-bit mode, which `neuroude fit` "
+        "turns on for that run"
+    )
     devices: int | None = Field(
         None, ge=1, description="number of devices to use, the first ones listed by JAX (across every process "
         "when distributed); None uses all"

@@ -2,7 +2,7 @@
 
 Generative model for one trial with drive `u = encoder(stimulus)`:
 
-    x0 ~ N(0, I)
+    x0 ~ N(0, I), or N(location, diag(scale^2)) for a drift that declares them (see GRURecognition)
     dx = f(t, x, u) dt + sigma(t, x, u) dW          (prior process model)
     y_k ~ p(y_k | x(t_k))                           (observation model)
 
@@ -203,7 +203,7 @@ class LatentUDE(eqx.Module):
         """
         drive = self.encode(stimulus)
         mean0, std0 = self.recognition.initial_state(self.recognition_input(y), drive)
-        kl_initial = jnp.sum(0.5 * (mean0**2 + std0**2 - 1.0) - jnp.log(std0))
+        kl_initial = self.recognition.initial_kl(mean0, std0)
         context = None if self.sde.is_ode else self.recognition.context(
             self.recognition_input(y), drive, self.checkpoint_bins
         )
@@ -266,7 +266,8 @@ class LatentUDE(eqx.Module):
     ) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
         """Return the negative ELBO per trial averaged over the batch, and its terms.
 
-        `-E_q[log p(y | x)] + beta * (KL(q(x0 | y) || N(0, I)) + KL_path) + residual penalty`.
+        `-E_q[log p(y | x)] + beta * (KL(q(x0 | y) || p(x0)) + KL_path) + residual penalty`, with the
+        prior `p(x0)` of the recognition model (`N(0, I)` unless the drift declares another).
         With a behaviour head, `- w E_q[log p(behaviour | x)]` is added, with `w = behaviour_weight`.
         With `shooting`, the paths are integrated in segments and their continuity penalty is added
         (a training objective only; see `neuroude.shooting`).

@@ -34,6 +34,7 @@ from .errors import ConfigError, TrainingError
 from .evaluate import validation_metric
 from .model import LatentUDE
 from .observation.checks import check_behaviour
+from .precision import cast_floating, precision_dtype
 from .progress import FitProgress
 from .runs import RunFolder, load_checkpoint, save_checkpoint, write_text
 from .shooting import MultipleShooting
@@ -247,6 +248,8 @@ def fit(
     observations, R^2 for Gaussian ones) and the fit's state.
     """
     training = config.training
+    dtype = precision_dtype(training.precision)
+    model = cast_floating(model, dtype)
     initialize_distributed(training)
     devices = select_devices(training)
     spec = trainable_filter(model)
@@ -269,10 +272,8 @@ def fit(
         logger.info("data parallel over %d devices, %d trials per device per step",
                     len(devices), training.batch_size // len(devices))
 
-    y = jnp.asarray(recording.y)
-    stimulus = jnp.asarray(recording.u) if recording.u is not None else jnp.zeros(y.shape[:2] + (0,), y.dtype)
-    mask = jnp.asarray(recording.mask, y.dtype) if recording.mask is not None else jnp.ones_like(y)
-    behaviour = _behaviour_array(model, recording)
+    y, stimulus, mask = cast_floating(_data_arrays(recording), dtype)
+    behaviour = cast_floating(_behaviour_array(model, recording), dtype)
     t0, bin_width = float(recording.ts[0]), float(recording.dt)
     train_indices = np.asarray(split["train"])
     validation = recording.select(split["validation"])
@@ -380,6 +381,13 @@ def multiple_shooting(config: RunConfig, n_bins: int) -> MultipleShooting | None
     shooting = MultipleShooting(config.solver.shooting_bins, config.training.shooting_penalty)
     shooting.n_segments(n_bins)
     return shooting
+
+
+def _data_arrays(recording):
+    y = jnp.asarray(recording.y)
+    stimulus = jnp.asarray(recording.u) if recording.u is not None else jnp.zeros(y.shape[:2] + (0,), y.dtype)
+    mask = jnp.asarray(recording.mask, y.dtype) if recording.mask is not None else jnp.ones_like(y)
+    return y, stimulus, mask
 
 
 def _behaviour_array(model: LatentUDE, recording):
