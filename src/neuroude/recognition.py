@@ -67,7 +67,8 @@ class GRURecognition(eqx.Module):
             hidden = self.cell(feature, hidden)
             return hidden, hidden
 
-        hidden0 = jnp.zeros(self.hidden_size, features.dtype)
+        # float32 data read by a float64 model (training.precision) give a float64 hidden state.
+        hidden0 = jnp.zeros(self.hidden_size, jnp.result_type(features, self.cell.weight_hh))
         _, hiddens = checkpointed_scan(step, hidden0, features[::-1], checkpoint_bins)
         return hiddens[::-1]
 

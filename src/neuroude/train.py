@@ -331,6 +331,7 @@ def fit(
                     _log_state_bound(state.step, terms, indices, t0, bin_width, config.solver.max_state)
                 if _count_nonfinite(state, bool(finite), training):
                     model_now = eqx.combine(params, static)
+                    # NOTE: with multiple shooting the diagnosis replays one continuous path, not the segments.
                     diagnosis = locate_nonfinite(model_now, *batch, t0, bin_width, key, training.n_samples,
                                                  config.solver.max_state)
                     raise TrainingError(_stop_message(state, training, diagnosis, indices))
