@@ -221,11 +221,12 @@ def build_model(
 
     heldin = _heldin_channels(config, n_channels)
     recognition_size = n_channels if heldin is None else len(heldin)
+    sde = SDE(_drift(model_config, drive_size, keys[2]), _diffusion(model_config, drive_size, keys[3]))
+    location, scale = _initial_state_prior(sde.drift)
     recognition = GRURecognition(
         recognition_size, drive_size, model_config.latent_size, model_config.recognition_hidden,
-        model_config.context_size, model_config.n_init_bins, key=keys[1],
+        model_config.context_size, model_config.n_init_bins, key=keys[1], state_location=location, state_scale=scale,
     )
-    sde = SDE(_drift(model_config, drive_size, keys[2]), _diffusion(model_config, drive_size, keys[3]))
 
     observed_states = _observed_states(model_config, sde.drift)
     readout_size = model_config.latent_size if observed_states is None else len(observed_states)
@@ -244,6 +245,16 @@ def build_model(
         full_covariance = model_config.constant_posterior == "variational_full"
         model = attach_constant_posterior(model, model_config.constant_priors, full_covariance=full_covariance)
     return model
+
+
+def _initial_state_prior(drift) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """Return the location and scale of the x0 prior that a mechanistic drift declares, or (None, None) for N(0, I)."""
+    mechanistic = getattr(drift, "mechanistic", drift)
+    prior = getattr(mechanistic, "initial_state_prior", None)
+    if prior is None:
+        return None, None
+    location, scale = prior()
+    return tuple(float(value) for value in location), tuple(float(value) for value in scale)
 
 
 def _heldin_channels(config: RunConfig, n_channels: int) -> tuple[int, ...] | None:

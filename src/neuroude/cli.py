@@ -135,11 +135,25 @@ def _fit(arguments) -> int:
         raise ConfigError(f"--steps is {arguments.steps}; expected an integer >= 1")
     name = Path(arguments.config).stem if arguments.config else "receptor-neuron"
     out = arguments.out or str(Path("runs") / name)
+    _enable_fit_precision(config, out, arguments.resume)
 
     run = fit_run(config, out, arguments.resume, arguments.overwrite, arguments.quiet, arguments.steps)
     _print_metrics(run.metrics)
     print(f"run folder: {run.folder.root}")
     return 0
+
+
+def _enable_fit_precision(config, out: str, resume: bool) -> None:
+    """Turn on JAX's 64-bit mode for this process when the fit's `training.precision` is float64."""
+    from .config import load_config
+    from .precision import enable_requested_precision
+    from .runs import RunFolder
+
+    # A resumed fit uses the configuration saved in its run folder.
+    saved = RunFolder(out).config
+    if resume and saved.is_file():
+        config = load_config(saved)
+    enable_requested_precision(config.training.precision)
 
 
 def _analyze(arguments) -> int:

@@ -302,6 +302,12 @@ class SolverConfig(Section):
     max_state: float = Field(
         1e6, gt=0, description="bound on |latent state| at bin times; a training step whose path exceeds it is skipped"
     )
+    shooting_bins: int | None = Field(
+        None, ge=2,
+        description="multiple shooting in training: bins per segment, each integrated from its own start state "
+        "inferred by the recognition model, with training.shooting_penalty joining the segments; must divide "
+        "the trial length; None integrates each trial as one path. Evaluation always uses one path",
+    )
 
 
 class DistributedConfig(Section):
@@ -369,6 +375,15 @@ class TrainingConfig(Section):
     max_nonfinite: int = Field(20, ge=1, description="non-finite steps in a row before the fit stops")
     nonfinite_lr_factor: float = Field(
         0.5, gt=0, le=1, description="learning rate multiplier applied after each skipped non-finite step; 1 keeps it"
+    )
+    shooting_penalty: float = Field(
+        1.0, ge=0, description="weight of the squared gap between one segment's end state and the next segment's "
+        "start state, added to the loss per trial with solver.shooting_bins set"
+    )
+    precision: Literal["float32", "float64"] = Field(
+        "float32", description="floating-point type of the fit's parameters, data and solver; float64 (for stiff "
+        "models such as hodgkin_huxley with solver.method kvaerno5) needs JAX's 64-bit mode, which `neuroude fit` "
+        "turns on for that run"
     )
     devices: int | None = Field(
         None, ge=1, description="number of devices to use, the first ones listed by JAX (across every process "

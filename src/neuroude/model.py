@@ -2,7 +2,7 @@
 
 Generative model for one trial with drive `u = encoder(stimulus)`:
 
-    x0 ~ N(0, I)
+    x0 ~ N(0, I), or N(location, diag(scale^2)) for a drift that declares them (see GRURecognition)
     dx = f(t, x, u) dt + sigma(t, x, u) dW          (prior process model)
     y_k ~ p(y_k | x(t_k))                           (observation model)
 
@@ -27,6 +27,7 @@ from .dynamics.mechanistic.network import BrainNetwork
 from .dynamics.sde import SDE
 from .errors import ConfigError
 from .segments import checkpointed_sum
+from .shooting import MultipleShooting, shooting_paths
 from .solve import FIXED_STEP_METHODS, check_method, solve_adaptive, solve_fixed_step
 from .stimulus import INTERPOLATIONS, input_at
 from .streaming import can_stream, streamed_elbo_terms
@@ -149,12 +150,14 @@ class LatentUDE(eqx.Module):
         """Return the solver's vector fields: the posterior SDE when a context is given, else the prior."""
         return VectorFields(self, drive, context)
 
-    def _integrate(self, fields, x0, t0: float, bin_width: float, n_bins: int, key: PRNGKeyArray | None):
+    def _integrate(
+        self, fields, x0, t0: float, bin_width: float, n_bins: int, key: PRNGKeyArray | None, first_bin=0
+    ):
         if self.method in FIXED_STEP_METHODS:
             noise_key = None if self.sde.is_ode else key
             return solve_fixed_step(
                 fields, x0, t0, bin_width, n_bins, self.n_substeps, noise_key, self.method, self.checkpoint_bins,
-                history=self._delay_line(bin_width / self.n_substeps),
+                first_bin, history=self._delay_line(bin_width / self.n_substeps),
             )
         return solve_adaptive(fields, x0, t0, bin_width, n_bins, self.method, self.adjoint, self.rtol, self.atol)
 
@@ -200,29 +203,36 @@ class LatentUDE(eqx.Module):
         key: PRNGKeyArray,
         n_samples: int = 1,
         behaviour: Float[Array, "T b"] | None = None,
+        shooting: MultipleShooting | None = None,
     ) -> dict[str, Float[Array, ""]]:
         """Return the ELBO terms of one trial, averaged over `n_samples` posterior paths.
 
         Keys: `log_likelihood`, `kl_initial`, `kl_path`, `residual_penalty`,
-        `behaviour_log_likelihood` when the model has a behaviour head, and `state_peak`, the
+        `behaviour_log_likelihood` when the model has a behaviour head,
+        `continuity_penalty` with `shooting` (see `neuroude.shooting`), and `state_peak`, the
         largest |x| over samples and latent states at each bin time (shape (T,)), which the fitting
         loop compares with its bound on the latent state.
 
         With `checkpoint_bins > 0` the terms are computed segment by segment where the model
         allows it (`neuroude.streaming`), so the backward pass stores no array as long as the trial.
         """
-        if can_stream(self):
+        if shooting is None and can_stream(self):
             return streamed_elbo_terms(self, y, stimulus, mask, t0, bin_width, key, n_samples, behaviour)
 
         drive = self.encode(stimulus)
         mean0, std0 = self.recognition.initial_state(self.recognition_input(y), drive)
-        kl_initial = jnp.sum(0.5 * (mean0**2 + std0**2 - 1.0) - jnp.log(std0))
+        kl_initial = self.recognition.initial_kl(mean0, std0)
         context = None if self.sde.is_ode else self.recognition.context(
             self.recognition_input(y), drive, self.checkpoint_bins
         )
         fields = self._fields(drive, context)
 
-        paths, kl_path = self._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
+        if shooting is None:
+            paths, kl_path = self._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
+        else:
+            paths, kl_path, continuity = shooting_paths(
+                self, shooting, self.recognition_input(y), drive, context, mean0, std0, t0, bin_width, key, n_samples
+            )
         log_likelihood = jax.vmap(lambda path: self._log_likelihood(y, path, mask))(paths)
         penalty = jax.vmap(lambda path: self._residual_penalty(path, drive))(paths)
         terms = {
@@ -232,6 +242,8 @@ class LatentUDE(eqx.Module):
             "residual_penalty": jnp.mean(penalty),
             "state_peak": jnp.max(jnp.abs(paths), axis=(0, 2)),
         }
+        if shooting is not None:
+            terms["continuity_penalty"] = jnp.mean(continuity)
         if self.behaviour is not None:
             terms["behaviour_log_likelihood"] = self._behaviour_log_likelihood(paths, behaviour)
         return terms
@@ -268,13 +280,17 @@ class LatentUDE(eqx.Module):
         beta: Float[Array, ""] | float = 1.0,
         n_samples: int = 1,
         behaviour: Float[Array, "B T b"] | None = None,
+        shooting: MultipleShooting | None = None,
     ) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
         """Return the negative ELBO per trial averaged over the batch, and its terms.
 
-        `-E_q[log p(y | x)] + beta * (KL(q(x0 | y) || N(0, I)) + KL_path) + residual penalty`.
+        `-E_q[log p(y | x)] + beta * (KL(q(x0 | y) || p(x0)) + KL_path) + residual penalty`, with the
+        prior `p(x0)` of the recognition model (`N(0, I)` unless the drift declares another).
         With a behaviour head, `- w E_q[log p(behaviour | x)]` is added, with `w = behaviour_weight`.
         With a constant posterior, each trial's terms use one draw of the constants from it
         (the KL of the constants is added by the fitting loop; see `constant_posterior`).
+        With `shooting`, the paths are integrated in segments and their continuity penalty is added
+        (a training objective only; see `neuroude.shooting`).
 
         The terms are batch means, except `state_peak`, which stays (B, T).
         """
@@ -290,7 +306,7 @@ class LatentUDE(eqx.Module):
                 ki, constants_key = jax.random.split(ki)
                 model = self.constant_posterior.draw(self, constants_key)
             return model.trial_elbo_terms(
-                yi, si, mi, t0, bin_width, ki, n_samples, bi if self.behaviour is not None else None
+                yi, si, mi, t0, bin_width, ki, n_samples, bi if self.behaviour is not None else None, shooting
             )
 
         terms = jax.vmap(one_trial)(y, stimulus, mask, keys, behaviour)
@@ -298,6 +314,8 @@ class LatentUDE(eqx.Module):
         terms = {name: jnp.mean(value) for name, value in terms.items()}
         kl = terms["kl_initial"] + terms["kl_path"]
         loss = -terms["log_likelihood"] + beta * kl + terms["residual_penalty"]
+        if shooting is not None:
+            loss = loss + terms["continuity_penalty"]
         if self.behaviour is not None:
             loss = loss - self.behaviour_weight * terms["behaviour_log_likelihood"]
         return loss, {**terms, "state_peak": state_peak}

@@ -20,6 +20,12 @@ class GRURecognition(eqx.Module):
     pass of the same GRU over only the first `n_init_bins` bins. The initial
     state is thus inferred the same way in training and on held-out trials,
     where the model may read only those bins.
+
+    The network's output is in standard units. With `state_location` and
+    `state_scale`, `initial_state` maps it to `x0 = location + scale * z`, and
+    the prior of `x0` is `N(location, diag(scale^2))` instead of `N(0, I)`.
+    Models whose states have physical units (membrane potential in mV, gates
+    in [0, 1]) then start near a physiological state.
     """
 
     cell: eqx.nn.GRUCell
@@ -28,6 +34,8 @@ class GRURecognition(eqx.Module):
     hidden_size: int = eqx.field(static=True)
     latent_size: int = eqx.field(static=True)
     n_init_bins: int = eqx.field(static=True)
+    state_location: tuple[float, ...] | None = eqx.field(static=True)
+    state_scale: tuple[float, ...] | None = eqx.field(static=True)
 
     def __init__(
         self,
@@ -39,9 +47,12 @@ class GRURecognition(eqx.Module):
         n_init_bins: int = 10,
         *,
         key: PRNGKeyArray,
+        state_location: tuple[float, ...] | None = None,
+        state_scale: tuple[float, ...] | None = None,
     ):
         if n_init_bins < 1:
             raise ConfigError(f"n_init_bins is {n_init_bins}; expected an integer >= 1")
+        self.state_location, self.state_scale = _check_state_prior(state_location, state_scale, latent_size)
         k_cell, k_context, k_initial = jax.random.split(key, 3)
         self.cell = eqx.nn.GRUCell(observation_size + input_size, hidden_size, key=k_cell)
         self.to_context = eqx.nn.Linear(hidden_size, context_size, key=k_context)
@@ -56,7 +67,8 @@ class GRURecognition(eqx.Module):
             hidden = self.cell(feature, hidden)
             return hidden, hidden
 
-        hidden0 = jnp.zeros(self.hidden_size, features.dtype)
+        # float32 data read by a float64 model (training.precision) give a float64 hidden state.
+        hidden0 = jnp.zeros(self.hidden_size, jnp.result_type(features, self.cell.weight_hh))
         _, hiddens = checkpointed_scan(step, hidden0, features[::-1], checkpoint_bins)
         return hiddens[::-1]
 
@@ -85,7 +97,19 @@ class GRURecognition(eqx.Module):
         features = jnp.concatenate([y, drive], axis=-1)[: self.n_init_bins]
         hidden = self._run_backwards(features)[0]
         mean, log_std = jnp.split(self.to_initial(hidden), 2)
-        return mean, jnp.exp(jnp.clip(log_std, -7.0, 3.0))
+        std = jnp.exp(jnp.clip(log_std, -7.0, 3.0))
+        if self.state_location is None:
+            return mean, std
+        scale = jnp.asarray(self.state_scale, mean.dtype)
+        return jnp.asarray(self.state_location, mean.dtype) + scale * mean, scale * std
+
+    def initial_kl(self, mean: Float[Array, " d"], std: Float[Array, " d"]) -> Float[Array, ""]:
+        """Return KL(N(mean, std^2) || prior of x0), the prior being N(location, scale^2) or N(0, I)."""
+        if self.state_location is not None:
+            scale = jnp.asarray(self.state_scale, mean.dtype)
+            mean = (mean - jnp.asarray(self.state_location, mean.dtype)) / scale
+            std = std / scale
+        return jnp.sum(0.5 * (mean**2 + std**2 - 1.0) - jnp.log(std))
 
     def context(
         self, y: Float[Array, "T n"], drive: Float[Array, "T m"], checkpoint_bins: int = 0
@@ -97,3 +121,19 @@ class GRURecognition(eqx.Module):
         """
         hiddens = self._run_backwards(jnp.concatenate([y, drive], axis=-1), checkpoint_bins)
         return jax.vmap(self.to_context)(hiddens)
+
+
+def _check_state_prior(location, scale, latent_size: int):
+    if location is None and scale is None:
+        return None, None
+    if location is None or scale is None:
+        raise ConfigError("state_location and state_scale must be given together; one of them is None")
+    location, scale = tuple(float(v) for v in location), tuple(float(v) for v in scale)
+    if len(location) != latent_size or len(scale) != latent_size:
+        raise ConfigError(
+            f"state_location has {len(location)} and state_scale {len(scale)} entries; expected {latent_size} each, "
+            "one per latent state"
+        )
+    if not all(value > 0 for value in scale):
+        raise ConfigError(f"state_scale is {scale}; expected positive numbers")
+    return location, scale

@@ -58,10 +58,15 @@ def solve_fixed_step(
     method: str = "euler",
     checkpoint_bins: int = 0,
     history=None,
+    first_bin: int | Array = 0,
 ) -> tuple[Float[Array, "n_bins d"], Float[Array, ""]]:
     """Integrate from `x0` at `t0` to the end of `n_bins` bins; return the states at bin times and the path KL.
 
     `key=None` integrates without noise (an ODE, or the drift-only path).
+    `first_bin` is the index of the first bin within the whole trial. The
+    Brownian increments of bin `k` here are those of bin `first_bin + k` of a
+    path started at the trial's first bin, so a path cut into pieces (multiple
+    shooting) sees the same noise as the whole path.
 
     `history` (None for an SDE without delays) has `initial(x0)`, `push(state, x)`
     and `read(state)`. Its state is carried in the scan, so memory grows with
@@ -92,9 +97,9 @@ def solve_fixed_step(
         body = _delayed_step(fields, history, _step_position(t0, step, n_bins, n_substeps), step, method)
         carry0 = (*carry0, history.initial(x0))
     if checkpoint_bins:
-        return _scan_checkpointed(body, carry0, key, step, n_steps, n_substeps, checkpoint_bins)
+        return _scan_checkpointed(body, carry0, key, step, n_steps, n_substeps, checkpoint_bins, first_bin)
 
-    increments = brownian_increments(key, jnp.arange(n_bins - 1), n_substeps, x0.shape[0], step, x0.dtype)
+    increments = brownian_increments(key, first_bin + jnp.arange(n_bins - 1), n_substeps, x0.shape[0], step, x0.dtype)
     carry, path = jax.lax.scan(body, carry0, (jnp.arange(n_steps), increments))
     at_bins = path[n_substeps - 1 :: n_substeps]
     return jnp.concatenate([x0[None], at_bins]), carry[1]
@@ -167,6 +172,8 @@ def _delayed_step(fields: Callable, history, position: Callable, step: float, me
         x = x + 0.5 * (drift + drift_next) * step + 0.5 * (diffusion + diffusion_next) * dw
         return (x, kl + 0.5 * (kl_rate + kl_rate_next) * step, history.push(state, x)), x
 
+    return euler_step if method == "euler" else heun_step
+
 
 def brownian_increments(
     key: PRNGKeyArray | None, bins: Array, n_substeps: int, size: int, step: float, dtype
@@ -186,7 +193,9 @@ def brownian_increments(
     return jax.vmap(one_bin)(bins).reshape(-1, size) * jnp.sqrt(step)
 
 
-def _scan_checkpointed(body, carry0, key, step: float, n_steps: int, n_substeps: int, checkpoint_bins: int):
+def _scan_checkpointed(
+    body, carry0, key, step: float, n_steps: int, n_substeps: int, checkpoint_bins: int, first_bin: int | Array = 0
+):
     """Run `body` over all steps in rematerialised segments of `checkpoint_bins` bins; return bin states and KL."""
     x0 = carry0[0]
     n_segments = -(-n_steps // (checkpoint_bins * n_substeps))
@@ -202,7 +211,7 @@ def _scan_checkpointed(body, carry0, key, step: float, n_steps: int, n_substeps:
     def run_segment(carry, segment):
         # The increments are drawn inside the segment, so the backward pass stores none of them.
         bins = segment * checkpoint_bins + jnp.arange(checkpoint_bins)
-        increments = brownian_increments(key, bins, n_substeps, x0.shape[0], step, x0.dtype)
+        increments = brownian_increments(key, first_bin + bins, n_substeps, x0.shape[0], step, x0.dtype)
         steps = bins[0] * n_substeps + jnp.arange(checkpoint_bins * n_substeps)
         carry, states = jax.lax.scan(masked_step, carry, (steps, increments))
         return carry, states[n_substeps - 1 :: n_substeps]

@@ -77,7 +77,7 @@ def streamed_elbo_terms(
     n_init = min(recognition.n_init_bins, n_bins)
     drive_init = model.encode(stimulus[:n_init])
     mean0, std0 = recognition.initial_state(model.recognition_input(y[:n_init]), drive_init)
-    kl_initial = jnp.sum(0.5 * (mean0**2 + std0**2 - 1.0) - jnp.log(std0))
+    kl_initial = recognition.initial_kl(mean0, std0)
 
     def one_start(sample_key):
         k_x0, k_noise = jax.random.split(sample_key)

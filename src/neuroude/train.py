@@ -35,8 +35,10 @@ from .errors import ConfigError, TrainingError
 from .evaluate import validation_metric
 from .model import LatentUDE
 from .observation.checks import check_behaviour
+from .precision import cast_floating, precision_dtype
 from .progress import FitProgress
 from .runs import RunFolder, load_checkpoint, save_checkpoint, write_text
+from .shooting import MultipleShooting
 from .tensorboard import open_tensorboard
 from .uncertainty import constant_prior, prior_penalty
 
@@ -75,7 +77,7 @@ def make_optimizer(config: TrainingConfig) -> optax.GradientTransformation:
 
 def make_train_step(
     static, optimizer, t0: float, bin_width: float, n_samples: int, skip_nonfinite: bool = True,
-    max_state: float = math.inf, penalty=None,
+    max_state: float = math.inf, penalty=None, shooting: MultipleShooting | None = None,
 ):
     """Return the jitted training step: loss, gradient and optimiser update, all in one XLA program.
 
@@ -86,7 +88,8 @@ def make_train_step(
     blow-up); `terms` then carry `state_bound_exceeded` with the first batch
     trial and bin beyond the bound. With `skip_nonfinite`, a failed step leaves
     the parameters and optimiser state unchanged. `penalty(model)`, when given,
-    is added to the loss (the constants' prior, see `uncertainty.prior_penalty`).
+    is added to the loss (the constants' prior, see `uncertainty.prior_penalty`). `shooting`, when
+    given, integrates the paths in segments and adds their continuity penalty (see `neuroude.shooting`).
 
     NOTE: the bound is checked at bin times only, so a state that exceeds it between bins and comes
     back is not caught; with n_substeps = 1 every solver step is a bin time.
@@ -96,7 +99,7 @@ def make_train_step(
     def train_step(params, opt_state, y, stimulus, mask, key, beta, behaviour=None, lr_scale=1.0):
         def loss_fn(trainable):
             model = eqx.combine(trainable, static)
-            loss, terms = model.loss(y, stimulus, mask, t0, bin_width, key, beta, n_samples, behaviour)
+            loss, terms = model.loss(y, stimulus, mask, t0, bin_width, key, beta, n_samples, behaviour, shooting)
             if penalty is not None:
                 loss = loss + penalty(model)
             return loss, terms
@@ -246,6 +249,8 @@ def fit(
     observations, R^2 for Gaussian ones) and the fit's state.
     """
     training = config.training
+    dtype = precision_dtype(training.precision)
+    model = cast_floating(model, dtype)
     initialize_distributed(training)
     devices = select_devices(training)
     spec = trainable_filter(model)
@@ -268,10 +273,8 @@ def fit(
         logger.info("data parallel over %d devices, %d trials per device per step",
                     len(devices), training.batch_size // len(devices))
 
-    y = jnp.asarray(recording.y)
-    stimulus = jnp.asarray(recording.u) if recording.u is not None else jnp.zeros(y.shape[:2] + (0,), y.dtype)
-    mask = jnp.asarray(recording.mask, y.dtype) if recording.mask is not None else jnp.ones_like(y)
-    behaviour = _behaviour_array(model, recording)
+    y, stimulus, mask = cast_floating(_data_arrays(recording), dtype)
+    behaviour = cast_floating(_behaviour_array(model, recording), dtype)
     t0, bin_width = float(recording.ts[0]), float(recording.dt)
     train_indices = np.asarray(split["train"])
     validation = recording.select(split["validation"])
@@ -287,8 +290,9 @@ def fit(
     if model.constant_posterior is not None:
         # The KL of the constants' posterior contains the prior term, so it replaces the prior penalty.
         penalty = posterior_penalty(model, len(train_indices))
+    shooting = multiple_shooting(config, y.shape[1])
     train_step = make_train_step(static, optimizer, t0, bin_width, training.n_samples,
-                                 max_state=config.solver.max_state, penalty=penalty)
+                                 max_state=config.solver.max_state, penalty=penalty, shooting=shooting)
     schedule = learning_rate_schedule(training)
     base_key = jax.random.PRNGKey(config.seed)
     metric_name = "bits per spike" if config.model.observation == "poisson" else "R^2"
@@ -337,6 +341,7 @@ def fit(
                     _log_state_bound(state.step, terms, indices, t0, bin_width, config.solver.max_state)
                 if _count_nonfinite(state, bool(finite), training):
                     model_now = eqx.combine(params, static)
+                    # NOTE: with multiple shooting the diagnosis replays one continuous path, not the segments.
                     diagnosis = locate_nonfinite(model_now, *batch, t0, bin_width, key, training.n_samples,
                                                  config.solver.max_state)
                     raise TrainingError(_stop_message(state, training, diagnosis, indices))
@@ -345,6 +350,8 @@ def fit(
                 row = {"step": state.step, **{name: float(terms[name]) for name in TERM_NAMES}}
                 if "behaviour_log_likelihood" in terms:
                     row["behaviour_log_likelihood"] = float(terms["behaviour_log_likelihood"])
+                if "continuity_penalty" in terms:
+                    row["continuity_penalty"] = float(terms["continuity_penalty"])
                 row.update(beta=beta, grad_norm=float(grad_norm), finite=bool(finite),
                            learning_rate=float(schedule(state.step - 1)), skipped_steps=state.nonfinite_total,
                            validation_metric=None)
@@ -373,6 +380,25 @@ def fit(
         checkpoint(run.best_checkpoint)
     _, (best_params, _) = load_checkpoint(run.best_checkpoint, (params, opt_state))
     return FitResult(eqx.combine(best_params, static), state, split)
+
+
+def multiple_shooting(config: RunConfig, n_bins: int) -> MultipleShooting | None:
+    """Return the multiple-shooting settings of a fit on trials of `n_bins` bins, or None when it is off.
+
+    Raises ConfigError when `solver.shooting_bins` does not divide `n_bins`.
+    """
+    if config.solver.shooting_bins is None:
+        return None
+    shooting = MultipleShooting(config.solver.shooting_bins, config.training.shooting_penalty)
+    shooting.n_segments(n_bins)
+    return shooting
+
+
+def _data_arrays(recording):
+    y = jnp.asarray(recording.y)
+    stimulus = jnp.asarray(recording.u) if recording.u is not None else jnp.zeros(y.shape[:2] + (0,), y.dtype)
+    mask = jnp.asarray(recording.mask, y.dtype) if recording.mask is not None else jnp.ones_like(y)
+    return y, stimulus, mask
 
 
 def _behaviour_array(model: LatentUDE, recording):

@@ -24,7 +24,7 @@ from .evaluate import evaluate, predict_recording
 from .model import LatentUDE
 from .observation import GaussianObservation, PoissonObservation
 from .runs import RunFolder, atomic_open, write_json, write_text
-from .train import FitState, fit, load_trained, select_devices
+from .train import FitState, fit, load_trained, multiple_shooting, select_devices
 from .uncertainty import check_run_settings, run_constant_intervals
 
 logger = logging.getLogger("neuroude")
@@ -105,6 +105,7 @@ def _check_trial_length(recording, config: RunConfig) -> None:
             f"evaluation.skip_bins is {config.evaluation.skip_bins}, but the trials have {n_bins} bins; expected "
             f"fewer than {n_bins}, so that some bins of each held-out trial are scored"
         )
+    multiple_shooting(config, n_bins)
 
 
 def _split(recording, config: RunConfig) -> dict[str, list[int]]:

@@ -138,6 +138,15 @@ class HodgkinHuxley(eqx.Module):
         return MS_PER_S * jnp.stack([dv, dm, dh, dn])
 
     @staticmethod
+    def initial_state_prior() -> tuple[Float[Array, " 4"], tuple[float, ...]]:
+        """Return location and scale of the prior of the initial state: the resting state, 10 mV and 0.1 per gate.
+
+        The recognition model's standard-unit output is mapped through them, so a fit starts
+        near rest instead of at V = 0 mV with gates outside [0, 1].
+        """
+        return HodgkinHuxley.resting_state(), (10.0, 0.1, 0.1, 0.1)
+
+    @staticmethod
     def resting_state() -> Float[Array, " 4"]:
         """Return a physiological initial state: -65 mV with each gate at its steady state there.
 
