@@ -18,7 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import RunConfig
-from .cosmoothing import co_smoothing_scores, heldout_bits_per_spike, posterior_rates
+from .cosmoothing import (
+    co_smoothing_scores, gaussian_co_smoothing_scores, heldout_bits_per_spike, heldout_r_squared, posterior_rates,
+)
 from .metrics import bits_per_spike, heldout_channel_split, poisson_log_likelihood, r_squared, score_window
 
 logger = logging.getLogger("neuroude")
@@ -77,11 +79,14 @@ def _score(y, prediction, mask, skip_bins: int, observation: str) -> dict[str, f
 def validation_metric(model, recording, config: RunConfig, key) -> float:
     """Return the early-stopping metric on `recording`: bits per spike (Poisson) or R^2 (Gaussian).
 
-    With held-out neurons configured and a Poisson model, it is co-smoothing bits per spike.
+    With held-out neurons configured, it is co-smoothing bits per spike (Poisson) or the
+    R^2 of the held-out channels given the held-in ones (Gaussian).
     """
-    if config.data.heldout_neurons is not None and config.model.observation == "poisson":
+    if config.data.heldout_neurons is not None and config.model.observation in ("poisson", "gaussian"):
         _, heldout = heldout_channel_split(config.data.heldout_neurons, recording.n_channels)
         expected, _ = posterior_rates(model, recording, key, config.evaluation.n_samples)
+        if config.model.observation == "gaussian":
+            return heldout_r_squared(recording, expected, heldout, config.evaluation.skip_bins)
         return heldout_bits_per_spike(recording, expected, heldout, config.evaluation.skip_bins)
     prediction = predict_recording(model, recording, key, config.evaluation.n_samples)
     scores = _score(recording.y, prediction["mean"], recording.mask, config.evaluation.skip_bins,
@@ -146,4 +151,9 @@ def evaluate(model, recording, split: dict[str, list[int]], config: RunConfig, k
     if config.data.heldout_neurons is not None and observation == "poisson":
         key_posterior = jax.random.fold_in(key, 1)
         metrics["test"]["co_smoothing"] = co_smoothing_scores(model, train, validation, test, config, key_posterior)
+    if config.data.heldout_neurons is not None and observation == "gaussian":
+        key_posterior = jax.random.fold_in(key, 1)
+        metrics["test"]["co_smoothing"] = gaussian_co_smoothing_scores(
+            model, train, validation, test, config, key_posterior
+        )
     return metrics, test_prediction
