@@ -2,11 +2,11 @@
 
 Fits the latent SDE of `configs/v1-v2-residuals.yaml` with the 31 V2 channels held out,
 so the recognition model reads only the 110 V1 channels, while the Gaussian observation
-model is fitted to all 141 channels on the training trials. On test trials, which
-training never uses, it reports the variance explained (R^2, averaged over the V2
-channels) of the V2 residuals by the model's posterior mean given V1, and by
-reduced-rank regression from the V1 channels of the same bin (ridge and rank chosen by
-cross-validation over the training trials). Early stopping uses the held-out R^2 on the
+model is fitted to all 141 channels on the training trials. The score is the variance
+explained (R^2, averaged over the V2 channels) of the V2 residuals on test trials, which
+training never uses. It is computed for the model's posterior mean given V1 and for
+reduced-rank regression from the V1 channels of the same bin, whose ridge and rank are
+chosen by cross-validation over the training trials. Early stopping uses the held-out R^2 on the
 validation trials. For reference it also fits reduced-rank regression from the 79 V1
 source units alone, the predictor population of the communication-subspace analysis,
 and from the V1 channels of the bins t - 1, t and t + 1, since the model reads V1 over

@@ -614,7 +614,7 @@ class ReducedRankRegression:
         self.target_mean: np.ndarray | None = None  # (q,)
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> ReducedRankRegression:
-        """Fit on samples x (..., p) and y (..., q); all leading axes are samples."""
+        """Fit on x (..., p) and y (..., q), whose leading axes all index samples."""
         x, y = _regression_pair(x, y)
         if self.rank > min(x.shape[1], y.shape[1]):
             raise ConfigError(
@@ -622,8 +622,8 @@ class ReducedRankRegression:
             )
         self.source_mean, self.target_mean = x.mean(axis=0), y.mean(axis=0)
         full, directions = _ridge_and_directions(x - self.source_mean, y - self.target_mean, self.ridge)
-        kept = directions[:, : self.rank]
-        self.coefficients = full @ kept @ kept.T
+        leading = directions[:, : self.rank]
+        self.coefficients = full @ leading @ leading.T
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -642,7 +642,7 @@ def _regression_pair(x, y) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"x has shape {x.shape} and y {y.shape}; expected the same sample axes before the channels")
     x, y = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        raise DataError("x or y holds NaN or infinite values; expected finite values")
+        raise DataError("x or y contains NaN or infinite values; expected finite values")
     if x.shape[0] < 2:
         raise DataError(f"x has {x.shape[0]} samples; expected at least 2")
     return x, y
@@ -679,7 +679,7 @@ def fit_reduced_rank_by_cross_validation(
     """Choose the ridge and rank of a ReducedRankRegression by cross-validation over trials.
 
     x is (trials, time, p) and y (trials, time, q). The trials are split into `n_folds`
-    folds at random; each setting is fitted on all folds but one and scored by the mean
+    folds at random. Each setting is fitted on all folds but one and scored by the mean
     R^2 over the target channels on the left-out fold. The ridge with the best mean score
     over folds (at its best rank) is kept. The rank is then the smallest one whose mean
     score is within one standard error (over folds) of that best score, which prefers a
