@@ -16,6 +16,7 @@ Run by hand, never in CI; the recordings are not part of the package:
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 from pathlib import Path
 
@@ -50,6 +51,13 @@ def make_config(data: Path, steps: int, latent_size: int, seed: int, time_consta
     })
 
 
+def best_validation_score(run_folder: Path) -> float:
+    """Return the highest validation co-bps logged during training, the score that picks the kept model."""
+    with open(run_folder / "history.csv", newline="") as file:
+        values = [float(row["validation_metric"]) for row in csv.DictReader(file) if row["validation_metric"]]
+    return max(values)
+
+
 def position_r_squared(decoding: dict) -> float:
     return sum(decoding[name] for name in POSITION) / len(POSITION)
 
@@ -79,7 +87,8 @@ def main() -> None:
 
     print(f"data: {arguments.data}")
     print(f"held-out units: {scores['heldout_channels']}; test trials: {len(run.split['test'])}")
-    print(f"training: {training['steps_run']} steps, best at step {training['best_step']}, {training['seconds']} s")
+    print(f"training: {training['steps_run']} steps, best at step {training['best_step']}, {training['seconds']} s; "
+          f"best validation co-bps {best_validation_score(arguments.out):.4f}")
     print("\n| method | test co-bps | position R^2 (x, y mean) | speed R^2 |")
     print("|---|---|---|---|")
     rows = (("latent SDE", "model", "model_latents"), ("spike smoothing", "spike_smoothing", "smoothed_spikes"),

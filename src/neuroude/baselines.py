@@ -580,3 +580,154 @@ class GPFACoSmoothing:
         prediction[:, :, heldin] = np.maximum(reconstruction, 0.0) ** 2
         prediction[:, :, heldout] = self.readout.predict(latents)
         return prediction
+
+
+# -- reduced-rank regression ---------------------------------------------------
+
+
+RRR_RIDGES = (0.0, 0.01, 0.1, 1.0)  # relative ridge penalties searched by cross-validation
+
+
+class ReducedRankRegression:
+    """Linear prediction of targets y (q channels) from sources x (p channels) through a rank-r map.
+
+    With centred training data X (n, p) and Y (n, q) and lambda = ridge * trace(X'X) / p
+    (so `ridge` is relative to the mean variance of the sources):
+
+        B_ridge = (X'X + lambda I)^-1 X'Y
+        Y_hat = X B_ridge = U S V'            (thin SVD of the fitted values)
+        B_r = B_ridge V_r V_r'                (V_r: the first r right singular vectors)
+
+    and the prediction is (x - mean_x) B_r + mean_y. With ridge 0 this is the classical
+    reduced-rank regression estimate, the least-squares solution among maps of rank r.
+    """
+
+    def __init__(self, rank: int, ridge: float = 0.0) -> None:
+        if not isinstance(rank, (int, np.integer)) or rank < 1:
+            raise ConfigError(f"rank is {rank!r}; expected a positive integer")
+        if not (np.isfinite(ridge) and ridge >= 0):
+            raise ConfigError(f"ridge is {ridge!r}; expected a non-negative number")
+        self.rank = int(rank)
+        self.ridge = float(ridge)
+        self.coefficients: np.ndarray | None = None  # B_r, (p, q)
+        self.source_mean: np.ndarray | None = None  # (p,)
+        self.target_mean: np.ndarray | None = None  # (q,)
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> ReducedRankRegression:
+        """Fit on x (..., p) and y (..., q), whose leading axes all index samples."""
+        x, y = _regression_pair(x, y)
+        if self.rank > min(x.shape[1], y.shape[1]):
+            raise ConfigError(
+                f"rank is {self.rank}; expected at most min(sources, targets) = {min(x.shape[1], y.shape[1])}"
+            )
+        self.source_mean, self.target_mean = x.mean(axis=0), y.mean(axis=0)
+        full, directions = _ridge_and_directions(x - self.source_mean, y - self.target_mean, self.ridge)
+        leading = directions[:, : self.rank]
+        self.coefficients = full @ leading @ leading.T
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Return predicted targets (..., q) for sources x (..., p)."""
+        _require_fitted(self, "coefficients")
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape[-1] != self.source_mean.size:
+            raise DataError(f"x has {x.shape[-1]} channels; expected {self.source_mean.size}, as in the fitted x")
+        return (x - self.source_mean) @ self.coefficients + self.target_mean
+
+
+def _regression_pair(x, y) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten (..., p) and (..., q) arrays to (samples, p) and (samples, q), checking they match."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.ndim < 2 or x.shape[:-1] != y.shape[:-1]:
+        raise DataError(f"x has shape {x.shape} and y {y.shape}; expected the same sample axes before the channels")
+    x, y = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise DataError("x or y contains NaN or infinite values; expected finite values")
+    if x.shape[0] < 2:
+        raise DataError(f"x has {x.shape[0]} samples; expected at least 2")
+    return x, y
+
+
+def _ridge_and_directions(x: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
+    """Return B_ridge (p, q) and the right singular vectors of X B_ridge as columns (q, q), largest first."""
+    gram = x.T @ x
+    penalty = ridge * np.trace(gram) / gram.shape[0]
+    # lstsq keeps the unpenalised fit defined when X'X is singular (more sources than samples).
+    full = np.linalg.lstsq(gram + penalty * np.eye(gram.shape[0]), x.T @ y, rcond=None)[0]
+    _, _, right = np.linalg.svd(x @ full, full_matrices=False)
+    directions = right.T
+    if directions.shape[1] < y.shape[1]:  # fewer samples than targets: complete the basis
+        directions = np.linalg.qr(np.concatenate([directions, np.eye(y.shape[1])], axis=1))[0][:, : y.shape[1]]
+    return full, directions
+
+
+def _mean_r_squared(y: np.ndarray, prediction: np.ndarray) -> float:
+    """1 - SSE / SST per channel (SST around the channel's mean in `y`), averaged over channels."""
+    sst = np.sum((y - y.mean(axis=0)) ** 2, axis=0)
+    sse = np.sum((y - prediction) ** 2, axis=0)
+    return float(np.mean(1.0 - sse / np.maximum(sst, np.finfo(float).tiny)))
+
+
+def fit_reduced_rank_by_cross_validation(
+    x: np.ndarray,
+    y: np.ndarray,
+    ranks: tuple[int, ...] | None = None,
+    ridges: tuple[float, ...] = RRR_RIDGES,
+    n_folds: int = 5,
+    seed: int = 0,
+) -> tuple[ReducedRankRegression, dict]:
+    """Choose the ridge and rank of a ReducedRankRegression by cross-validation over trials.
+
+    x is (trials, time, p) and y (trials, time, q). The trials are split into `n_folds`
+    folds at random. Each setting is fitted on all folds but one and scored by the mean
+    R^2 over the target channels on the left-out fold. The ridge with the best mean score
+    over folds (at its best rank) is kept. The rank is then the smallest one whose mean
+    score is within one standard error (over folds) of that best score, which prefers a
+    small map when larger ones predict no better. The model is refitted on all trials.
+
+    Returns the fitted model and a dictionary with the chosen `rank` and `ridge`, and the
+    cross-validated score of every rank at the chosen ridge.
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.ndim != 3 or y.ndim != 3 or x.shape[:2] != y.shape[:2]:
+        raise DataError(f"x has shape {x.shape} and y {y.shape}; expected (trials, time, p) and (trials, time, q)")
+    if not 2 <= n_folds <= x.shape[0]:
+        raise ConfigError(f"n_folds is {n_folds}; expected between 2 and the {x.shape[0]} trials")
+    if len(ridges) == 0:
+        raise ConfigError("ridges is empty; expected at least one ridge value")
+    max_rank = min(x.shape[-1], y.shape[-1])
+    ranks = tuple(range(1, max_rank + 1)) if ranks is None else tuple(int(rank) for rank in ranks)
+    if not ranks or min(ranks) < 1 or max(ranks) > max_rank:
+        raise ConfigError(f"ranks is {list(ranks)}; expected ranks between 1 and min(sources, targets) = {max_rank}")
+
+    folds = np.array_split(np.random.default_rng(seed).permutation(x.shape[0]), n_folds)
+    scores = np.empty((len(ridges), len(ranks), n_folds))
+    for k, fold in enumerate(folds):
+        kept = np.setdiff1d(np.arange(x.shape[0]), fold)
+        train_x, train_y = _regression_pair(x[kept], y[kept])
+        test_x, test_y = _regression_pair(x[fold], y[fold])
+        source_mean, target_mean = train_x.mean(axis=0), train_y.mean(axis=0)
+        for i, ridge in enumerate(ridges):
+            full, directions = _ridge_and_directions(train_x - source_mean, train_y - target_mean, ridge)
+            projected = (test_x - source_mean) @ full  # rank-r prediction is this times V_r V_r'
+            for j, rank in enumerate(ranks):
+                kept_directions = directions[:, :rank]
+                prediction = projected @ kept_directions @ kept_directions.T + target_mean
+                scores[i, j, k] = _mean_r_squared(test_y, prediction)
+
+    mean, error = scores.mean(axis=2), scores.std(axis=2, ddof=1) / np.sqrt(n_folds)
+    best_ridge = int(np.argmax(mean.max(axis=1)))
+    best_rank = int(np.argmax(mean[best_ridge]))
+    threshold = mean[best_ridge, best_rank] - error[best_ridge, best_rank]
+    chosen = int(np.flatnonzero(mean[best_ridge] >= threshold)[0])
+
+    model = ReducedRankRegression(ranks[chosen], ridges[best_ridge]).fit(x, y)
+    settings = {
+        "rank": ranks[chosen],
+        "ridge": float(ridges[best_ridge]),
+        "best_rank": ranks[best_rank],
+        "cross_validated_r_squared": {int(rank): float(score) for rank, score in zip(ranks, mean[best_ridge])},
+    }
+    logger.info("reduced-rank regression: rank %d, ridge %g chosen by %d-fold cross-validation",
+                settings["rank"], settings["ridge"], n_folds)
+    return model, settings

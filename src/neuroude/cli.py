@@ -292,6 +292,12 @@ def _print_behaviour(scores: dict) -> None:
 
 
 def _print_co_smoothing(scores: dict) -> None:
+    if "reduced_rank_regression" in scores:
+        rank = scores["reduced_rank_regression_settings"]["rank"]
+        print(f"held-out channels {scores['heldout_channels']} on test trials, R^2 from the held-in channels:")
+        print(f"  {'model':<50s} {scores['model']: .4f}")
+        print(f"  {f'reduced_rank_regression (rank {rank})':<50s} {scores['reduced_rank_regression']: .4f}")
+        return
     print(f"held-out neurons {scores['heldout_channels']} on test trials, co-smoothing bits per spike:")
     for name in ("model", "spike_smoothing", "gpfa"):
         print(f"  {name:<50s} {scores[name]: .4f}")

@@ -8,6 +8,11 @@ The spike-smoothing and GPFA baselines get the same held-in spikes, and their
 settings are chosen on the validation trials. When the recording has behaviour,
 each method's features (model latents, smoothed held-in spikes, GPFA latents) are
 also decoded to behaviour by ridge regression fitted on the training trials.
+
+With Gaussian observations the held-out channels are continuous traces, for example
+one brain area predicted from another. The score is then the variance explained
+(R^2) of the held-out channels on test trials, beside reduced-rank regression from
+the held-in channels of the same bin.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .baselines import GPFACoSmoothing, PoissonReadout, SpikeSmoothing
+from .baselines import GPFACoSmoothing, PoissonReadout, SpikeSmoothing, fit_reduced_rank_by_cross_validation
 from .config import RunConfig
 from .metrics import co_smoothing_bits_per_spike, fit_ridge, heldout_channel_split, r_squared, score_window
 
@@ -155,3 +160,40 @@ def co_smoothing_scores(model, train, validation, test, config: RunConfig, key) 
         for method, features in feature_sets.items()
     }
     return scores
+
+
+def heldout_r_squared(recording, expected: np.ndarray, heldout, skip_bins: int) -> float:
+    """Return the R^2 of `expected` on the held-out channels, averaged over them, leaving the first `skip_bins` bins out."""
+    heldout = list(heldout)
+    mask = None if recording.mask is None else score_window(recording.mask, skip_bins)[..., heldout]
+    return float(r_squared(
+        score_window(recording.y, skip_bins)[..., heldout], score_window(expected, skip_bins)[..., heldout], mask
+    ))
+
+
+def gaussian_co_smoothing_scores(model, train, validation, test, config: RunConfig, key) -> dict:
+    """Return the test R^2 of the held-out channels: the model's posterior mean and reduced-rank regression.
+
+    The model's prediction is the posterior mean of the held-out channels given the
+    held-in channels of the whole trial. Reduced-rank regression maps the held-in
+    channels of a bin to the held-out channels of the same bin. Its ridge and rank are
+    chosen by cross-validation over the training trials, and it is then fitted on all of them.
+    """
+    heldin, heldout = heldout_channel_split(config.data.heldout_neurons, test.n_channels)
+    heldin, heldout = list(heldin), list(heldout)
+    skip = config.evaluation.skip_bins
+    expected, _ = posterior_rates(model, test, key, config.evaluation.n_samples)
+
+    # NOTE: the regression ignores the mask, so an unobserved entry enters its fit and prediction as the 0 stored there.
+    n_folds = min(5, train.n_trials)
+    regression, settings = fit_reduced_rank_by_cross_validation(
+        train.y[:, :, heldin], train.y[:, :, heldout], n_folds=n_folds, seed=config.seed
+    )
+    regression_prediction = np.zeros(test.y.shape)
+    regression_prediction[:, :, heldout] = regression.predict(test.y[:, :, heldin])
+    return {
+        "heldout_channels": heldout,
+        "model": heldout_r_squared(test, expected, heldout, skip),
+        "reduced_rank_regression": heldout_r_squared(test, regression_prediction, heldout, skip),
+        "reduced_rank_regression_settings": settings,
+    }

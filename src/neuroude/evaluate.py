@@ -19,7 +19,9 @@ import numpy as np
 
 from .behaviour_score import behaviour_scores
 from .config import RunConfig
-from .cosmoothing import co_smoothing_scores, heldout_bits_per_spike, posterior_rates
+from .cosmoothing import (
+    co_smoothing_scores, gaussian_co_smoothing_scores, heldout_bits_per_spike, heldout_r_squared, posterior_rates,
+)
 from .decoding import behaviour_decoding_scores
 from .metrics import bits_per_spike, heldout_channel_split, poisson_log_likelihood, r_squared, score_window
 
@@ -79,11 +81,14 @@ def _score(y, prediction, mask, skip_bins: int, observation: str) -> dict[str, f
 def validation_metric(model, recording, config: RunConfig, key) -> float:
     """Return the early-stopping metric on `recording`: bits per spike (Poisson) or R^2 (Gaussian).
 
-    With held-out neurons configured and a Poisson model, it is co-smoothing bits per spike.
+    With held-out neurons configured, it is co-smoothing bits per spike (Poisson) or the
+    R^2 of the held-out channels given the held-in ones (Gaussian).
     """
-    if config.data.heldout_neurons is not None and config.model.observation == "poisson":
+    if config.data.heldout_neurons is not None and config.model.observation in ("poisson", "gaussian"):
         _, heldout = heldout_channel_split(config.data.heldout_neurons, recording.n_channels)
         expected, _ = posterior_rates(model, recording, key, config.evaluation.n_samples)
+        if config.model.observation == "gaussian":
+            return heldout_r_squared(recording, expected, heldout, config.evaluation.skip_bins)
         return heldout_bits_per_spike(recording, expected, heldout, config.evaluation.skip_bins)
     prediction = predict_recording(model, recording, key, config.evaluation.n_samples)
     scores = _score(recording.y, prediction["mean"], recording.mask, config.evaluation.skip_bins,
@@ -156,6 +161,11 @@ def evaluate(model, recording, split: dict[str, list[int]], config: RunConfig, k
     if config.data.heldout_neurons is not None and observation == "poisson":
         key_posterior = jax.random.fold_in(key, 1)
         metrics["test"]["co_smoothing"] = co_smoothing_scores(model, train, validation, test, config, key_posterior)
+    if config.data.heldout_neurons is not None and observation == "gaussian":
+        key_posterior = jax.random.fold_in(key, 1)
+        metrics["test"]["co_smoothing"] = gaussian_co_smoothing_scores(
+            model, train, validation, test, config, key_posterior
+        )
     if model.behaviour is not None and test.behaviour is not None:
         # Top level, not under "test", whose entries the CLI and the report read as predictors of y.
         metrics["behaviour_r_squared"] = behaviour_scores(

@@ -157,7 +157,7 @@ class LatentUDE(eqx.Module):
             noise_key = None if self.sde.is_ode else key
             return solve_fixed_step(
                 fields, x0, t0, bin_width, n_bins, self.n_substeps, noise_key, self.method, self.checkpoint_bins,
-                first_bin, history=self._delay_line(bin_width / self.n_substeps),
+                history=self._delay_line(bin_width / self.n_substeps), first_bin=first_bin,
             )
         return solve_adaptive(fields, x0, t0, bin_width, n_bins, self.method, self.adjoint, self.rtol, self.atol)
 
