@@ -26,6 +26,7 @@ from .dynamics.hybrid import ResidualDrift
 from .dynamics.mechanistic.network import BrainNetwork
 from .dynamics.sde import SDE
 from .errors import ConfigError
+from .recognition import initial_state_kl
 from .segments import checkpointed_sum
 from .shooting import MultipleShooting, shooting_paths
 from .solve import FIXED_STEP_METHODS, check_method, solve_adaptive, solve_fixed_step
@@ -221,7 +222,7 @@ class LatentUDE(eqx.Module):
 
         drive = self.encode(stimulus)
         mean0, std0 = self.recognition.initial_state(self.recognition_input(y), drive)
-        kl_initial = self.recognition.initial_kl(mean0, std0)
+        kl_initial = initial_state_kl(self.recognition, mean0, std0)
         context = None if self.sde.is_ode else self.recognition.context(
             self.recognition_input(y), drive, self.checkpoint_bins
         )

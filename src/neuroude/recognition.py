@@ -109,7 +109,7 @@ class GRURecognition(eqx.Module):
             scale = jnp.asarray(self.state_scale, mean.dtype)
             mean = (mean - jnp.asarray(self.state_location, mean.dtype)) / scale
             std = std / scale
-        return jnp.sum(0.5 * (mean**2 + std**2 - 1.0) - jnp.log(std))
+        return standard_normal_kl(mean, std)
 
     def context(
         self, y: Float[Array, "T n"], drive: Float[Array, "T m"], checkpoint_bins: int = 0
@@ -137,3 +137,20 @@ def _check_state_prior(location, scale, latent_size: int):
     if not all(value > 0 for value in scale):
         raise ConfigError(f"state_scale is {scale}; expected positive numbers")
     return location, scale
+
+
+def standard_normal_kl(mean: Float[Array, " d"], std: Float[Array, " d"]) -> Float[Array, ""]:
+    """Return KL(N(mean, std^2) || N(0, I)) summed over states."""
+    return jnp.sum(0.5 * (mean**2 + std**2 - 1.0) - jnp.log(std))
+
+
+def initial_state_kl(recognition, mean: Float[Array, " d"], std: Float[Array, " d"]) -> Float[Array, ""]:
+    """Return the KL of q(x0 | y) from the recognition model's prior of x0.
+
+    A recognition model without an `initial_kl` method (a user's own, or a test
+    stand-in) has the standard normal prior.
+    """
+    if hasattr(recognition, "initial_kl"):
+        return recognition.initial_kl(mean, std)
+    return standard_normal_kl(mean, std)
+

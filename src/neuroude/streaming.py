@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .dynamics.hybrid import ResidualDrift
+from .recognition import initial_state_kl
 from .solve import FIXED_STEP_METHODS, brownian_increments, fixed_step_body
 
 
@@ -77,7 +78,7 @@ def streamed_elbo_terms(
     n_init = min(recognition.n_init_bins, n_bins)
     drive_init = model.encode(stimulus[:n_init])
     mean0, std0 = recognition.initial_state(model.recognition_input(y[:n_init]), drive_init)
-    kl_initial = recognition.initial_kl(mean0, std0)
+    kl_initial = initial_state_kl(recognition, mean0, std0)
 
     def one_start(sample_key):
         k_x0, k_noise = jax.random.split(sample_key)
