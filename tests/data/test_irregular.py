@@ -10,7 +10,7 @@ import pytest
 
 from neuroude.data import Recording, load_npz, save_npz
 from neuroude.errors import DataError
-from tests.conftest import tiny_config
+from conftest import tiny_config
 
 DT = 0.01
 
