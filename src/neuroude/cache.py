@@ -18,8 +18,11 @@ logger = logging.getLogger("neuroude")
 CACHE_VARIABLE = "NEUROUDE_COMPILATION_CACHE"
 DISABLED = ("", "0", "off", "false", "no")
 
-# Programs that compile faster than this are cheaper to rebuild than to read back.
-MIN_COMPILE_SECONDS = 0.5
+# Every program is cached, however fast it compiles. Building a model compiles about a hundred
+# small programs (parameter initialisation) of some 35 ms each, and reading them back is faster:
+# with a 0.5 s threshold a warm receptor-neuron fit reached its second step 7.7 s after launch,
+# with none 3.9 s (`benchmarks/warm_start.py`).
+MIN_COMPILE_SECONDS = 0.0
 
 
 def default_cache_dir() -> Path | None:
