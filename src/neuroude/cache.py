@@ -21,7 +21,7 @@ DISABLED = ("", "0", "off", "false", "no")
 # Every program is cached, however fast it compiles. Building a model compiles about a hundred
 # small programs (parameter initialisation) of some 35 ms each, and reading them back is faster:
 # with a 0.5 s threshold a warm receptor-neuron fit reached its second step 7.7 s after launch,
-# with none 3.9 s (`benchmarks/warm_start.py`).
+# with none about 4 s (`benchmarks/warm_start.py`, table in benchmarks/README.md).
 MIN_COMPILE_SECONDS = 0.0
 
 
