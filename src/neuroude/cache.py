@@ -19,9 +19,9 @@ CACHE_VARIABLE = "NEUROUDE_COMPILATION_CACHE"
 DISABLED = ("", "0", "off", "false", "no")
 
 # Every program is cached, however fast it compiles. Building a model compiles about a hundred
-# small programs (parameter initialisation) of some 35 ms each, and reading them back is faster:
-# with a 0.5 s threshold a warm receptor-neuron fit reached its second step 7.7 s after launch,
-# with none about 4 s (`benchmarks/warm_start.py`, table in benchmarks/README.md).
+# small initialisation programs of about 35 ms each, and reading them back is faster than that.
+# A warm receptor-neuron fit reached its second step after 7.7 s with a 0.5 s threshold and after
+# about 4 s with none (`benchmarks/warm_start.py`, table in benchmarks/README.md).
 MIN_COMPILE_SECONDS = 0.0
 
 

@@ -66,7 +66,7 @@ def solve_fixed_step(
     `first_bin` is the index of the first bin within the whole trial. The
     Brownian increments of bin `k` here are those of bin `first_bin + k` of a
     path started at the trial's first bin, so a path cut into pieces (multiple
-    shooting) sees the same noise as the whole path.
+    shooting) draws the same noise as the whole path.
 
     `history` (None for an SDE without delays) has `initial(x0)`, `push(state, x)`
     and `read(state)`. Its state is carried in the scan, so memory grows with
