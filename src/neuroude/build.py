@@ -19,7 +19,7 @@ from .dynamics import (
     ResidualDrift,
 )
 from .dynamics.mechanistic import MODELS, make_mechanistic
-from .dynamics.mechanistic.delays import conduction_delays
+from .dynamics.mechanistic.delays import check_fibre_lengths
 from .dynamics.mechanistic.network import BrainNetwork, check_connectivity
 from .errors import ConfigError, DataError, DataFileError
 from .metrics import heldout_channel_split
@@ -71,20 +71,21 @@ def _network(config: ModelConfig, input_size: int, key: PRNGKeyArray) -> BrainNe
             f"model.latent_size is {config.latent_size}; a network of {connectivity.shape[0]} {settings.local} "
             f"nodes with {local_size} states each has {expected}, so set model.latent_size to {expected}"
         )
-    delays = None
+    lengths = None
     if settings.fibre_lengths is not None:
-        delays = load_delays(settings.fibre_lengths, settings.conduction_speed, connectivity.shape[0])
+        lengths = load_fibre_lengths(settings.fibre_lengths, connectivity.shape[0])
     return BrainNetwork.from_registry(
         settings.local, connectivity, input_size, key,
         coupling_variable=settings.coupling_variable, coupling=settings.coupling,
         global_coupling=settings.global_coupling, frozen=tuple(config.frozen_constants),
         heterogeneous=settings.heterogeneous, target_variable=settings.target_variable,
-        node_inputs=settings.node_inputs, delays=delays, **config.constants,
+        node_inputs=settings.node_inputs, fibre_lengths=lengths, conduction_speed=settings.conduction_speed,
+        min_conduction_speed=settings.min_conduction_speed, **config.constants,
     )
 
 
-def load_delays(path: str, conduction_speed: float, n_nodes: int) -> np.ndarray:
-    """Read (nodes, nodes) fibre lengths in mm from a .npy file; return the conduction delays in seconds."""
+def load_fibre_lengths(path: str, n_nodes: int) -> np.ndarray:
+    """Read and check (nodes, nodes) fibre lengths in mm from a .npy file."""
     try:
         lengths = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -98,7 +99,7 @@ def load_delays(path: str, conduction_speed: float, n_nodes: int) -> np.ndarray:
             "the shape of the connectivity"
         )
     try:
-        return conduction_delays(lengths, conduction_speed)
+        return check_fibre_lengths(lengths)
     except ConfigError as error:
         raise ConfigError(f"fibre lengths file {path}: {error}") from None
 

@@ -133,8 +133,22 @@ class NetworkConfig(Section):
         "the config; None couples without delays"
     )
     conduction_speed: float = Field(
-        20.0, gt=0, description="m/s; fixed conduction speed, so the delay of a fibre is its length over this speed"
+        20.0, gt=0, description="m/s; initial conduction speed, so the delay of a fibre is its length over this "
+        "speed; learnable unless model.frozen_constants names 'conduction_speed'"
     )
+    min_conduction_speed: float | None = Field(
+        None, gt=0, description="m/s; slowest speed the history buffer holds, which sets its length; the fitted "
+        "speed is clipped to it; default half of conduction_speed, or conduction_speed when frozen"
+    )
+
+    @model_validator(mode="after")
+    def _check_speeds(self):
+        if self.min_conduction_speed is not None and self.conduction_speed < self.min_conduction_speed:
+            raise ValueError(
+                f"model.network.conduction_speed is {self.conduction_speed} and model.network.min_conduction_speed "
+                f"{self.min_conduction_speed}; expected conduction_speed >= min_conduction_speed (both in m/s)"
+            )
+        return self
 
 
 class ObservationSettings(Section):

@@ -15,8 +15,11 @@ start is taken to be constant at `x0` (the usual constant pre-history).
 The function is differentiable in the network's constants, the initial state
 and the input.
 
-Fitting uses the same ring buffer: `DelayLine` is the history state that
-`solve.solve_fixed_step` carries for a `BrainNetwork` built with `delays`.
+Fitting uses a ring buffer as well: `DelayLine` is the history state that
+`solve.solve_fixed_step` carries for a `BrainNetwork` built with delays. It
+does not round: a delay of `k + f` steps (0 <= f < 1) reads the linear
+interpolation between the values `k` and `k + 1` steps ago, so the path is
+continuous and differentiable in the conduction speed and the fibre lengths.
 """
 
 from __future__ import annotations
@@ -41,6 +44,14 @@ def conduction_delays(fibre_lengths, conduction_speed: float) -> np.ndarray:
     A length of 1 mm at 1 m/s takes 1 ms. The diagonal is ignored (set to 0)
     because a node does not couple to itself.
     """
+    lengths = check_fibre_lengths(fibre_lengths)
+    if not (np.isfinite(conduction_speed) and conduction_speed > 0):
+        raise ConfigError(f"conduction_speed is {conduction_speed}; expected a speed > 0 in m/s")
+    return lengths * 1e-3 / conduction_speed
+
+
+def check_fibre_lengths(fibre_lengths) -> np.ndarray:
+    """Return the fibre lengths as a float64 (N, N) matrix in mm with a zero diagonal, raising ConfigError if invalid."""
     try:
         lengths = np.asarray(fibre_lengths, dtype=np.float64)
     except (TypeError, ValueError) as error:
@@ -55,12 +66,9 @@ def conduction_delays(fibre_lengths, conduction_speed: float) -> np.ndarray:
             f"fibre lengths have {len(bad)} negative or non-finite entries, the first at [{i}, {j}] = "
             f"{lengths[i, j]}; expected finite lengths >= 0 in mm"
         )
-    if not (np.isfinite(conduction_speed) and conduction_speed > 0):
-        raise ConfigError(f"conduction_speed is {conduction_speed}; expected a speed > 0 in m/s")
-
-    delays = lengths * 1e-3 / conduction_speed
-    np.fill_diagonal(delays, 0.0)
-    return delays
+    lengths = lengths.copy()
+    np.fill_diagonal(lengths, 0.0)
+    return lengths
 
 
 def delay_steps(delays, dt: float, n_nodes: int) -> np.ndarray:
@@ -82,8 +90,14 @@ def check_delays(delays, n_nodes: int) -> np.ndarray:
 
 
 def history_length(max_delay: float, dt: float) -> int:
-    """Return the ring buffer length for delays up to `max_delay` seconds at steps of `dt`: the longest lag + 1."""
-    return int(np.rint(max_delay / dt)) + 1
+    """Return the ring buffer length for delays up to `max_delay` seconds at steps of `dt`.
+
+    A delay of `k + f` steps reads the values `k` and `k + 1` steps ago, so the
+    buffer stores `ceil(max_delay / dt) + 1` values. A longest delay within 1e-6
+    steps of a whole number counts as that number, so that float rounding of
+    an integer delay does not add a slot.
+    """
+    return int(np.ceil(max_delay / dt - 1e-6)) + 1
 
 
 class DelayLine(eqx.Module):
@@ -91,12 +105,15 @@ class DelayLine(eqx.Module):
 
     The history state is `(buffer, pointer)`: `buffer[pointer]` is the newest
     value of each node and `buffer[(pointer - n) % length]` the value `n` steps
-    before. `read` returns the (N, N) matrix `x_j[v](t - D_ij)` seen by
-    receiver `i` from sender `j`, with `D_ij` rounded to `lags[i, j]` steps.
+    before. `lags[i, j]` is the delay `D_ij` in solver steps and may be
+    fractional. `read` returns the (N, N) matrix `x_j[v](t - D_ij)` seen by
+    receiver `i` from sender `j`, linearly interpolated between the two stored
+    steps around each delay, which for a whole number of steps is the stored
+    value itself. Lags outside `[0, length - 1]` are clipped to that range.
     Before the start the history is the initial state held constant.
     """
 
-    lags: Int[Array, "N N"]
+    lags: Float[Array, "N N"]
     length: int = eqx.field(static=True)
     n_nodes: int = eqx.field(static=True)
     local_state_size: int = eqx.field(static=True)
@@ -120,8 +137,18 @@ class DelayLine(eqx.Module):
     def read(self, state) -> Float[Array, "N N"]:
         """Return `past[i, j]`, the coupling variable of sender `j` that reaches receiver `i` at the current step."""
         buffer, pointer = state
+        lags = jnp.clip(self.lags, 0, self.length - 1)
+
+        # The lower slot stops one short of the oldest, so that a lag of exactly `length - 1`
+        # reads the oldest slot with weight 1 and never one past it.
+        whole = jnp.minimum(jnp.floor(lags), max(self.length - 2, 0))
+        fraction = lags - whole
+        whole = whole.astype(jnp.int32)
+
         senders = jnp.arange(self.n_nodes)[None, :]
-        return buffer[(pointer - self.lags) % self.length, senders]
+        newer = buffer[(pointer - whole) % self.length, senders]
+        older = buffer[(pointer - whole - 1) % self.length, senders]
+        return newer + fraction * (older - newer)
 
 
 # Steps per chunk of the outer scan: the Brownian increments of a chunk are drawn in one call.

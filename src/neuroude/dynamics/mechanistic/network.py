@@ -13,11 +13,19 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ...errors import ConfigError
 from ..parameters import Constant
-from .delays import DelayLine, check_delays, history_length
+from .base import ConstantSpec
+from .delays import DelayLine, check_delays, check_fibre_lengths, history_length
 
 COUPLINGS = ("diffusive", "additive")
 
 GLOBAL_COUPLING = "global_coupling"
+CONDUCTION_SPEED = "conduction_speed"
+
+# Constants of the network itself, listed by `neuroude models` and named in `frozen`.
+CONSTANTS = {
+    GLOBAL_COUPLING: ConstantSpec(1.0, "positive", "1/s"),
+    CONDUCTION_SPEED: ConstantSpec(20.0, "positive", "m/s"),
+}
 
 
 class FixedMatrix(Constant):
@@ -132,14 +140,20 @@ class BrainNetwork(eqx.Module):
     uncoupled network with `G` frozen at exactly 0, because the softplus
     parametrisation of a positive constant cannot reach 0.
 
-    Conduction delays: with `delays` (an N x N matrix `D` in seconds, fixed
-    during fitting) the coupling reads each sender's past state,
+    Conduction delays: with `fibre_lengths` (an N x N matrix `L` in mm, fixed
+    during fitting) and `conduction_speed` (`v` in m/s) the delays are
+    `D_ij = L_ij / v` and the coupling reads each sender's past state,
     `c_i = sum_j C_ij (x_j[v](t - D_ij) - x_i[v](t))` (or `sum_j C_ij x_j[v](t - D_ij)`).
-    The fixed-step solvers then carry the ring buffer that `delay_line(dt)`
-    describes and call `delayed` in place of `__call__`, with the delays
-    rounded to whole steps and the initial state held constant before the
-    start. `__call__` stays the instantaneous drift, which has the same
-    equilibria.
+    The speed is a positive constant, learnable unless `frozen` names
+    `"conduction_speed"`. The history buffer has a length fixed at build time,
+    so the speed used is clipped below at `min_conduction_speed` (by default
+    half the initial speed, or the speed itself when frozen). `delays` (an
+    N x N matrix in seconds) is the shorthand for fixed delays: lengths of
+    `1000 D` mm at a frozen speed of 1 m/s. The fixed-step solvers carry the
+    ring buffer that `delay_line(dt)` describes and call `delayed` in place of
+    `__call__`, with the delays interpolated between whole steps and the
+    initial state held constant before the start. `__call__` stays the
+    instantaneous drift, which has the same equilibria.
     """
 
     local: eqx.Module
@@ -155,7 +169,9 @@ class BrainNetwork(eqx.Module):
     input_size: int | None = eqx.field(static=True)
     state_size: int = eqx.field(static=True)
     observable: tuple[int, ...] = eqx.field(static=True)
-    delays: FixedMatrix | None
+    fibre_lengths: FixedMatrix | None
+    conduction_speed: Constant | None
+    min_conduction_speed: float = eqx.field(static=True)
     max_delay: float = eqx.field(static=True)
 
     def __init__(
@@ -171,6 +187,9 @@ class BrainNetwork(eqx.Module):
         target_variable: int | None = None,
         node_inputs: bool = False,
         delays=None,
+        fibre_lengths=None,
+        conduction_speed: float | None = None,
+        min_conduction_speed: float | None = None,
     ):
         matrix = check_connectivity(connectivity)
         n_nodes = matrix.shape[0]
@@ -195,10 +214,10 @@ class BrainNetwork(eqx.Module):
             raise ConfigError(f"global_coupling is {global_coupling}; expected a finite number >= 0")
 
         known = _constant_names(local)
-        unknown = sorted(set(frozen) - set(known) - {GLOBAL_COUPLING})
+        unknown = sorted(set(frozen) - set(known) - set(CONSTANTS))
         if unknown:
             raise ConfigError(
-                f"frozen names {unknown} are neither {GLOBAL_COUPLING!r} nor constants of "
+                f"frozen names {unknown} are neither network constants {sorted(CONSTANTS)} nor constants of "
                 f"{type(local).__name__} {sorted(known)}"
             )
 
@@ -209,7 +228,7 @@ class BrainNetwork(eqx.Module):
                 f"expected a local model built with input_size 1, since node i receives input u_i alone"
             )
 
-        local = _freeze_local_constants(local, tuple(name for name in frozen if name != GLOBAL_COUPLING))
+        local = _freeze_local_constants(local, tuple(name for name in frozen if name not in CONSTANTS))
         if heterogeneous:
             local = jax.tree_util.tree_map(
                 lambda leaf: jnp.stack([leaf] * n_nodes) if eqx.is_array(leaf) else leaf, local
@@ -232,11 +251,49 @@ class BrainNetwork(eqx.Module):
         self.input_size = n_nodes if node_inputs else local_inputs
         self.state_size = n_nodes * local_size
         self.observable = tuple(node * local_size + coupling_variable for node in range(n_nodes))
-        if delays is None:
-            self.delays, self.max_delay = None, 0.0
+        self._init_delays(delays, fibre_lengths, conduction_speed, min_conduction_speed, CONDUCTION_SPEED in frozen)
+
+    def _init_delays(self, delays, fibre_lengths, speed, min_speed, frozen: bool) -> None:
+        """Set the fibre lengths, the conduction speed and the longest delay the history buffer must hold."""
+        if delays is not None and fibre_lengths is not None:
+            raise ConfigError("delays and fibre_lengths are both set; expected one of them (delays = lengths / speed)")
+        if delays is not None:
+            lengths, speed, min_speed, frozen = check_delays(delays, self.n_nodes) * 1e3, 1.0, None, True
+        elif fibre_lengths is not None:
+            lengths = check_fibre_lengths(fibre_lengths)
+            if lengths.shape != (self.n_nodes, self.n_nodes):
+                raise ConfigError(
+                    f"fibre_lengths have shape {lengths.shape}; expected ({self.n_nodes}, {self.n_nodes}), "
+                    f"the shape of the connectivity"
+                )
+            speed = CONSTANTS[CONDUCTION_SPEED].value if speed is None else speed
         else:
-            delays = check_delays(delays, n_nodes)
-            self.delays, self.max_delay = FixedMatrix(delays), float(delays.max())
+            if frozen:
+                raise ConfigError(
+                    f"frozen names {CONDUCTION_SPEED!r}, but the network has no conduction delays; set "
+                    f"fibre_lengths (model.network.fibre_lengths) or remove it from the frozen names"
+                )
+            self.fibre_lengths, self.conduction_speed = None, None
+            self.min_conduction_speed, self.max_delay = 0.0, 0.0
+            return
+
+        speed = float(speed)
+        if not (np.isfinite(speed) and speed > 0):
+            raise ConfigError(f"conduction_speed is {speed}; expected a speed > 0 in m/s")
+        if min_speed is None:
+            min_speed = speed if frozen else speed / 2
+        min_speed = float(min_speed)
+        if not (np.isfinite(min_speed) and 0 < min_speed <= speed):
+            raise ConfigError(
+                f"min_conduction_speed is {min_speed} with conduction_speed {speed}; expected 0 < "
+                f"min_conduction_speed <= conduction_speed in m/s, because the history buffer holds delays up to "
+                f"the longest fibre over the minimum speed"
+            )
+
+        self.fibre_lengths = FixedMatrix(lengths)
+        self.conduction_speed = Constant(speed, "positive", learnable=not frozen)
+        self.min_conduction_speed = min_speed
+        self.max_delay = float(lengths.max()) * 1e-3 / min_speed
 
     @classmethod
     def from_registry(
@@ -254,6 +311,9 @@ class BrainNetwork(eqx.Module):
         target_variable: int | None = None,
         node_inputs: bool | None = None,
         delays=None,
+        fibre_lengths=None,
+        conduction_speed: float | None = None,
+        min_conduction_speed: float | None = None,
         **local_constants: float,
     ) -> BrainNetwork:
         """Build a network of the registered mechanistic model `name` with initial constants `local_constants`.
@@ -279,12 +339,13 @@ class BrainNetwork(eqx.Module):
         n_nodes = check_connectivity(connectivity).shape[0]
         if node_inputs is None:
             node_inputs = input_size == n_nodes
-        local_frozen = tuple(constant for constant in frozen if constant != GLOBAL_COUPLING)
+        local_frozen = tuple(constant for constant in frozen if constant not in CONSTANTS)
         extra = {"key": key} if "key" in inspect.signature(entry.cls).parameters else {}
         local = entry.cls(1 if node_inputs else input_size, frozen=local_frozen, **extra, **local_constants)
         return cls(
             local, connectivity, coupling_variable, coupling, global_coupling, frozen, heterogeneous,
-            target_variable=target_variable, node_inputs=node_inputs, delays=delays,
+            target_variable=target_variable, node_inputs=node_inputs, delays=delays, fibre_lengths=fibre_lengths,
+            conduction_speed=conduction_speed, min_conduction_speed=min_conduction_speed,
         )
 
     def node_states(self, x: Float[Array, " d"]) -> Float[Array, "N s"]:
@@ -319,15 +380,26 @@ class BrainNetwork(eqx.Module):
         drifts = drifts.at[:, self.target_variable].add(self.coupling_input(x))
         return drifts.reshape(self.state_size)
 
+    @property
+    def delays(self) -> Float[Array, "N N"] | None:
+        """Conduction delays `D_ij` in seconds at the current speed (None without delays).
+
+        NOTE: the speed is clipped below at `min_conduction_speed`, so the gradient in the speed is 0 below it.
+        """
+        if self.fibre_lengths is None:
+            return None
+        speed = jnp.maximum(self.conduction_speed.value, self.min_conduction_speed)
+        return self.fibre_lengths.value * 1e-3 / speed
+
     def delay_line(self, dt: float) -> DelayLine | None:
-        """Return the history buffer for solver steps of `dt` seconds, or None when every delay rounds to 0 steps."""
-        if self.delays is None:
+        """Return the history buffer for solver steps of `dt` seconds, or None when every delay is 0."""
+        if self.fibre_lengths is None:
             return None
         length = history_length(self.max_delay, dt)
         if length == 1:
             return None
-        # Clipped because float32 rounding of the largest delay may differ from the float64 rounding of `length`.
-        lags = jnp.clip(jnp.rint(self.delays.value / dt), 0, length - 1).astype(jnp.int32)
+        # Clipped because the float32 delays may exceed the float64 longest delay by a rounding error.
+        lags = jnp.clip(self.delays / dt, 0, length - 1)
         return DelayLine(lags, length, self.n_nodes, self.local_state_size, self.coupling_variable)
 
     def delayed(self, t, x: Float[Array, " d"], u: Float[Array, " m"], past: Float[Array, "N N"]) -> Float[Array, " d"]:
