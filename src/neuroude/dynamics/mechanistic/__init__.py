@@ -20,6 +20,7 @@ from .kuramoto import Kuramoto
 from .linear import LinearDynamics
 from .lorenz import Lorenz
 from .morris_lecar import MorrisLecar
+from .network import CONSTANTS as NETWORK_CONSTANTS
 from .network import BrainNetwork
 from .rate_network import RateNetwork
 from .stuart_landau import StuartLandau
@@ -92,6 +93,10 @@ def describe_models() -> str:
             lines.append(f"    {constant:<14s} default {spec.value:g}{unit}, {spec.transform}")
         for term, description in closure_terms(name).items():
             lines.append(f"    closure term {term!r}: {description}")
+
+    lines.append("network (BrainNetwork), states: nodes x local states; drift 'network' with model.network")
+    for constant, spec in NETWORK_CONSTANTS.items():
+        lines.append(f"    {constant:<14s} default {spec.value:g} {spec.unit}, {spec.transform}")
     return "\n".join(lines)
 
 
