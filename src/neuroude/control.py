@@ -123,7 +123,6 @@ class ControlledSystem(eqx.Module):
         if input_size == 0:
             raise ConfigError("the model was fitted without a stimulus, so it has no input to control")
         # NOTE: models fitted with an adaptive ODE solver are controlled with Heun at n_substeps steps per bin.
-        # NOTE: a network fitted with conduction delays is controlled with instantaneous coupling (no history buffer).
         method = model.method if model.method in FIXED_STEP_METHODS else "heun"
         return cls(
             model.sde.drift,
@@ -144,10 +143,19 @@ class ControlledSystem(eqx.Module):
     def simulate(
         self, x0: Float[Array, " d"], u: Float[Array, "T m"], t0: float, bin_width: float, key: PRNGKeyArray | None
     ) -> Float[Array, "T d"]:
-        """Integrate from `x0` over the T bins of `u`; `key=None` (or no diffusion) integrates without noise."""
+        """Integrate from `x0` over the T bins of `u`; `key=None` (or no diffusion) integrates without noise.
+
+        A drift with conduction delays (a `BrainNetwork` built with fibre
+        lengths) is integrated with its history buffer, as in fitting, with
+        the state held at `x0` before `t0`.
+        """
         fields = _InputFields(self, self.drive(u))
         noise_key = None if self.diffusion is None else key
-        path, _ = solve_fixed_step(fields, x0, t0, bin_width, u.shape[0], self.n_substeps, noise_key, self.method)
+        delay_line = getattr(self.drift, "delay_line", None)
+        history = None if delay_line is None else delay_line(bin_width / self.n_substeps)
+        path, _ = solve_fixed_step(
+            fields, x0, t0, bin_width, u.shape[0], self.n_substeps, noise_key, self.method, history=history
+        )
         return path
 
     def outputs(self, path: Float[Array, "T d"]) -> Float[Array, "T p"]:
@@ -162,9 +170,10 @@ class _InputFields(eqx.Module):
     system: ControlledSystem
     drive: Float[Array, "T q"]
 
-    def __call__(self, t, x, k, frac):
+    def __call__(self, t, x, k, frac, past=None):
+        # `past` contains the delayed states of a network with conduction delays (see `BrainNetwork.delayed`).
         u = input_at(self.drive, k, frac, self.system.interpolation)
-        drift = self.system.drift(t, x, u)
+        drift = self.system.drift(t, x, u) if past is None else self.system.drift.delayed(t, x, u, past)
         if self.system.diffusion is None:
             return drift, jnp.zeros_like(x), jnp.zeros((), x.dtype)
         return drift, self.system.diffusion(t, x, u), jnp.zeros((), x.dtype)
@@ -712,6 +721,8 @@ def receding_horizon(
             # The next plan starts from this one shifted by the bins just applied.
             raw_plan = np.concatenate([raw_plan[length:], np.repeat(raw_plan[-1:], length, axis=0)])
 
+        # NOTE: each segment restarts a delayed plant's history at its first state, so delays longer than
+        # `control_interval` bins see a held state instead of the plant's past.
         segment = _simulate_one(plant, jnp.asarray(states[current]), jnp.asarray(inputs[current : current + length + 1]),
                                 jnp.float32(ts[current]), float(bin_width), key_plant)
         states[current + 1 : current + length + 1] = np.asarray(segment[1:])

@@ -22,6 +22,7 @@ import scipy.optimize
 from conftest import tiny_config
 from neuroude.build import build_model
 from neuroude.config import parse_config
+from neuroude.control import ControlledSystem
 from neuroude.dynamics.mechanistic import describe_models
 from neuroude.dynamics.mechanistic.delays import DelayLine
 from neuroude.dynamics.mechanistic.linear import LinearDynamics
@@ -254,3 +255,22 @@ def test_speed_prior_and_models_listing(tmp_path):
     prior = constant_prior(build(network_config(tmp_path)), {"conduction_speed": (0.5, 5.0)})
     assert prior.names == ("conduction_speed",)
     assert "conduction_speed default 20 m/s, positive" in describe_models()
+
+
+# -- control ---------------------------------------------------------------------------------------
+
+
+def test_control_rollout_keeps_delays(tmp_path):
+    model = build(network_config(tmp_path))
+    system = ControlledSystem.from_model(model)
+    n_bins = 30
+    stimulus = jnp.sin(jnp.linspace(0.0, 6.0, n_bins))[:, None]
+    x0 = jnp.array([0.8, 0.0, -0.3, 0.5, 0.1, -0.6])
+
+    controlled = system.simulate(x0, stimulus, 0.0, 0.01, None)
+    fields = model._fields(model.encode(stimulus), None)
+    delayed, _ = model._integrate(fields, x0, 0.0, 0.01, n_bins, None)
+    np.testing.assert_allclose(controlled, delayed, rtol=1e-6, atol=1e-6)
+
+    instantaneous, _ = solve_fixed_step(fields, x0, 0.0, 0.01, n_bins, model.n_substeps, None, model.method)
+    assert float(jnp.max(jnp.abs(controlled - instantaneous))) > 1e-2
