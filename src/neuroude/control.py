@@ -721,8 +721,8 @@ def receding_horizon(
             # The next plan starts from this one shifted by the bins just applied.
             raw_plan = np.concatenate([raw_plan[length:], np.repeat(raw_plan[-1:], length, axis=0)])
 
-        # NOTE: each segment restarts a delayed plant's history at its first state, so delays longer than
-        # `control_interval` bins see a held state instead of the plant's past.
+        # NOTE: each segment restarts a delayed plant's history, so for the first D_ij seconds of a segment
+        # node i reads node j held at the segment's first state instead of its past.
         segment = _simulate_one(plant, jnp.asarray(states[current]), jnp.asarray(inputs[current : current + length + 1]),
                                 jnp.float32(ts[current]), float(bin_width), key_plant)
         states[current + 1 : current + length + 1] = np.asarray(segment[1:])

@@ -200,7 +200,8 @@ def test_speed_recovered_from_simulated_chain():
         initial_loss = objective(raw0)[0]
 
     assert initial_loss > 1e-2
-    assert speed == pytest.approx(true_speed, rel=0.05)
+    # Noise-free data leave only the optimiser's tolerance: the fit reached 1.0000035 m/s.
+    assert speed == pytest.approx(true_speed, rel=1e-3)
 
 
 # -- configuration --------------------------------------------------------------------------------

@@ -380,7 +380,7 @@ def test_connectivity_rejects_non_numeric():
         ({"target_variable": -1}, "target_variable is -1"),
         ({"coupling": "linear"}, "coupling is 'linear'; expected one of"),
         ({"global_coupling": -1.0}, "global_coupling is -1.0; expected a finite number >= 0"),
-        ({"frozen": ("tau",)}, r"frozen names \['tau'\] are neither 'global_coupling' nor constants"),
+        ({"frozen": ("tau",)}, r"frozen names \['tau'\] are neither network constants \['conduction_speed', 'glo"),
         ({"node_inputs": True}, "node_inputs is True but the local model takes 2 inputs"),
     ],
 )

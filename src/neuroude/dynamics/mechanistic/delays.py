@@ -51,7 +51,7 @@ def conduction_delays(fibre_lengths, conduction_speed: float) -> np.ndarray:
 
 
 def check_fibre_lengths(fibre_lengths) -> np.ndarray:
-    """Return the fibre lengths as a float64 (N, N) matrix in mm with a zero diagonal, raising ConfigError if invalid."""
+    """Return the fibre lengths as a float64 (N, N) matrix in mm with a zero diagonal, or raise ConfigError."""
     try:
         lengths = np.asarray(fibre_lengths, dtype=np.float64)
     except (TypeError, ValueError) as error:
