@@ -20,8 +20,7 @@ from .kuramoto import Kuramoto
 from .linear import LinearDynamics
 from .lorenz import Lorenz
 from .morris_lecar import MorrisLecar
-from .network import CONSTANTS as NETWORK_CONSTANTS
-from .network import BrainNetwork
+from .network import NETWORK_CONSTANTS, BrainNetwork
 from .rate_network import RateNetwork
 from .stuart_landau import StuartLandau
 from .van_der_pol import VanDerPol

@@ -21,8 +21,9 @@ COUPLINGS = ("diffusive", "additive")
 GLOBAL_COUPLING = "global_coupling"
 CONDUCTION_SPEED = "conduction_speed"
 
-# Constants of the network itself, listed by `neuroude models` and named in `frozen`.
-CONSTANTS = {
+# Constants of the network itself, listed by `neuroude models` and named in `frozen`. The table is not called
+# `CONSTANTS` because the run report prints the values of such tables as published defaults.
+NETWORK_CONSTANTS = {
     GLOBAL_COUPLING: ConstantSpec(1.0, "positive", "1/s"),
     CONDUCTION_SPEED: ConstantSpec(20.0, "positive", "m/s"),
 }
@@ -214,10 +215,10 @@ class BrainNetwork(eqx.Module):
             raise ConfigError(f"global_coupling is {global_coupling}; expected a finite number >= 0")
 
         known = _constant_names(local)
-        unknown = sorted(set(frozen) - set(known) - set(CONSTANTS))
+        unknown = sorted(set(frozen) - set(known) - set(NETWORK_CONSTANTS))
         if unknown:
             raise ConfigError(
-                f"frozen names {unknown} are neither network constants {sorted(CONSTANTS)} nor constants of "
+                f"frozen names {unknown} are neither network constants {sorted(NETWORK_CONSTANTS)} nor constants of "
                 f"{type(local).__name__} {sorted(known)}"
             )
 
@@ -228,7 +229,7 @@ class BrainNetwork(eqx.Module):
                 f"expected a local model built with input_size 1, since node i receives input u_i alone"
             )
 
-        local = _freeze_local_constants(local, tuple(name for name in frozen if name not in CONSTANTS))
+        local = _freeze_local_constants(local, tuple(name for name in frozen if name not in NETWORK_CONSTANTS))
         if heterogeneous:
             local = jax.tree_util.tree_map(
                 lambda leaf: jnp.stack([leaf] * n_nodes) if eqx.is_array(leaf) else leaf, local
@@ -266,7 +267,7 @@ class BrainNetwork(eqx.Module):
                     f"fibre_lengths have shape {lengths.shape}; expected ({self.n_nodes}, {self.n_nodes}), "
                     f"the shape of the connectivity"
                 )
-            speed = CONSTANTS[CONDUCTION_SPEED].value if speed is None else speed
+            speed = NETWORK_CONSTANTS[CONDUCTION_SPEED].value if speed is None else speed
         else:
             if frozen:
                 raise ConfigError(
@@ -339,7 +340,7 @@ class BrainNetwork(eqx.Module):
         n_nodes = check_connectivity(connectivity).shape[0]
         if node_inputs is None:
             node_inputs = input_size == n_nodes
-        local_frozen = tuple(constant for constant in frozen if constant not in CONSTANTS)
+        local_frozen = tuple(constant for constant in frozen if constant not in NETWORK_CONSTANTS)
         extra = {"key": key} if "key" in inspect.signature(entry.cls).parameters else {}
         local = entry.cls(1 if node_inputs else input_size, frozen=local_frozen, **extra, **local_constants)
         return cls(
