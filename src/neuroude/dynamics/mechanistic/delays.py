@@ -103,52 +103,64 @@ def history_length(max_delay: float, dt: float) -> int:
 class DelayLine(eqx.Module):
     """Ring buffer of the coupling variable of every node over the last `length` solver steps.
 
-    The history state is `(buffer, pointer)`: `buffer[pointer]` is the newest
-    value of each node and `buffer[(pointer - n) % length]` the value `n` steps
-    before. `lags[i, j]` is the delay `D_ij` in solver steps and may be
-    fractional. `read` returns the (N, N) matrix `x_j[v](t - D_ij)` seen by
-    receiver `i` from sender `j`, linearly interpolated between the two stored
-    steps around each delay, which for a whole number of steps is the stored
-    value itself. Lags outside `[0, length - 1]` are clipped to that range.
-    Before the start the history is the initial state held constant.
+    `lags[i, j]` is the delay `D_ij` in solver steps and may be fractional.
+    `read` returns the (N, N) matrix `x_j[v](t - D_ij)` seen by receiver `i`
+    from sender `j`, linearly interpolated between the two stored steps around
+    each delay, which for a whole number of steps is the stored value itself.
+    Lags outside `[0, length - 1]` are clipped to that range. Before the start
+    the history is the initial state held constant.
+
+    The history state is `(buffer, pointer)`, a flat buffer of `2 * length`
+    rows of N values where each step writes its row twice, at `pointer` and
+    `pointer + length`. Row `pointer + length - n` is then the value `n` steps
+    ago for every n in [0, length - 1], so a read adds the pointer to offsets
+    computed once here and needs no modulo.
     """
 
     lags: Float[Array, "N N"]
+    fraction: Float[Array, "N N"]
+    offsets: Int[Array, "N N"]
     length: int = eqx.field(static=True)
     n_nodes: int = eqx.field(static=True)
     local_state_size: int = eqx.field(static=True)
     coupling_variable: int = eqx.field(static=True)
 
+    def __init__(self, lags, length: int, n_nodes: int, local_state_size: int, coupling_variable: int):
+        self.lags = jnp.asarray(lags, dtype=jnp.result_type(lags, jnp.float32))
+        self.length, self.n_nodes = length, n_nodes
+        self.local_state_size, self.coupling_variable = local_state_size, coupling_variable
+
+        # The newer of the two steps stops one short of the oldest, so that a lag of exactly
+        # `length - 1` reads the oldest step with weight 1 and never one past it.
+        lags = jnp.clip(self.lags, 0, length - 1)
+        whole = jnp.minimum(jnp.floor(lags), max(length - 2, 0))
+        self.fraction = lags - whole
+        rows = length - whole.astype(jnp.int32)
+        self.offsets = rows * n_nodes + jnp.arange(n_nodes, dtype=jnp.int32)[None, :]
+
     def sent(self, x: Float[Array, " d"]) -> Float[Array, " N"]:
         """Return the coupling variable of every node in the flat state `x`."""
         return x.reshape(self.n_nodes, self.local_state_size)[:, self.coupling_variable]
 
-    def initial(self, x0: Float[Array, " d"]) -> tuple[Float[Array, "L N"], Int[Array, ""]]:
+    def initial(self, x0: Float[Array, " d"]) -> tuple[Float[Array, " 2LN"], Int[Array, ""]]:
         """Return the history state with every past step equal to `x0`."""
-        buffer = jnp.broadcast_to(self.sent(x0), (self.length, self.n_nodes))
-        return buffer, jnp.zeros((), jnp.int32)
+        return jnp.tile(self.sent(x0), 2 * self.length), jnp.zeros((), jnp.int32)
 
     def push(self, state, x: Float[Array, " d"]):
         """Return the history state after one more step that ended at `x`."""
         buffer, pointer = state
         pointer = (pointer + 1) % self.length
-        return buffer.at[pointer].set(self.sent(x)), pointer
+        row = self.sent(x).astype(buffer.dtype)
+        buffer = jax.lax.dynamic_update_slice(buffer, row, (pointer * self.n_nodes,))
+        buffer = jax.lax.dynamic_update_slice(buffer, row, ((pointer + self.length) * self.n_nodes,))
+        return buffer, pointer
 
     def read(self, state) -> Float[Array, "N N"]:
         """Return `past[i, j]`, the coupling variable of sender `j` that reaches receiver `i` at the current step."""
         buffer, pointer = state
-        lags = jnp.clip(self.lags, 0, self.length - 1)
-
-        # The lower slot stops one short of the oldest, so that a lag of exactly `length - 1`
-        # reads the oldest slot with weight 1 and never one past it.
-        whole = jnp.minimum(jnp.floor(lags), max(self.length - 2, 0))
-        fraction = lags - whole
-        whole = whole.astype(jnp.int32)
-
-        senders = jnp.arange(self.n_nodes)[None, :]
-        newer = buffer[(pointer - whole) % self.length, senders]
-        older = buffer[(pointer - whole - 1) % self.length, senders]
-        return newer + fraction * (older - newer)
+        newer = buffer[self.offsets + pointer * self.n_nodes]
+        older = buffer[self.offsets + (pointer - 1) * self.n_nodes]
+        return newer + self.fraction * (older - newer)
 
 
 # Steps per chunk of the outer scan: the Brownian increments of a chunk are drawn in one call.
