@@ -1,11 +1,12 @@
 """Fractional conduction delays and a learnable conduction speed.
 
 The delay line interpolates linearly between the two stored solver steps
-around each delay, so the path is continuous in the speed. Checks: the
-delayed two-node chain at a delay of a fractional number of steps against its
-method-of-steps solution, the loss gradient in the speed against central
-finite differences, recovery of the speed from a simulated network, and the
-configuration of the speed.
+around each delay, so the path is continuous in the speed. The delayed
+two-node chain at a fractional number of steps is checked against its
+method-of-steps solution. The path gradient in the speed is checked against
+central finite differences, and the speed is recovered from a simulated
+chain. The remaining tests cover the configuration of the speed and the
+control rollout of a delayed network.
 """
 
 from __future__ import annotations
