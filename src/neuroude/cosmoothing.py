@@ -44,15 +44,15 @@ def _stimulus(recording) -> np.ndarray:
 
 
 @eqx.filter_jit
-def _posterior_trials(model, y, stimulus, t0, bin_width, key, n_samples):
+def _posterior_trials(model, y, stimulus, mask, t0, bin_width, key, n_samples):
     keys = jax.random.split(key, y.shape[0])
 
-    def one_trial(yi, si, ki):
-        paths = model.posterior_paths(yi, si, t0, bin_width, ki, n_samples)
+    def one_trial(yi, si, mi, ki):
+        paths = model.posterior_paths(yi, si, t0, bin_width, ki, n_samples, mask=mi)
         expected = jax.vmap(lambda path: model.observation.mean(model.observed(path)))(paths)
         return expected.mean(axis=0), paths.mean(axis=0)
 
-    return jax.vmap(one_trial)(y, stimulus, keys)
+    return jax.vmap(one_trial)(y, stimulus, mask, keys)
 
 
 def posterior_rates(model, recording, key, n_samples: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +63,7 @@ def posterior_rates(model, recording, key, n_samples: int = 32) -> tuple[np.ndar
     the held-out channels are the co-smoothing prediction.
     """
     expected, latents = _posterior_trials(
-        model, jnp.asarray(recording.y), jnp.asarray(_stimulus(recording)),
+        model, jnp.asarray(recording.y), jnp.asarray(_stimulus(recording)), jnp.asarray(recording.observed),
         float(recording.ts[0]), float(recording.dt), key, n_samples,
     )
     return np.asarray(expected), np.asarray(latents)

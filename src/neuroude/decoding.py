@@ -147,16 +147,20 @@ class BehaviourPrediction:
 
 
 @eqx.filter_jit
-def _posterior_samples(model, y, stimulus, t0, bin_width, key, n_samples):
+def _posterior_samples(model, y, stimulus, mask, t0, bin_width, key, n_samples):
     keys = jax.random.split(key, y.shape[0])
-    return jax.vmap(lambda yi, si, ki: model.posterior_paths(yi, si, t0, bin_width, ki, n_samples))(y, stimulus, keys)
+
+    def one_trial(yi, si, mi, ki):
+        return model.posterior_paths(yi, si, t0, bin_width, ki, n_samples, mask=mi)
+
+    return jax.vmap(one_trial)(y, stimulus, mask, keys)
 
 
 def posterior_path_samples(model, recording, key, n_samples: int) -> np.ndarray:
     """Return latent paths (trials, S, time, d) sampled from the posterior SDE given each trial's observations."""
     paths = _posterior_samples(
-        model, jnp.asarray(recording.y), jnp.asarray(_stimulus(recording)), float(recording.ts[0]),
-        float(recording.dt), key, n_samples,
+        model, jnp.asarray(recording.y), jnp.asarray(_stimulus(recording)), jnp.asarray(recording.observed),
+        float(recording.ts[0]), float(recording.dt), key, n_samples,
     )
     return np.asarray(paths)
 
@@ -172,8 +176,10 @@ def _split_paths(model, splits: dict, key, n_samples: int) -> dict[str, np.ndarr
     first = next(iter(splits.values()))
     y = np.concatenate([split.y for split in splits.values()])
     stimulus = np.concatenate([_stimulus(split) for split in splits.values()])
+    mask = np.concatenate([split.observed for split in splits.values()])
     paths = _posterior_samples(
-        model, jnp.asarray(y), jnp.asarray(stimulus), float(first.ts[0]), float(first.dt), key, n_samples
+        model, jnp.asarray(y), jnp.asarray(stimulus), jnp.asarray(mask), float(first.ts[0]), float(first.dt), key,
+        n_samples,
     )
     boundaries = np.cumsum([split.n_trials for split in splits.values()])[:-1]
     return dict(zip(splits, np.split(np.asarray(paths), boundaries)))

@@ -55,6 +55,7 @@ class LatentUDE(eqx.Module):
     observed_states: tuple[int, ...] | None = eqx.field(static=True)
     checkpoint_bins: int = eqx.field(static=True)
     heldin_channels: tuple[int, ...] | None = eqx.field(static=True)
+    recognition_reads_mask: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -79,6 +80,7 @@ class LatentUDE(eqx.Module):
         behaviour: eqx.Module | None = None,
         behaviour_weight: float = 1.0,
         constant_posterior: eqx.Module | None = None,
+        recognition_reads_mask: bool = False,
     ):
         check_method(method, sde.is_ode, adjoint)
         _check_delays(sde.drift, method)
@@ -112,6 +114,7 @@ class LatentUDE(eqx.Module):
         self.checkpoint_bins = checkpoint_bins
         # Co-smoothing: the recognition model reads only these channels; the observation model predicts all.
         self.heldin_channels = None if heldin_channels is None else tuple(int(index) for index in heldin_channels)
+        self.recognition_reads_mask = bool(recognition_reads_mask)
 
         if sde.is_ode:
             self.correction = None
@@ -183,11 +186,22 @@ class LatentUDE(eqx.Module):
             return path
         return path[:, jnp.asarray(self.observed_states)]
 
-    def recognition_input(self, y: Float[Array, "T n"]) -> Float[Array, "T r"]:
-        """Return the channels of `y` that the recognition model reads (the held-in ones under co-smoothing)."""
-        if self.heldin_channels is None:
+    def recognition_input(self, y: Float[Array, "T n"], mask: Float[Array, "T n"] | None = None) -> Float[Array, "T r"]:
+        """Return what the recognition model reads of `y`: the held-in channels under co-smoothing.
+
+        With `recognition_reads_mask`, the input is `concat(y * mask, mask)` per bin, so a
+        missing sample (mask 0) differs from an observed zero and the values behind a 0 in
+        the mask do not matter. A `mask` of None counts every entry as observed. Without
+        `recognition_reads_mask`, `mask` is ignored and `y` is read as it is.
+        """
+        if self.heldin_channels is not None:
+            heldin = jnp.asarray(self.heldin_channels)
+            y = y[:, heldin]
+            mask = None if mask is None else mask[:, heldin]
+        if not self.recognition_reads_mask:
             return y
-        return y[:, jnp.asarray(self.heldin_channels)]
+        mask = jnp.ones_like(y) if mask is None else jnp.asarray(mask, y.dtype)
+        return jnp.concatenate([y * mask, mask], axis=-1)
 
     # -- inference -----------------------------------------------------------
 
@@ -221,18 +235,17 @@ class LatentUDE(eqx.Module):
             return streamed_elbo_terms(self, y, stimulus, mask, t0, bin_width, key, n_samples, behaviour)
 
         drive = self.encode(stimulus)
-        mean0, std0 = self.recognition.initial_state(self.recognition_input(y), drive)
+        readable = self.recognition_input(y, mask)
+        mean0, std0 = self.recognition.initial_state(readable, drive)
         kl_initial = initial_state_kl(self.recognition, mean0, std0)
-        context = None if self.sde.is_ode else self.recognition.context(
-            self.recognition_input(y), drive, self.checkpoint_bins
-        )
+        context = None if self.sde.is_ode else self.recognition.context(readable, drive, self.checkpoint_bins)
         fields = self._fields(drive, context)
 
         if shooting is None:
             paths, kl_path = self._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
         else:
             paths, kl_path, continuity = shooting_paths(
-                self, shooting, self.recognition_input(y), drive, context, mean0, std0, t0, bin_width, key, n_samples
+                self, shooting, readable, drive, context, mean0, std0, t0, bin_width, key, n_samples
             )
         log_likelihood = jax.vmap(lambda path: self._log_likelihood(y, path, mask))(paths)
         penalty = jax.vmap(lambda path: self._residual_penalty(path, drive))(paths)
@@ -331,14 +344,16 @@ class LatentUDE(eqx.Module):
         bin_width: float,
         key: PRNGKeyArray,
         n_samples: int = 16,
+        mask: Float[Array, "T n"] | None = None,
     ) -> tuple[Float[Array, "S T n"], Float[Array, "S T d"]]:
         """Sample the prior SDE from the inferred `x0`; return expected observations and latent paths per sample.
 
-        Only the first `recognition.n_init_bins` bins of `y` are read, to infer `x0`.
-        The rest of the trial is predicted from the stimulus alone.
+        Only the first `recognition.n_init_bins` bins of `y` (and of `mask`, when the
+        recognition model reads it) are read, to infer `x0`. The rest of the trial is
+        predicted from the stimulus alone.
         """
         drive = self.encode(stimulus)
-        mean0, std0 = self.recognition.initial_state(self.recognition_input(y), drive)
+        mean0, std0 = self.recognition.initial_state(self.recognition_input(y, mask), drive)
         fields = self._fields(drive, None)
         paths, _ = self._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
         return jax.vmap(lambda path: self.observation.mean(self.observed(path)))(paths), paths
@@ -351,11 +366,13 @@ class LatentUDE(eqx.Module):
         bin_width: float,
         key: PRNGKeyArray,
         n_samples: int = 16,
+        mask: Float[Array, "T n"] | None = None,
     ) -> Float[Array, "S T d"]:
-        """Sample latent paths from the posterior SDE given the whole trial."""
+        """Sample latent paths from the posterior SDE given the whole trial (`mask`: see `recognition_input`)."""
         drive = self.encode(stimulus)
-        mean0, std0 = self.recognition.initial_state(self.recognition_input(y), drive)
-        context = None if self.sde.is_ode else self.recognition.context(self.recognition_input(y), drive)
+        readable = self.recognition_input(y, mask)
+        mean0, std0 = self.recognition.initial_state(readable, drive)
+        context = None if self.sde.is_ode else self.recognition.context(readable, drive)
         fields = self._fields(drive, context)
         paths, _ = self._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
         return paths

@@ -71,13 +71,15 @@ def streamed_elbo_terms(
     n_segments = -(-n_bins // segment)
     recognition = model.recognition
 
-    def features(y_rows, drive_rows):
-        return jnp.concatenate([model.recognition_input(y_rows), drive_rows], axis=-1)
+    readable = model.recognition_input(y, mask)
+
+    def features(first, drive_rows):
+        return jnp.concatenate([_rows(readable, first, drive_rows.shape[0], n_bins), drive_rows], axis=-1)
 
     # q(x0 | y) reads only the first bins, so it needs no streaming.
     n_init = min(recognition.n_init_bins, n_bins)
     drive_init = model.encode(stimulus[:n_init])
-    mean0, std0 = recognition.initial_state(model.recognition_input(y[:n_init]), drive_init)
+    mean0, std0 = recognition.initial_state(readable[:n_init], drive_init)
     kl_initial = initial_state_kl(recognition, mean0, std0)
 
     def one_start(sample_key):
@@ -122,7 +124,7 @@ def _right_edge_states(model, y, stimulus, features, segment: int, n_segments: i
         first = index * segment
         valid = first + jnp.arange(segment) < n_bins
         drive = model.encode(_rows(stimulus, first, segment, n_bins))
-        window = features(_rows(y, first, segment, n_bins), drive)
+        window = features(first, drive)
         hidden_first, _ = recognition.run_window(hidden, window, valid)
         return hidden_first, hidden
 
@@ -153,7 +155,7 @@ def _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0:
         if model.sde.is_ode:
             context = None
         else:
-            _, hiddens = model.recognition.run_window(right_state, features(y_rows, drive[:segment]), valid > 0)
+            _, hiddens = model.recognition.run_window(right_state, features(first, drive[:segment]), valid > 0)
             hiddens = jnp.concatenate([hiddens, right_state[None]])
             context = jax.vmap(model.recognition.to_context)(hiddens)
 

@@ -31,7 +31,7 @@ from .constant_posterior import posterior_penalty
 from .diagnose import locate_nonfinite
 from .distributed import initialize_distributed
 from .dynamics.parameters import trainable_filter
-from .errors import ConfigError, TrainingError
+from .errors import ConfigError, DataFileError, TrainingError
 from .evaluate import validation_metric
 from .model import LatentUDE
 from .observation.checks import check_behaviour
@@ -260,7 +260,7 @@ def fit(
     state = FitState()
 
     if resume:
-        header, (params, opt_state) = load_checkpoint(run.last_checkpoint, (params, opt_state))
+        header, (params, opt_state) = _load_model_checkpoint(run.last_checkpoint, (params, opt_state), model)
         state = FitState(**header)
         logger.info("resumed from %s at step %d", run.last_checkpoint, state.step)
 
@@ -450,5 +450,23 @@ def load_trained(run: RunFolder, model: LatentUDE, config: RunConfig, checkpoint
     # The optimiser state's structure is needed to read the file; its values are not used.
     opt_state = make_optimizer(config.training).init(params)
     path = run.best_checkpoint if checkpoint_name == "best" else run.last_checkpoint
-    header, (loaded, _) = load_checkpoint(path, (params, opt_state))
+    header, (loaded, _) = _load_model_checkpoint(path, (params, opt_state), model)
     return eqx.combine(loaded, static), header
+
+
+def _load_model_checkpoint(path, like, model: LatentUDE):
+    """Read a checkpoint of `model`'s parameters, naming the recognition mask input when the shapes differ.
+
+    Checkpoints written before the recognition model could read the mask have a GRU
+    input of one column per channel, which a model with the mask input no longer matches.
+    """
+    try:
+        return load_checkpoint(path, like)
+    except DataFileError as error:
+        if not getattr(model, "recognition_reads_mask", False):
+            raise
+        raise DataFileError(
+            f"{error}. This model's recognition GRU reads the mask beside y (model.recognition_mask is true, or "
+            "'auto' on a recording with masked entries), which doubles its input columns; to load a checkpoint "
+            "written without that input, set model.recognition_mask: false in the run's config.yaml"
+        ) from None

@@ -216,6 +216,13 @@ class Recording:
         return cls(y=grid["y"], ts=grid["ts"], u=u, mask=grid["mask"], metadata=metadata)
 
     @property
+    def observed(self) -> np.ndarray:
+        """(trials, time, channels) bool, True where y is observed: `mask`, or all True when mask is None."""
+        if self.mask is None:
+            return np.ones(self.y.shape, bool)
+        return self.mask
+
+    @property
     def n_trials(self) -> int:
         return int(self.y.shape[0])
 
