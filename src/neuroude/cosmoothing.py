@@ -178,19 +178,22 @@ def gaussian_co_smoothing_scores(model, train, validation, test, config: RunConf
     held-in channels of the whole trial. Reduced-rank regression maps the held-in
     channels of a bin to the held-out channels of the same bin. Its ridge and rank are
     chosen by cross-validation over the training trials, and it is then fitted on all of them.
+    With a mask, the regression is fitted on the bins where every channel is observed. An
+    unobserved held-in channel of a test bin counts as its training mean, and both scores
+    count only the observed held-out entries.
     """
     heldin, heldout = heldout_channel_split(config.data.heldout_neurons, test.n_channels)
     heldin, heldout = list(heldin), list(heldout)
     skip = config.evaluation.skip_bins
     expected, _ = posterior_rates(model, test, key, config.evaluation.n_samples)
 
-    # NOTE: the regression ignores the mask, so an unobserved entry enters its fit and prediction as the 0 stored there.
     n_folds = min(5, train.n_trials)
     regression, settings = fit_reduced_rank_by_cross_validation(
-        train.y[:, :, heldin], train.y[:, :, heldout], n_folds=n_folds, seed=config.seed
+        train.y[:, :, heldin], train.y[:, :, heldout], n_folds=n_folds, seed=config.seed,
+        x_mask=train.observed[:, :, heldin], y_mask=train.observed[:, :, heldout],
     )
     regression_prediction = np.zeros(test.y.shape)
-    regression_prediction[:, :, heldout] = regression.predict(test.y[:, :, heldin])
+    regression_prediction[:, :, heldout] = regression.predict(test.y[:, :, heldin], test.observed[:, :, heldin])
     return {
         "heldout_channels": heldout,
         "model": heldout_r_squared(test, expected, heldout, skip),
