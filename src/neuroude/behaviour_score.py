@@ -9,8 +9,8 @@ test trials it is scored on two paths:
   stimulus, the same paths that give the neural predictions in metrics.json.
 
 Each is `1 - SSE / SST` per behaviour variable over the scored bins (after
-`evaluation.skip_bins`, and only bins where the neural data are observed), with the
-mean over variables.
+`evaluation.skip_bins`, and only bins where the behaviour is observed: `behaviour_mask`, or
+without it the bins where the neural data are observed), with the mean over variables.
 """
 
 from __future__ import annotations
@@ -67,8 +67,14 @@ def behaviour_scores(model, recording, prior_paths: np.ndarray, skip_bins: int, 
 
 
 def _observed_bins(recording) -> np.ndarray:
-    """Return (trials, time, behaviour) True where any neural channel is observed (False in padding)."""
+    """Return (trials, time, behaviour) True where the behaviour is scored.
+
+    With `behaviour_mask` that is where behaviour was sampled. Without it, it is where any
+    neural channel is observed, which leaves out the padding of trials of different lengths.
+    """
     shape = recording.behaviour.shape
+    if recording.behaviour_mask is not None:
+        return recording.behaviour_mask
     if recording.mask is None:
         return np.ones(shape, bool)
     return np.broadcast_to(recording.mask.any(axis=2, keepdims=True), shape)

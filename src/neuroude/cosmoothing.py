@@ -27,7 +27,8 @@ import numpy as np
 
 from .baselines import GPFACoSmoothing, PoissonReadout, SpikeSmoothing, fit_reduced_rank_by_cross_validation
 from .config import RunConfig
-from .metrics import co_smoothing_bits_per_spike, fit_ridge, heldout_channel_split, r_squared, score_window
+from .decoding import fit_masked_ridge
+from .metrics import co_smoothing_bits_per_spike, heldout_channel_split, r_squared, score_window
 
 logger = logging.getLogger("neuroude")
 
@@ -106,22 +107,25 @@ def _fit_gpfa(train, validation, heldout, latent_size: int, skip_bins: int) -> t
     return baseline, {"latent_size": latent_size, "ridge": best_readout.ridge, "validation_co_bps": best_score}
 
 
-def _decode(features: dict[str, np.ndarray], behaviour: dict[str, np.ndarray], names: list[str]) -> dict:
+def _decode(features: dict[str, np.ndarray], behaviour: dict[str, np.ndarray], names: list[str], observed: dict) -> dict:
     """Return the test R^2 of each behaviour channel decoded by ridge regression from each feature set.
 
     `features[split]` and `behaviour[split]` are (trials, time, k) arrays for the splits
-    train, validation and test. The decoder is fitted on train, its penalty chosen by the
-    mean validation R^2, and scored on test.
+    train, validation and test, and `observed[split]` the behaviour's mask or None. The
+    decoder is fitted on train, its penalty chosen by the mean validation R^2, and scored
+    on test, each on the observed entries only.
     """
     best_alpha, best_score = None, -np.inf
     for alpha in DECODER_ALPHAS:
-        weights, bias = fit_ridge(features["train"], behaviour["train"], alpha)
-        score = float(r_squared(behaviour["validation"], features["validation"] @ weights + bias))
+        weights, bias = fit_masked_ridge(features["train"], behaviour["train"], observed["train"], alpha)
+        score = float(r_squared(
+            behaviour["validation"], features["validation"] @ weights + bias, observed["validation"]
+        ))
         if score > best_score:
             best_alpha, best_score = alpha, score
 
-    weights, bias = fit_ridge(features["train"], behaviour["train"], best_alpha)
-    per_channel = r_squared(behaviour["test"], features["test"] @ weights + bias, per_channel=True)
+    weights, bias = fit_masked_ridge(features["train"], behaviour["train"], observed["train"], best_alpha)
+    per_channel = r_squared(behaviour["test"], features["test"] @ weights + bias, observed["test"], per_channel=True)
     scores = {name: float(value) for name, value in zip(names, per_channel)}
     return {**scores, "mean": float(np.mean(per_channel)), "alpha": best_alpha}
 
@@ -150,13 +154,19 @@ def co_smoothing_scores(model, train, validation, test, config: RunConfig, key) 
 
     names = test.metadata.get("behaviour_names") or [f"behaviour_{index}" for index in range(test.behaviour.shape[-1])]
     behaviour = {name: score_window(split.behaviour, skip) for name, split in splits.items()}
+    observed = {
+        name: None if split.behaviour_mask is None else score_window(split.behaviour_mask, skip)
+        for name, split in splits.items()
+    }
     feature_sets = {
         "model_latents": {name: posterior[name][1] for name in splits},
         "smoothed_spikes": {name: smoothing.features(split) for name, split in splits.items()},
         "gpfa_latents": {name: gpfa.latents(split) for name, split in splits.items()},
     }
     scores["behaviour_decoding_r_squared"] = {
-        method: _decode({name: score_window(value, skip) for name, value in features.items()}, behaviour, list(names))
+        method: _decode(
+            {name: score_window(value, skip) for name, value in features.items()}, behaviour, list(names), observed
+        )
         for method, features in feature_sets.items()
     }
     return scores

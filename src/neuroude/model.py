@@ -219,6 +219,7 @@ class LatentUDE(eqx.Module):
         n_samples: int = 1,
         behaviour: Float[Array, "T b"] | None = None,
         shooting: MultipleShooting | None = None,
+        behaviour_mask: Float[Array, "T b"] | None = None,
     ) -> dict[str, Float[Array, ""]]:
         """Return the ELBO terms of one trial, averaged over `n_samples` posterior paths.
 
@@ -232,7 +233,7 @@ class LatentUDE(eqx.Module):
         allows it (`neuroude.streaming`), so the backward pass stores no array as long as the trial.
         """
         if shooting is None and can_stream(self):
-            return streamed_elbo_terms(self, y, stimulus, mask, t0, bin_width, key, n_samples, behaviour)
+            return streamed_elbo_terms(self, y, stimulus, mask, t0, bin_width, key, n_samples, behaviour, behaviour_mask)
 
         drive = self.encode(stimulus)
         readable = self.recognition_input(y, mask)
@@ -259,14 +260,14 @@ class LatentUDE(eqx.Module):
         if shooting is not None:
             terms["continuity_penalty"] = jnp.mean(continuity)
         if self.behaviour is not None:
-            terms["behaviour_log_likelihood"] = self._behaviour_log_likelihood(paths, behaviour)
+            terms["behaviour_log_likelihood"] = self._behaviour_log_likelihood(paths, behaviour, behaviour_mask)
         return terms
 
-    def _behaviour_log_likelihood(self, paths: Float[Array, "S T d"], behaviour) -> Float[Array, ""]:
+    def _behaviour_log_likelihood(self, paths: Float[Array, "S T d"], behaviour, behaviour_mask) -> Float[Array, ""]:
         if behaviour is None:
             raise ConfigError("the model has a behaviour head, but no behaviour array was passed to the loss")
-        every_bin = jnp.ones_like(behaviour)
-        return jnp.mean(jax.vmap(lambda path: self.behaviour.log_prob(behaviour, path, every_bin))(paths))
+        observed = jnp.ones_like(behaviour) if behaviour_mask is None else behaviour_mask
+        return jnp.mean(jax.vmap(lambda path: self.behaviour.log_prob(behaviour, path, observed))(paths))
 
     def _log_likelihood(self, y: Float[Array, "T n"], path: Float[Array, "T d"], mask: Float[Array, "T n"]):
         # Likelihoods that are sums over bins can be computed in recomputed segments, like the solver.
@@ -295,12 +296,14 @@ class LatentUDE(eqx.Module):
         n_samples: int = 1,
         behaviour: Float[Array, "B T b"] | None = None,
         shooting: MultipleShooting | None = None,
+        behaviour_mask: Float[Array, "B T b"] | None = None,
     ) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
         """Return the negative ELBO per trial averaged over the batch, and its terms.
 
         `-E_q[log p(y | x)] + beta * (KL(q(x0 | y) || p(x0)) + KL_path) + residual penalty`, with the
         prior `p(x0)` of the recognition model (`N(0, I)` unless the drift declares another).
-        With a behaviour head, `- w E_q[log p(behaviour | x)]` is added, with `w = behaviour_weight`.
+        With a behaviour head, `- w E_q[log p(behaviour | x)]` is added, with `w = behaviour_weight`,
+        summed over the entries where `behaviour_mask` is 1 (all of them when it is None).
         With a constant posterior, each trial's terms use one draw of the constants from it
         (the KL of the constants is added by the fitting loop; see `constant_posterior`).
         With `shooting`, the paths are integrated in segments and their continuity penalty is added
@@ -312,18 +315,21 @@ class LatentUDE(eqx.Module):
             raise ConfigError("the model has a behaviour head, but no behaviour array was passed to the loss")
         if behaviour is None:
             behaviour = jnp.zeros(y.shape[:2] + (0,), y.dtype)
+        if behaviour_mask is None:
+            behaviour_mask = jnp.ones_like(behaviour)
         keys = jax.random.split(key, y.shape[0])
 
-        def one_trial(yi, si, mi, ki, bi):
+        def one_trial(yi, si, mi, ki, bi, bmi):
             model = self
             if self.constant_posterior is not None:
                 ki, constants_key = jax.random.split(ki)
                 model = self.constant_posterior.draw(self, constants_key)
+            has_head = self.behaviour is not None
             return model.trial_elbo_terms(
-                yi, si, mi, t0, bin_width, ki, n_samples, bi if self.behaviour is not None else None, shooting
+                yi, si, mi, t0, bin_width, ki, n_samples, bi if has_head else None, shooting, bmi if has_head else None
             )
 
-        terms = jax.vmap(one_trial)(y, stimulus, mask, keys, behaviour)
+        terms = jax.vmap(one_trial)(y, stimulus, mask, keys, behaviour, behaviour_mask)
         state_peak = terms.pop("state_peak")
         terms = {name: jnp.mean(value) for name, value in terms.items()}
         kl = terms["kl_initial"] + terms["kl_path"]

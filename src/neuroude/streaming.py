@@ -64,8 +64,11 @@ def streamed_elbo_terms(
     key: PRNGKeyArray,
     n_samples: int = 1,
     behaviour: Float[Array, "T b"] | None = None,
+    behaviour_mask: Float[Array, "T b"] | None = None,
 ) -> dict[str, Float[Array, ""]]:
     """Return the ELBO terms of `LatentUDE.trial_elbo_terms`, computed segment by segment."""
+    if behaviour is not None and behaviour_mask is None:
+        behaviour_mask = jnp.ones_like(behaviour)
     n_bins = y.shape[0]
     segment = model.checkpoint_bins
     n_segments = -(-n_bins // segment)
@@ -93,7 +96,9 @@ def streamed_elbo_terms(
     else:
         right_states = _right_edge_states(model, y, stimulus, features, segment, n_segments)
 
-    path_segment = _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0, bin_width, segment)
+    path_segment = _path_segment(
+        model, y, stimulus, mask, (behaviour, behaviour_mask), features, noise_keys, t0, bin_width, segment
+    )
     zero = jnp.zeros((n_samples,), y.dtype)
     sums0 = {"kl_path": zero, "log_likelihood": zero, "residual_penalty": zero, "behaviour_log_likelihood": zero}
     (_, sums), peaks = jax.lax.scan(
@@ -136,6 +141,7 @@ def _right_edge_states(model, y, stimulus, features, segment: int, n_segments: i
 def _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0: float, bin_width: float, segment: int):
     """Return the scan body that integrates and scores one segment of bins for every posterior sample."""
     n_bins = y.shape[0]
+    behaviour, behaviour_mask = behaviour
     n_substeps = model.n_substeps
     step = bin_width / n_substeps
     n_steps = (n_bins - 1) * n_substeps
@@ -173,6 +179,7 @@ def _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0:
 
         observed_mask = _rows(mask, first, segment, n_bins) * valid[:, None]
         behaviour_rows = None if behaviour is None else _rows(behaviour, first, segment, n_bins)
+        behaviour_observed = None if behaviour is None else _rows(behaviour_mask, first, segment, n_bins) * valid[:, None]
 
         def one_sample(x, kl, noise_key):
             noise_key = None if model.sde.is_ode else noise_key
@@ -190,7 +197,7 @@ def _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0:
             )
             terms["behaviour_log_likelihood"] = (
                 jnp.zeros((), x.dtype) if behaviour_rows is None
-                else model.behaviour.log_prob(behaviour_rows, path, jnp.broadcast_to(valid[:, None], behaviour_rows.shape))
+                else model.behaviour.log_prob(behaviour_rows, path, behaviour_observed)
             )
             return x_next, terms, jnp.max(jnp.abs(path), axis=1)
 

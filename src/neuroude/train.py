@@ -97,9 +97,14 @@ def make_train_step(
 
     @eqx.filter_jit
     def train_step(params, opt_state, y, stimulus, mask, key, beta, behaviour=None, lr_scale=1.0):
+        # `behaviour` is None or the pair (values, mask) of `_behaviour_array`.
+        values, behaviour_mask = (None, None) if behaviour is None else behaviour
+
         def loss_fn(trainable):
             model = eqx.combine(trainable, static)
-            loss, terms = model.loss(y, stimulus, mask, t0, bin_width, key, beta, n_samples, behaviour, shooting)
+            loss, terms = model.loss(
+                y, stimulus, mask, t0, bin_width, key, beta, n_samples, values, shooting, behaviour_mask=behaviour_mask
+            )
             if penalty is not None:
                 loss = loss + penalty(model)
             return loss, terms
@@ -330,7 +335,7 @@ def fit(
                 key = jax.random.fold_in(jax.random.fold_in(base_key, 0), state.step)
                 beta = kl_weight(state.step, training)
                 batch = (y[indices], stimulus[indices], mask[indices])
-                batch_behaviour = None if behaviour is None else behaviour[indices]
+                batch_behaviour = None if behaviour is None else tuple(array[indices] for array in behaviour)
                 if data_parallel is not None:
                     batch, batch_behaviour = data_parallel.put((batch, batch_behaviour), data_parallel.batch)
                 params, opt_state, terms, finite, grad_norm = train_step(
@@ -402,11 +407,12 @@ def _data_arrays(recording):
 
 
 def _behaviour_array(model: LatentUDE, recording):
-    """Return the recording's behaviour as a JAX array when the model has a behaviour head, else None."""
+    """Return the recording's behaviour and its mask (1 where observed) as JAX arrays for a behaviour head, else None."""
     if getattr(model, "behaviour", None) is None:
         return None
     check_behaviour(recording, behaviour_configured=True)
-    return jnp.asarray(recording.behaviour)
+    values = jnp.asarray(recording.behaviour)
+    return values, jnp.asarray(recording.behaviour_observed, values.dtype)
 
 
 def _log_state_bound(step: int, terms: dict, indices: np.ndarray, t0: float, bin_width: float, bound: float) -> None:
