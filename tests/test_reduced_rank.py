@@ -68,3 +68,47 @@ def test_bad_settings_and_shapes():
     x, y, _ = low_rank_data(4, seed=0)
     with pytest.raises(ConfigError, match="n_folds is 5; expected between 2 and the 4 trials"):
         fit_reduced_rank_by_cross_validation(x, y)
+
+
+# Two extra samples whose stored values are garbage, masked out on one channel each.
+GARBAGE_X = np.concatenate([HAND_X, [[40.0, -7.0], [3.0, 25.0]]])
+GARBAGE_Y = np.concatenate([HAND_Y, [[-90.0, 11.0], [np.nan, 2.0]]])
+GARBAGE_X_MASK = np.concatenate([np.ones((4, 2), bool), [[False, True], [True, True]]])
+GARBAGE_Y_MASK = np.concatenate([np.ones((4, 2), bool), [[True, True], [False, True]]])
+
+
+@pytest.mark.parametrize(("rank", "ridge"), [(2, 0.0), (1, 0.0), (2, 1.0)])
+def test_masked_fit_ignores_unobserved_samples(rank, ridge):
+    masked = ReducedRankRegression(rank, ridge).fit(GARBAGE_X, GARBAGE_Y, GARBAGE_X_MASK, GARBAGE_Y_MASK)
+    clean = ReducedRankRegression(rank, ridge).fit(HAND_X, HAND_Y)
+
+    np.testing.assert_allclose(masked.coefficients, clean.coefficients, atol=1e-12)
+    np.testing.assert_allclose(masked.target_mean, clean.target_mean, atol=1e-12)
+    # The garbage would change the fit if it were read: its targets are finite once the NaN is replaced.
+    unmasked = ReducedRankRegression(rank, ridge).fit(GARBAGE_X, np.nan_to_num(GARBAGE_Y))
+    assert np.abs(unmasked.coefficients - clean.coefficients).max() > 0.1
+
+
+def test_masked_prediction_uses_source_mean():
+    model = ReducedRankRegression(2).fit(HAND_X + 5.0, HAND_Y)
+    x = np.array([[6.0, 123.0]])
+    # Source 1 is unobserved, so it counts as its mean, 5: the prediction is that of (6, 5), i.e. (3, 0).
+    prediction = model.predict(x, np.array([[True, False]]))
+    np.testing.assert_allclose(prediction, [[3.0, 0.0]], atol=1e-12)
+    with pytest.raises(DataError, match="x_mask has shape"):
+        model.predict(x, np.array([True, False]))
+
+
+def test_masked_cross_validation_recovers_map():
+    x, y, mapping = low_rank_data(80, seed=2)
+    rng = np.random.default_rng(4)
+    x_mask, y_mask = rng.random(x.shape) > 0.1, rng.random(y.shape) > 0.1
+    x_garbage = np.where(x_mask, x, 1e3 * rng.normal(size=x.shape))
+    y_garbage = np.where(y_mask, y, np.nan)
+
+    model, settings = fit_reduced_rank_by_cross_validation(x_garbage, y_garbage, x_mask=x_mask, y_mask=y_mask)
+
+    assert settings["rank"] == 2
+    np.testing.assert_allclose(model.coefficients, mapping, atol=0.15)
+    with pytest.raises(DataError, match="0 samples with every source and target observed"):
+        ReducedRankRegression(1).fit(x, y, np.zeros(x.shape, bool))

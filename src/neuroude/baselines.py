@@ -600,6 +600,11 @@ class ReducedRankRegression:
 
     and the prediction is (x - mean_x) B_r + mean_y. With ridge 0 this is the classical
     reduced-rank regression estimate, the least-squares solution among maps of rank r.
+
+    With masks (True where observed), the fit uses only the samples whose sources and
+    targets are all observed (complete cases), so the values stored behind a False do not
+    enter it. The prediction fills an unobserved source with its training mean, which
+    after centring is a zero that adds nothing to the prediction.
     """
 
     def __init__(self, rank: int, ridge: float = 0.0) -> None:
@@ -613,9 +618,13 @@ class ReducedRankRegression:
         self.source_mean: np.ndarray | None = None  # (p,)
         self.target_mean: np.ndarray | None = None  # (q,)
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> ReducedRankRegression:
-        """Fit on x (..., p) and y (..., q), whose leading axes all index samples."""
-        x, y = _regression_pair(x, y)
+    def fit(self, x: np.ndarray, y: np.ndarray, x_mask=None, y_mask=None) -> ReducedRankRegression:
+        """Fit on x (..., p) and y (..., q), whose leading axes all index samples.
+
+        `x_mask` and `y_mask`, bool arrays of the shapes of x and y, drop every sample
+        with an unobserved (False) entry from the fit.
+        """
+        x, y = _regression_pair(x, y, x_mask, y_mask)
         if self.rank > min(x.shape[1], y.shape[1]):
             raise ConfigError(
                 f"rank is {self.rank}; expected at most min(sources, targets) = {min(x.shape[1], y.shape[1])}"
@@ -626,26 +635,41 @@ class ReducedRankRegression:
         self.coefficients = full @ leading @ leading.T
         return self
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Return predicted targets (..., q) for sources x (..., p)."""
+    def predict(self, x: np.ndarray, x_mask=None) -> np.ndarray:
+        """Return predicted targets (..., q) for sources x (..., p); unobserved sources count as their mean."""
         _require_fitted(self, "coefficients")
         x = np.asarray(x, dtype=np.float64)
         if x.shape[-1] != self.source_mean.size:
             raise DataError(f"x has {x.shape[-1]} channels; expected {self.source_mean.size}, as in the fitted x")
+        if x_mask is not None:
+            x = np.where(_check_mask("x_mask", x_mask, x.shape), x, self.source_mean)
         return (x - self.source_mean) @ self.coefficients + self.target_mean
 
 
-def _regression_pair(x, y) -> tuple[np.ndarray, np.ndarray]:
-    """Flatten (..., p) and (..., q) arrays to (samples, p) and (samples, q), checking they match."""
+def _regression_pair(x, y, x_mask=None, y_mask=None) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten (..., p) and (..., q) arrays to (samples, p) and (samples, q), keeping the complete samples."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.ndim < 2 or x.shape[:-1] != y.shape[:-1]:
         raise DataError(f"x has shape {x.shape} and y {y.shape}; expected the same sample axes before the channels")
-    x, y = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
+    complete = np.ones(x.shape[:-1], bool)
+    if x_mask is not None:
+        complete &= _check_mask("x_mask", x_mask, x.shape).all(axis=-1)
+    if y_mask is not None:
+        complete &= _check_mask("y_mask", y_mask, y.shape).all(axis=-1)
+    x, y = x[complete], y[complete]
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         raise DataError("x or y contains NaN or infinite values; expected finite values")
     if x.shape[0] < 2:
-        raise DataError(f"x has {x.shape[0]} samples; expected at least 2")
+        where = "" if x_mask is None and y_mask is None else " with every source and target observed"
+        raise DataError(f"x has {x.shape[0]} samples{where}; expected at least 2")
     return x, y
+
+
+def _check_mask(name: str, mask, shape: tuple[int, ...]) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.dtype != np.bool_ or mask.shape != shape:
+        raise DataError(f"{name} has shape {mask.shape} and dtype {mask.dtype}; expected bool of shape {shape}")
+    return mask
 
 
 def _ridge_and_directions(x: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
@@ -668,6 +692,10 @@ def _mean_r_squared(y: np.ndarray, prediction: np.ndarray) -> float:
     return float(np.mean(1.0 - sse / np.maximum(sst, np.finfo(float).tiny)))
 
 
+def _rows_of(x_mask, y_mask, trials) -> tuple[np.ndarray | None, np.ndarray | None]:
+    return tuple(None if mask is None else np.asarray(mask)[trials] for mask in (x_mask, y_mask))
+
+
 def fit_reduced_rank_by_cross_validation(
     x: np.ndarray,
     y: np.ndarray,
@@ -675,6 +703,8 @@ def fit_reduced_rank_by_cross_validation(
     ridges: tuple[float, ...] = RRR_RIDGES,
     n_folds: int = 5,
     seed: int = 0,
+    x_mask: np.ndarray | None = None,
+    y_mask: np.ndarray | None = None,
 ) -> tuple[ReducedRankRegression, dict]:
     """Choose the ridge and rank of a ReducedRankRegression by cross-validation over trials.
 
@@ -684,6 +714,8 @@ def fit_reduced_rank_by_cross_validation(
     over folds (at its best rank) is kept. The rank is then the smallest one whose mean
     score is within one standard error (over folds) of that best score, which prefers a
     small map when larger ones predict no better. The model is refitted on all trials.
+    With `x_mask` and `y_mask` (bool, True where observed), fits and scores use only the
+    bins whose sources and targets are all observed.
 
     Returns the fitted model and a dictionary with the chosen `rank` and `ridge`, and the
     cross-validated score of every rank at the chosen ridge.
@@ -704,8 +736,8 @@ def fit_reduced_rank_by_cross_validation(
     scores = np.empty((len(ridges), len(ranks), n_folds))
     for k, fold in enumerate(folds):
         kept = np.setdiff1d(np.arange(x.shape[0]), fold)
-        train_x, train_y = _regression_pair(x[kept], y[kept])
-        test_x, test_y = _regression_pair(x[fold], y[fold])
+        train_x, train_y = _regression_pair(x[kept], y[kept], *_rows_of(x_mask, y_mask, kept))
+        test_x, test_y = _regression_pair(x[fold], y[fold], *_rows_of(x_mask, y_mask, fold))
         source_mean, target_mean = train_x.mean(axis=0), train_y.mean(axis=0)
         for i, ridge in enumerate(ridges):
             full, directions = _ridge_and_directions(train_x - source_mean, train_y - target_mean, ridge)
@@ -721,7 +753,7 @@ def fit_reduced_rank_by_cross_validation(
     threshold = mean[best_ridge, best_rank] - error[best_ridge, best_rank]
     chosen = int(np.flatnonzero(mean[best_ridge] >= threshold)[0])
 
-    model = ReducedRankRegression(ranks[chosen], ridges[best_ridge]).fit(x, y)
+    model = ReducedRankRegression(ranks[chosen], ridges[best_ridge]).fit(x, y, x_mask, y_mask)
     settings = {
         "rank": ranks[chosen],
         "ridge": float(ridges[best_ridge]),

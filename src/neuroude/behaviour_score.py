@@ -9,8 +9,8 @@ test trials it is scored on two paths:
   stimulus, the same paths that give the neural predictions in metrics.json.
 
 Each is `1 - SSE / SST` per behaviour variable over the scored bins (after
-`evaluation.skip_bins`, and only bins where the neural data are observed), with the
-mean over variables.
+`evaluation.skip_bins`, and only bins where the behaviour is observed: `behaviour_mask`, or
+without it the bins where the neural data are observed), with the mean over variables.
 """
 
 from __future__ import annotations
@@ -29,14 +29,14 @@ logger = logging.getLogger("neuroude")
 
 
 @eqx.filter_jit
-def _posterior_behaviour(model, y, stimulus, t0, bin_width, key, n_samples):
+def _posterior_behaviour(model, y, stimulus, mask, t0, bin_width, key, n_samples):
     keys = jax.random.split(key, y.shape[0])
 
-    def one_trial(yi, si, ki):
-        paths = model.posterior_paths(yi, si, t0, bin_width, ki, n_samples)
+    def one_trial(yi, si, mi, ki):
+        paths = model.posterior_paths(yi, si, t0, bin_width, ki, n_samples, mask=mi)
         return jax.vmap(model.behaviour.mean)(paths).mean(axis=0)
 
-    return jax.vmap(one_trial)(y, stimulus, keys)
+    return jax.vmap(one_trial)(y, stimulus, mask, keys)
 
 
 @eqx.filter_jit
@@ -51,8 +51,8 @@ def behaviour_scores(model, recording, prior_paths: np.ndarray, skip_bins: int, 
     """
     stimulus = recording.u if recording.u is not None else np.zeros(recording.y.shape[:2] + (0,), np.float32)
     posterior = _posterior_behaviour(
-        model, jnp.asarray(recording.y), jnp.asarray(stimulus), float(recording.ts[0]), float(recording.dt),
-        key, n_samples,
+        model, jnp.asarray(recording.y), jnp.asarray(stimulus), jnp.asarray(recording.observed),
+        float(recording.ts[0]), float(recording.dt), key, n_samples,
     )
     prediction = _head_on_paths(model, jnp.asarray(prior_paths))
 
@@ -67,8 +67,14 @@ def behaviour_scores(model, recording, prior_paths: np.ndarray, skip_bins: int, 
 
 
 def _observed_bins(recording) -> np.ndarray:
-    """Return (trials, time, behaviour) True where any neural channel is observed (False in padding)."""
+    """Return (trials, time, behaviour) True where the behaviour is scored.
+
+    With `behaviour_mask` that is where behaviour was sampled. Without it, it is where any
+    neural channel is observed, which leaves out the padding of trials of different lengths.
+    """
     shape = recording.behaviour.shape
+    if recording.behaviour_mask is not None:
+        return recording.behaviour_mask
     if recording.mask is None:
         return np.ones(shape, bool)
     return np.broadcast_to(recording.mask.any(axis=2, keepdims=True), shape)

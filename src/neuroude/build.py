@@ -205,13 +205,16 @@ def build_model(
     mean_count: float = 0.1,
     bin_width: float | None = None,
     n_behaviour: int = 0,
+    has_masked_entries: bool = False,
 ) -> LatentUDE:
     """Build the model described by `config` for a recording with `n_channels` outputs and `n_inputs` stimuli.
 
     `mean_count` (expected counts per bin, or the fraction of ones for Bernoulli
     data) initialises the readout's offset. `bin_width` (seconds) is required by
     the calcium and bold observation models, and `n_behaviour` (behaviour
-    variables) by a configured behaviour head.
+    variables) by a configured behaviour head. `has_masked_entries` (the recording's mask
+    has a False entry) turns on the recognition model's mask input under
+    `model.recognition_mask: auto`.
     """
     model_config = config.model
     keys = jax.random.split(key, 6)
@@ -222,6 +225,10 @@ def build_model(
 
     heldin = _heldin_channels(config, n_channels)
     recognition_size = n_channels if heldin is None else len(heldin)
+    reads_mask = has_masked_entries if model_config.recognition_mask == "auto" else model_config.recognition_mask
+    if reads_mask:
+        # One mask column per channel read, beside the masked values.
+        recognition_size *= 2
     sde = SDE(_drift(model_config, drive_size, keys[2]), _diffusion(model_config, drive_size, keys[3]))
     location, scale = _initial_state_prior(sde.drift)
     recognition = GRURecognition(
@@ -239,7 +246,7 @@ def build_model(
         encoder, recognition, sde, observation, model_config.latent_size, model_config.context_size,
         model_config.correction_width, config.solver.method, config.solver.n_substeps, model_config.interpolation,
         config.solver.adjoint, config.solver.rtol, config.solver.atol, observed_states, heldin, key=keys[5],
-        checkpoint_bins=config.solver.checkpoint_bins,
+        checkpoint_bins=config.solver.checkpoint_bins, recognition_reads_mask=reads_mask,
         behaviour=behaviour, behaviour_weight=model_config.behaviour.weight if behaviour is not None else 1.0,
     )
     if model_config.constant_posterior != "point":

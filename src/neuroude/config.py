@@ -226,6 +226,10 @@ class ModelConfig(Section):
         "linear", description="drive between bins: held at the bin's value or linearly interpolated"
     )
     recognition_hidden: int = Field(64, ge=1, description="hidden units of the recognition GRU")
+    recognition_mask: Literal["auto"] | bool = Field(
+        "auto", description="let the recognition model read the mask beside y, as concat(y * mask, mask), so a "
+        "missing sample differs from an observed zero; 'auto' turns it on when the recording has a masked entry"
+    )
     context_size: int = Field(16, ge=1, description="size of the recognition context that steers the posterior drift")
     correction_width: int = Field(64, ge=1, description="hidden units of the posterior drift's correction network")
     n_init_bins: int = Field(10, ge=1, description="bins read to infer the initial state")

@@ -162,7 +162,8 @@ def control_run(
     index = test_trials[trial]
     y = jnp.asarray(recording.y[index], jnp.float32)
     stimulus = jnp.asarray(recording.u[index], jnp.float32)
-    mean0, std0 = model.recognition.initial_state(y, model.encode(stimulus))
+    readable = model.recognition_input(y, jnp.asarray(recording.observed[index]))
+    mean0, std0 = model.recognition.initial_state(readable, model.encode(stimulus))
     t0, bin_width = float(recording.ts[0]), float(recording.dt)
     key = jax.random.PRNGKey(seed)
 

@@ -27,7 +27,8 @@ import numpy as np
 
 from .baselines import GPFACoSmoothing, PoissonReadout, SpikeSmoothing, fit_reduced_rank_by_cross_validation
 from .config import RunConfig
-from .metrics import co_smoothing_bits_per_spike, fit_ridge, heldout_channel_split, r_squared, score_window
+from .decoding import fit_masked_ridge
+from .metrics import co_smoothing_bits_per_spike, heldout_channel_split, r_squared, score_window
 
 logger = logging.getLogger("neuroude")
 
@@ -44,15 +45,15 @@ def _stimulus(recording) -> np.ndarray:
 
 
 @eqx.filter_jit
-def _posterior_trials(model, y, stimulus, t0, bin_width, key, n_samples):
+def _posterior_trials(model, y, stimulus, mask, t0, bin_width, key, n_samples):
     keys = jax.random.split(key, y.shape[0])
 
-    def one_trial(yi, si, ki):
-        paths = model.posterior_paths(yi, si, t0, bin_width, ki, n_samples)
+    def one_trial(yi, si, mi, ki):
+        paths = model.posterior_paths(yi, si, t0, bin_width, ki, n_samples, mask=mi)
         expected = jax.vmap(lambda path: model.observation.mean(model.observed(path)))(paths)
         return expected.mean(axis=0), paths.mean(axis=0)
 
-    return jax.vmap(one_trial)(y, stimulus, keys)
+    return jax.vmap(one_trial)(y, stimulus, mask, keys)
 
 
 def posterior_rates(model, recording, key, n_samples: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +64,7 @@ def posterior_rates(model, recording, key, n_samples: int = 32) -> tuple[np.ndar
     the held-out channels are the co-smoothing prediction.
     """
     expected, latents = _posterior_trials(
-        model, jnp.asarray(recording.y), jnp.asarray(_stimulus(recording)),
+        model, jnp.asarray(recording.y), jnp.asarray(_stimulus(recording)), jnp.asarray(recording.observed),
         float(recording.ts[0]), float(recording.dt), key, n_samples,
     )
     return np.asarray(expected), np.asarray(latents)
@@ -106,22 +107,25 @@ def _fit_gpfa(train, validation, heldout, latent_size: int, skip_bins: int) -> t
     return baseline, {"latent_size": latent_size, "ridge": best_readout.ridge, "validation_co_bps": best_score}
 
 
-def _decode(features: dict[str, np.ndarray], behaviour: dict[str, np.ndarray], names: list[str]) -> dict:
+def _decode(features: dict[str, np.ndarray], behaviour: dict[str, np.ndarray], names: list[str], observed: dict) -> dict:
     """Return the test R^2 of each behaviour channel decoded by ridge regression from each feature set.
 
     `features[split]` and `behaviour[split]` are (trials, time, k) arrays for the splits
-    train, validation and test. The decoder is fitted on train, its penalty chosen by the
-    mean validation R^2, and scored on test.
+    train, validation and test, and `observed[split]` the behaviour's mask or None. The
+    decoder is fitted on train, its penalty chosen by the mean validation R^2, and scored
+    on test, each on the observed entries only.
     """
     best_alpha, best_score = None, -np.inf
     for alpha in DECODER_ALPHAS:
-        weights, bias = fit_ridge(features["train"], behaviour["train"], alpha)
-        score = float(r_squared(behaviour["validation"], features["validation"] @ weights + bias))
+        weights, bias = fit_masked_ridge(features["train"], behaviour["train"], observed["train"], alpha)
+        score = float(r_squared(
+            behaviour["validation"], features["validation"] @ weights + bias, observed["validation"]
+        ))
         if score > best_score:
             best_alpha, best_score = alpha, score
 
-    weights, bias = fit_ridge(features["train"], behaviour["train"], best_alpha)
-    per_channel = r_squared(behaviour["test"], features["test"] @ weights + bias, per_channel=True)
+    weights, bias = fit_masked_ridge(features["train"], behaviour["train"], observed["train"], best_alpha)
+    per_channel = r_squared(behaviour["test"], features["test"] @ weights + bias, observed["test"], per_channel=True)
     scores = {name: float(value) for name, value in zip(names, per_channel)}
     return {**scores, "mean": float(np.mean(per_channel)), "alpha": best_alpha}
 
@@ -150,13 +154,19 @@ def co_smoothing_scores(model, train, validation, test, config: RunConfig, key) 
 
     names = test.metadata.get("behaviour_names") or [f"behaviour_{index}" for index in range(test.behaviour.shape[-1])]
     behaviour = {name: score_window(split.behaviour, skip) for name, split in splits.items()}
+    observed = {
+        name: None if split.behaviour_mask is None else score_window(split.behaviour_mask, skip)
+        for name, split in splits.items()
+    }
     feature_sets = {
         "model_latents": {name: posterior[name][1] for name in splits},
         "smoothed_spikes": {name: smoothing.features(split) for name, split in splits.items()},
         "gpfa_latents": {name: gpfa.latents(split) for name, split in splits.items()},
     }
     scores["behaviour_decoding_r_squared"] = {
-        method: _decode({name: score_window(value, skip) for name, value in features.items()}, behaviour, list(names))
+        method: _decode(
+            {name: score_window(value, skip) for name, value in features.items()}, behaviour, list(names), observed
+        )
         for method, features in feature_sets.items()
     }
     return scores
@@ -178,19 +188,22 @@ def gaussian_co_smoothing_scores(model, train, validation, test, config: RunConf
     held-in channels of the whole trial. Reduced-rank regression maps the held-in
     channels of a bin to the held-out channels of the same bin. Its ridge and rank are
     chosen by cross-validation over the training trials, and it is then fitted on all of them.
+    With a mask, the regression is fitted on the bins where every channel is observed. An
+    unobserved held-in channel of a test bin counts as its training mean, and both scores
+    count only the observed held-out entries.
     """
     heldin, heldout = heldout_channel_split(config.data.heldout_neurons, test.n_channels)
     heldin, heldout = list(heldin), list(heldout)
     skip = config.evaluation.skip_bins
     expected, _ = posterior_rates(model, test, key, config.evaluation.n_samples)
 
-    # NOTE: the regression ignores the mask, so an unobserved entry enters its fit and prediction as the 0 stored there.
     n_folds = min(5, train.n_trials)
     regression, settings = fit_reduced_rank_by_cross_validation(
-        train.y[:, :, heldin], train.y[:, :, heldout], n_folds=n_folds, seed=config.seed
+        train.y[:, :, heldin], train.y[:, :, heldout], n_folds=n_folds, seed=config.seed,
+        x_mask=train.observed[:, :, heldin], y_mask=train.observed[:, :, heldout],
     )
     regression_prediction = np.zeros(test.y.shape)
-    regression_prediction[:, :, heldout] = regression.predict(test.y[:, :, heldin])
+    regression_prediction[:, :, heldout] = regression.predict(test.y[:, :, heldin], test.observed[:, :, heldin])
     return {
         "heldout_channels": heldout,
         "model": heldout_r_squared(test, expected, heldout, skip),

@@ -147,16 +147,20 @@ class BehaviourPrediction:
 
 
 @eqx.filter_jit
-def _posterior_samples(model, y, stimulus, t0, bin_width, key, n_samples):
+def _posterior_samples(model, y, stimulus, mask, t0, bin_width, key, n_samples):
     keys = jax.random.split(key, y.shape[0])
-    return jax.vmap(lambda yi, si, ki: model.posterior_paths(yi, si, t0, bin_width, ki, n_samples))(y, stimulus, keys)
+
+    def one_trial(yi, si, mi, ki):
+        return model.posterior_paths(yi, si, t0, bin_width, ki, n_samples, mask=mi)
+
+    return jax.vmap(one_trial)(y, stimulus, mask, keys)
 
 
 def posterior_path_samples(model, recording, key, n_samples: int) -> np.ndarray:
     """Return latent paths (trials, S, time, d) sampled from the posterior SDE given each trial's observations."""
     paths = _posterior_samples(
-        model, jnp.asarray(recording.y), jnp.asarray(_stimulus(recording)), float(recording.ts[0]),
-        float(recording.dt), key, n_samples,
+        model, jnp.asarray(recording.y), jnp.asarray(_stimulus(recording)), jnp.asarray(recording.observed),
+        float(recording.ts[0]), float(recording.dt), key, n_samples,
     )
     return np.asarray(paths)
 
@@ -172,8 +176,10 @@ def _split_paths(model, splits: dict, key, n_samples: int) -> dict[str, np.ndarr
     first = next(iter(splits.values()))
     y = np.concatenate([split.y for split in splits.values()])
     stimulus = np.concatenate([_stimulus(split) for split in splits.values()])
+    mask = np.concatenate([split.observed for split in splits.values()])
     paths = _posterior_samples(
-        model, jnp.asarray(y), jnp.asarray(stimulus), float(first.ts[0]), float(first.dt), key, n_samples
+        model, jnp.asarray(y), jnp.asarray(stimulus), jnp.asarray(mask), float(first.ts[0]), float(first.dt), key,
+        n_samples,
     )
     boundaries = np.cumsum([split.n_trials for split in splits.values()])[:-1]
     return dict(zip(splits, np.split(np.asarray(paths), boundaries)))
@@ -193,7 +199,41 @@ class RidgeDecoder:
         return paths @ self.weights + self.bias
 
 
-def fit_ridge_decoder(train_paths, train_behaviour, validation_paths, validation_behaviour) -> RidgeDecoder:
+def fit_masked_ridge(features, targets, observed=None, alpha: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Fit targets ~ features @ W + b by ridge regression on the observed entries of each target channel.
+
+    Ridge regression fits each target channel on its own, so fitting channel c on the
+    samples where `observed[..., c]` is True is the exact ridge fit of the observed data.
+    `observed` None fits every sample, as `fit_ridge` does.
+    """
+    if observed is None:
+        return fit_ridge(features, targets, alpha)
+    features = np.asarray(features, np.float64).reshape(-1, np.shape(features)[-1])
+    targets = np.asarray(targets, np.float64).reshape(-1, np.shape(targets)[-1])
+    observed = np.asarray(observed, bool).reshape(targets.shape)
+    weights = np.empty((features.shape[1], targets.shape[1]))
+    bias = np.empty(targets.shape[1])
+    for channel in range(targets.shape[1]):
+        rows = observed[:, channel]
+        if rows.sum() < 2:
+            raise DataError(f"behaviour channel {channel} has {int(rows.sum())} observed bins; expected at least 2")
+        channel_weights, channel_bias = fit_ridge(features[rows], targets[rows, channel : channel + 1], alpha)
+        weights[:, channel], bias[channel] = channel_weights[:, 0], channel_bias[0]
+    return weights, bias
+
+
+def _observed_mean(values: np.ndarray, observed: np.ndarray | None) -> np.ndarray:
+    """Return the mean per channel (last axis) over the observed entries, or over all entries without a mask."""
+    if observed is None:
+        return values.reshape(-1, values.shape[-1]).mean(axis=0)
+    return np.sum(np.where(observed, values, 0.0), axis=tuple(range(values.ndim - 1))) / observed.reshape(
+        -1, observed.shape[-1]
+    ).sum(axis=0)
+
+
+def fit_ridge_decoder(
+    train_paths, train_behaviour, validation_paths, validation_behaviour, train_observed=None, validation_observed=None
+) -> RidgeDecoder:
     """Fit the ridge decoder on the posterior mean latents of the training trials.
 
     The penalty is the one of `DECODER_ALPHAS` with the best validation R^2.
@@ -201,22 +241,25 @@ def fit_ridge_decoder(train_paths, train_behaviour, validation_paths, validation
     trials: the mean squared error of the predictive mean minus the mean
     variance across posterior samples, so that the predictive variance matches
     the training error. It is floored at 1e-6 of the behaviour's variance.
-    Paths are (trials, S, time, d) and behaviour (trials, time, b).
+    Paths are (trials, S, time, d) and behaviour (trials, time, b). The masks
+    `train_observed` and `validation_observed` (bool, the shape of the behaviour)
+    restrict the fit, the validation score and the noise variance to observed entries.
     """
     train_mean = train_paths.mean(axis=1)
     validation_mean = validation_paths.mean(axis=1)
     best_alpha, best_score = DECODER_ALPHAS[0], -np.inf
     for alpha in DECODER_ALPHAS:
-        weights, bias = fit_ridge(train_mean, train_behaviour, alpha)
-        score = float(r_squared(validation_behaviour, validation_mean @ weights + bias))
+        weights, bias = fit_masked_ridge(train_mean, train_behaviour, train_observed, alpha)
+        score = float(r_squared(validation_behaviour, validation_mean @ weights + bias, validation_observed))
         if score > best_score:
             best_alpha, best_score = alpha, score
-    weights, bias = fit_ridge(train_mean, train_behaviour, best_alpha)
+    weights, bias = fit_masked_ridge(train_mean, train_behaviour, train_observed, best_alpha)
 
     decoded = train_paths @ weights + bias
-    squared_error = np.mean((train_behaviour - decoded.mean(axis=1)) ** 2, axis=(0, 1))
-    sample_variance = np.mean(decoded.var(axis=1), axis=(0, 1))
-    floor = 1e-6 * np.var(train_behaviour.reshape(-1, train_behaviour.shape[-1]), axis=0) + 1e-12
+    squared_error = _observed_mean((train_behaviour - decoded.mean(axis=1)) ** 2, train_observed)
+    sample_variance = _observed_mean(decoded.var(axis=1), train_observed)
+    behaviour_mean = _observed_mean(train_behaviour, train_observed)
+    floor = 1e-6 * _observed_mean((train_behaviour - behaviour_mean) ** 2, train_observed) + 1e-12
     noise_variance = np.maximum(squared_error - sample_variance, floor)
     return RidgeDecoder(weights, bias, best_alpha, np.sqrt(noise_variance))
 
@@ -233,16 +276,20 @@ def head_prediction(model, paths: np.ndarray) -> BehaviourPrediction:
 # -- scores ----------------------------------------------------------------------------
 
 
-def calibration_scores(prediction: BehaviourPrediction, behaviour: np.ndarray, names: list[str]) -> dict:
-    """Return R^2 of the predictive mean, interval coverage and the calibration curve on `behaviour`."""
-    per_channel = r_squared(behaviour, prediction.mean, per_channel=True)
+def calibration_scores(prediction: BehaviourPrediction, behaviour: np.ndarray, names: list[str], observed=None) -> dict:
+    """Return R^2 of the predictive mean, interval coverage and the calibration curve on `behaviour`.
+
+    With `observed` (bool, the shape of `behaviour`), only the observed entries are scored.
+    """
+    per_channel = r_squared(behaviour, prediction.mean, observed, per_channel=True)
     pit = prediction.pit(behaviour)
-    empirical = interval_coverage(pit, CALIBRATION_LEVELS)
+    empirical = interval_coverage(pit if observed is None else pit[observed], CALIBRATION_LEVELS)
     coverage = dict(zip(CALIBRATION_LEVELS, empirical))
     widths = {}
     for level in REPORTED_LEVELS:
         lower, upper = prediction.interval(level)
-        widths[str(level)] = float(np.mean(upper - lower))
+        width = upper - lower
+        widths[str(level)] = float(np.mean(width if observed is None else width[observed]))
     return {
         "r_squared": {**{name: float(value) for name, value in zip(names, per_channel)}, "mean": float(np.mean(per_channel))},
         "noise_std": prediction.noise_std.astype(float).tolist(),
@@ -257,7 +304,8 @@ def behaviour_decoding_scores(model, train, validation, test, skip_bins: int, n_
 
     Returns, per decoder, test R^2, the coverage of the 50% and 90% intervals,
     the mean interval widths and the calibration curve, scored after the first
-    `skip_bins` bins of each trial.
+    `skip_bins` bins of each trial. Entries where `Recording.behaviour_mask` is False
+    are left out of the fits and the scores.
     """
     for name, split in (("train", train), ("validation", validation), ("test", test)):
         if split.behaviour is None:
@@ -270,13 +318,23 @@ def behaviour_decoding_scores(model, train, validation, test, skip_bins: int, n_
         "validation": score_window(validation.behaviour, skip_bins).astype(np.float64),
         "test": score_window(test.behaviour, skip_bins).astype(np.float64),
     }
+    observed = {
+        name: None if split.behaviour_mask is None else score_window(split.behaviour_mask, skip_bins)
+        for name, split in (("train", train), ("validation", validation), ("test", test))
+    }
 
-    decoder = fit_ridge_decoder(paths["train"], behaviour["train"], paths["validation"], behaviour["validation"])
+    decoder = fit_ridge_decoder(
+        paths["train"], behaviour["train"], paths["validation"], behaviour["validation"], observed["train"],
+        observed["validation"],
+    )
     ridge = BehaviourPrediction(decoder.decode(paths["test"]), decoder.noise_std)
     scores = {"split": "test", "names": list(names), "n_samples": n_samples,
-              "ridge": {**calibration_scores(ridge, behaviour["test"], list(names)), "alpha": decoder.alpha}}
+              "ridge": {**calibration_scores(ridge, behaviour["test"], list(names), observed["test"]),
+                        "alpha": decoder.alpha}}
     if model.behaviour is not None:
-        scores["behaviour_head"] = calibration_scores(head_prediction(model, paths["test"]), behaviour["test"], list(names))
+        scores["behaviour_head"] = calibration_scores(
+            head_prediction(model, paths["test"]), behaviour["test"], list(names), observed["test"]
+        )
     logger.info(
         "behaviour decoding: %s",
         {method: (value["r_squared"]["mean"], value["coverage"]) for method, value in scores.items() if isinstance(value, dict)},

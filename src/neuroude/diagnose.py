@@ -67,8 +67,9 @@ def _stage_outputs(model: LatentUDE, y, stimulus, mask, t0, bin_width, keys, n_s
 
     def one_trial(y, stimulus, mask, key):
         drive = model.encode(stimulus)
-        mean0, std0 = model.recognition.initial_state(y, drive)
-        context = None if model.sde.is_ode else model.recognition.context(y, drive)
+        readable = model.recognition_input(y, mask)
+        mean0, std0 = model.recognition.initial_state(readable, drive)
+        context = None if model.sde.is_ode else model.recognition.context(readable, drive)
         fields = model._fields(drive, context)
         paths, kl_path = model._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
         log_likelihood = jax.vmap(lambda path: model.observation.log_prob(y, model.observed(path), mask))(paths)

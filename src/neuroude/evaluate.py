@@ -29,9 +29,13 @@ logger = logging.getLogger("neuroude")
 
 
 @eqx.filter_jit
-def _predict_trials(model, y, stimulus, t0, bin_width, key, n_samples):
+def _predict_trials(model, y, stimulus, mask, t0, bin_width, key, n_samples):
     keys = jax.random.split(key, y.shape[0])
-    return jax.vmap(lambda yi, si, ki: model.predict_trial(yi, si, t0, bin_width, ki, n_samples))(y, stimulus, keys)
+
+    def one_trial(yi, si, mi, ki):
+        return model.predict_trial(yi, si, t0, bin_width, ki, n_samples, mask=mi)
+
+    return jax.vmap(one_trial)(y, stimulus, mask, keys)
 
 
 def _stimulus(recording) -> np.ndarray:
@@ -48,7 +52,7 @@ def predict_recording(model, recording, key, n_samples: int = 32) -> dict[str, n
     (trials, samples, time, channels) and latent `paths` (trials, samples, time, latents).
     """
     expected, paths = _predict_trials(
-        model, jnp.asarray(recording.y), jnp.asarray(_stimulus(recording)),
+        model, jnp.asarray(recording.y), jnp.asarray(_stimulus(recording)), jnp.asarray(recording.observed),
         float(recording.ts[0]), float(recording.dt), key, n_samples,
     )
     expected = np.asarray(expected)

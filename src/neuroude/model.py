@@ -55,6 +55,7 @@ class LatentUDE(eqx.Module):
     observed_states: tuple[int, ...] | None = eqx.field(static=True)
     checkpoint_bins: int = eqx.field(static=True)
     heldin_channels: tuple[int, ...] | None = eqx.field(static=True)
+    recognition_reads_mask: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -79,6 +80,7 @@ class LatentUDE(eqx.Module):
         behaviour: eqx.Module | None = None,
         behaviour_weight: float = 1.0,
         constant_posterior: eqx.Module | None = None,
+        recognition_reads_mask: bool = False,
     ):
         check_method(method, sde.is_ode, adjoint)
         _check_delays(sde.drift, method)
@@ -112,6 +114,7 @@ class LatentUDE(eqx.Module):
         self.checkpoint_bins = checkpoint_bins
         # Co-smoothing: the recognition model reads only these channels; the observation model predicts all.
         self.heldin_channels = None if heldin_channels is None else tuple(int(index) for index in heldin_channels)
+        self.recognition_reads_mask = bool(recognition_reads_mask)
 
         if sde.is_ode:
             self.correction = None
@@ -183,11 +186,22 @@ class LatentUDE(eqx.Module):
             return path
         return path[:, jnp.asarray(self.observed_states)]
 
-    def recognition_input(self, y: Float[Array, "T n"]) -> Float[Array, "T r"]:
-        """Return the channels of `y` that the recognition model reads (the held-in ones under co-smoothing)."""
-        if self.heldin_channels is None:
+    def recognition_input(self, y: Float[Array, "T n"], mask: Float[Array, "T n"] | None = None) -> Float[Array, "T r"]:
+        """Return what the recognition model reads of `y`: the held-in channels under co-smoothing.
+
+        With `recognition_reads_mask`, the input is `concat(y * mask, mask)` per bin, so a
+        missing sample (mask 0) differs from an observed zero and the values behind a 0 in
+        the mask do not matter. A `mask` of None counts every entry as observed. Without
+        `recognition_reads_mask`, `mask` is ignored and `y` is read as it is.
+        """
+        if self.heldin_channels is not None:
+            heldin = jnp.asarray(self.heldin_channels)
+            y = y[:, heldin]
+            mask = None if mask is None else mask[:, heldin]
+        if not self.recognition_reads_mask:
             return y
-        return y[:, jnp.asarray(self.heldin_channels)]
+        mask = jnp.ones_like(y) if mask is None else jnp.asarray(mask, y.dtype)
+        return jnp.concatenate([y * mask, mask], axis=-1)
 
     # -- inference -----------------------------------------------------------
 
@@ -205,6 +219,7 @@ class LatentUDE(eqx.Module):
         n_samples: int = 1,
         behaviour: Float[Array, "T b"] | None = None,
         shooting: MultipleShooting | None = None,
+        behaviour_mask: Float[Array, "T b"] | None = None,
     ) -> dict[str, Float[Array, ""]]:
         """Return the ELBO terms of one trial, averaged over `n_samples` posterior paths.
 
@@ -218,21 +233,20 @@ class LatentUDE(eqx.Module):
         allows it (`neuroude.streaming`), so the backward pass stores no array as long as the trial.
         """
         if shooting is None and can_stream(self):
-            return streamed_elbo_terms(self, y, stimulus, mask, t0, bin_width, key, n_samples, behaviour)
+            return streamed_elbo_terms(self, y, stimulus, mask, t0, bin_width, key, n_samples, behaviour, behaviour_mask)
 
         drive = self.encode(stimulus)
-        mean0, std0 = self.recognition.initial_state(self.recognition_input(y), drive)
+        readable = self.recognition_input(y, mask)
+        mean0, std0 = self.recognition.initial_state(readable, drive)
         kl_initial = initial_state_kl(self.recognition, mean0, std0)
-        context = None if self.sde.is_ode else self.recognition.context(
-            self.recognition_input(y), drive, self.checkpoint_bins
-        )
+        context = None if self.sde.is_ode else self.recognition.context(readable, drive, self.checkpoint_bins)
         fields = self._fields(drive, context)
 
         if shooting is None:
             paths, kl_path = self._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
         else:
             paths, kl_path, continuity = shooting_paths(
-                self, shooting, self.recognition_input(y), drive, context, mean0, std0, t0, bin_width, key, n_samples
+                self, shooting, readable, drive, context, mean0, std0, t0, bin_width, key, n_samples
             )
         log_likelihood = jax.vmap(lambda path: self._log_likelihood(y, path, mask))(paths)
         penalty = jax.vmap(lambda path: self._residual_penalty(path, drive))(paths)
@@ -246,14 +260,14 @@ class LatentUDE(eqx.Module):
         if shooting is not None:
             terms["continuity_penalty"] = jnp.mean(continuity)
         if self.behaviour is not None:
-            terms["behaviour_log_likelihood"] = self._behaviour_log_likelihood(paths, behaviour)
+            terms["behaviour_log_likelihood"] = self._behaviour_log_likelihood(paths, behaviour, behaviour_mask)
         return terms
 
-    def _behaviour_log_likelihood(self, paths: Float[Array, "S T d"], behaviour) -> Float[Array, ""]:
+    def _behaviour_log_likelihood(self, paths: Float[Array, "S T d"], behaviour, behaviour_mask) -> Float[Array, ""]:
         if behaviour is None:
             raise ConfigError("the model has a behaviour head, but no behaviour array was passed to the loss")
-        every_bin = jnp.ones_like(behaviour)
-        return jnp.mean(jax.vmap(lambda path: self.behaviour.log_prob(behaviour, path, every_bin))(paths))
+        observed = jnp.ones_like(behaviour) if behaviour_mask is None else behaviour_mask
+        return jnp.mean(jax.vmap(lambda path: self.behaviour.log_prob(behaviour, path, observed))(paths))
 
     def _log_likelihood(self, y: Float[Array, "T n"], path: Float[Array, "T d"], mask: Float[Array, "T n"]):
         # Likelihoods that are sums over bins can be computed in recomputed segments, like the solver.
@@ -282,12 +296,14 @@ class LatentUDE(eqx.Module):
         n_samples: int = 1,
         behaviour: Float[Array, "B T b"] | None = None,
         shooting: MultipleShooting | None = None,
+        behaviour_mask: Float[Array, "B T b"] | None = None,
     ) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
         """Return the negative ELBO per trial averaged over the batch, and its terms.
 
         `-E_q[log p(y | x)] + beta * (KL(q(x0 | y) || p(x0)) + KL_path) + residual penalty`, with the
         prior `p(x0)` of the recognition model (`N(0, I)` unless the drift declares another).
-        With a behaviour head, `- w E_q[log p(behaviour | x)]` is added, with `w = behaviour_weight`.
+        With a behaviour head, `- w E_q[log p(behaviour | x)]` is added, with `w = behaviour_weight`,
+        summed over the entries where `behaviour_mask` is 1 (all of them when it is None).
         With a constant posterior, each trial's terms use one draw of the constants from it
         (the KL of the constants is added by the fitting loop; see `constant_posterior`).
         With `shooting`, the paths are integrated in segments and their continuity penalty is added
@@ -299,18 +315,21 @@ class LatentUDE(eqx.Module):
             raise ConfigError("the model has a behaviour head, but no behaviour array was passed to the loss")
         if behaviour is None:
             behaviour = jnp.zeros(y.shape[:2] + (0,), y.dtype)
+        if behaviour_mask is None:
+            behaviour_mask = jnp.ones_like(behaviour)
         keys = jax.random.split(key, y.shape[0])
 
-        def one_trial(yi, si, mi, ki, bi):
+        def one_trial(yi, si, mi, ki, bi, bmi):
             model = self
             if self.constant_posterior is not None:
                 ki, constants_key = jax.random.split(ki)
                 model = self.constant_posterior.draw(self, constants_key)
+            has_head = self.behaviour is not None
             return model.trial_elbo_terms(
-                yi, si, mi, t0, bin_width, ki, n_samples, bi if self.behaviour is not None else None, shooting
+                yi, si, mi, t0, bin_width, ki, n_samples, bi if has_head else None, shooting, bmi if has_head else None
             )
 
-        terms = jax.vmap(one_trial)(y, stimulus, mask, keys, behaviour)
+        terms = jax.vmap(one_trial)(y, stimulus, mask, keys, behaviour, behaviour_mask)
         state_peak = terms.pop("state_peak")
         terms = {name: jnp.mean(value) for name, value in terms.items()}
         kl = terms["kl_initial"] + terms["kl_path"]
@@ -331,14 +350,16 @@ class LatentUDE(eqx.Module):
         bin_width: float,
         key: PRNGKeyArray,
         n_samples: int = 16,
+        mask: Float[Array, "T n"] | None = None,
     ) -> tuple[Float[Array, "S T n"], Float[Array, "S T d"]]:
         """Sample the prior SDE from the inferred `x0`; return expected observations and latent paths per sample.
 
-        Only the first `recognition.n_init_bins` bins of `y` are read, to infer `x0`.
-        The rest of the trial is predicted from the stimulus alone.
+        Only the first `recognition.n_init_bins` bins of `y` (and of `mask`, when the
+        recognition model reads it) are read, to infer `x0`. The rest of the trial is
+        predicted from the stimulus alone.
         """
         drive = self.encode(stimulus)
-        mean0, std0 = self.recognition.initial_state(self.recognition_input(y), drive)
+        mean0, std0 = self.recognition.initial_state(self.recognition_input(y, mask), drive)
         fields = self._fields(drive, None)
         paths, _ = self._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
         return jax.vmap(lambda path: self.observation.mean(self.observed(path)))(paths), paths
@@ -351,11 +372,13 @@ class LatentUDE(eqx.Module):
         bin_width: float,
         key: PRNGKeyArray,
         n_samples: int = 16,
+        mask: Float[Array, "T n"] | None = None,
     ) -> Float[Array, "S T d"]:
-        """Sample latent paths from the posterior SDE given the whole trial."""
+        """Sample latent paths from the posterior SDE given the whole trial (`mask`: see `recognition_input`)."""
         drive = self.encode(stimulus)
-        mean0, std0 = self.recognition.initial_state(self.recognition_input(y), drive)
-        context = None if self.sde.is_ode else self.recognition.context(self.recognition_input(y), drive)
+        readable = self.recognition_input(y, mask)
+        mean0, std0 = self.recognition.initial_state(readable, drive)
+        context = None if self.sde.is_ode else self.recognition.context(readable, drive)
         fields = self._fields(drive, context)
         paths, _ = self._sample_paths(fields, mean0, std0, t0, bin_width, y.shape[0], key, n_samples)
         return paths

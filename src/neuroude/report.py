@@ -92,11 +92,11 @@ def condition_labels(recording) -> tuple[list[str], str]:
 
 
 @eqx.filter_jit
-def _initial_states(model, y, stimulus):
-    def one_trial(yi, si):
-        return model.recognition.initial_state(yi, model.encode(si))
+def _initial_states(model, y, stimulus, mask):
+    def one_trial(yi, si, mi):
+        return model.recognition.initial_state(model.recognition_input(yi, mi), model.encode(si))
 
-    return jax.vmap(one_trial)(y, stimulus)
+    return jax.vmap(one_trial)(y, stimulus, mask)
 
 
 @eqx.filter_jit
@@ -229,7 +229,9 @@ def _diffusion_section(run: Run, test, prediction: dict, figures: Path) -> Secti
 
 def _initial_state_section(run: Run, figures: Path) -> Section:
     recording = run.recording
-    mean, std = _initial_states(run.model, jnp.asarray(recording.y), jnp.asarray(_stimulus(recording)))
+    mean, std = _initial_states(
+        run.model, jnp.asarray(recording.y), jnp.asarray(_stimulus(recording)), jnp.asarray(recording.observed)
+    )
     splits = [""] * recording.n_trials
     for name, indices in run.split.items():
         for index in indices:

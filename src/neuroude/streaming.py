@@ -64,20 +64,25 @@ def streamed_elbo_terms(
     key: PRNGKeyArray,
     n_samples: int = 1,
     behaviour: Float[Array, "T b"] | None = None,
+    behaviour_mask: Float[Array, "T b"] | None = None,
 ) -> dict[str, Float[Array, ""]]:
     """Return the ELBO terms of `LatentUDE.trial_elbo_terms`, computed segment by segment."""
+    if behaviour is not None and behaviour_mask is None:
+        behaviour_mask = jnp.ones_like(behaviour)
     n_bins = y.shape[0]
     segment = model.checkpoint_bins
     n_segments = -(-n_bins // segment)
     recognition = model.recognition
 
-    def features(y_rows, drive_rows):
-        return jnp.concatenate([model.recognition_input(y_rows), drive_rows], axis=-1)
+    readable = model.recognition_input(y, mask)
+
+    def features(first, drive_rows):
+        return jnp.concatenate([_rows(readable, first, drive_rows.shape[0], n_bins), drive_rows], axis=-1)
 
     # q(x0 | y) reads only the first bins, so it needs no streaming.
     n_init = min(recognition.n_init_bins, n_bins)
     drive_init = model.encode(stimulus[:n_init])
-    mean0, std0 = recognition.initial_state(model.recognition_input(y[:n_init]), drive_init)
+    mean0, std0 = recognition.initial_state(readable[:n_init], drive_init)
     kl_initial = initial_state_kl(recognition, mean0, std0)
 
     def one_start(sample_key):
@@ -91,7 +96,9 @@ def streamed_elbo_terms(
     else:
         right_states = _right_edge_states(model, y, stimulus, features, segment, n_segments)
 
-    path_segment = _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0, bin_width, segment)
+    path_segment = _path_segment(
+        model, y, stimulus, mask, (behaviour, behaviour_mask), features, noise_keys, t0, bin_width, segment
+    )
     zero = jnp.zeros((n_samples,), y.dtype)
     sums0 = {"kl_path": zero, "log_likelihood": zero, "residual_penalty": zero, "behaviour_log_likelihood": zero}
     (_, sums), peaks = jax.lax.scan(
@@ -122,7 +129,7 @@ def _right_edge_states(model, y, stimulus, features, segment: int, n_segments: i
         first = index * segment
         valid = first + jnp.arange(segment) < n_bins
         drive = model.encode(_rows(stimulus, first, segment, n_bins))
-        window = features(_rows(y, first, segment, n_bins), drive)
+        window = features(first, drive)
         hidden_first, _ = recognition.run_window(hidden, window, valid)
         return hidden_first, hidden
 
@@ -134,6 +141,7 @@ def _right_edge_states(model, y, stimulus, features, segment: int, n_segments: i
 def _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0: float, bin_width: float, segment: int):
     """Return the scan body that integrates and scores one segment of bins for every posterior sample."""
     n_bins = y.shape[0]
+    behaviour, behaviour_mask = behaviour
     n_substeps = model.n_substeps
     step = bin_width / n_substeps
     n_steps = (n_bins - 1) * n_substeps
@@ -153,7 +161,7 @@ def _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0:
         if model.sde.is_ode:
             context = None
         else:
-            _, hiddens = model.recognition.run_window(right_state, features(y_rows, drive[:segment]), valid > 0)
+            _, hiddens = model.recognition.run_window(right_state, features(first, drive[:segment]), valid > 0)
             hiddens = jnp.concatenate([hiddens, right_state[None]])
             context = jax.vmap(model.recognition.to_context)(hiddens)
 
@@ -171,6 +179,7 @@ def _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0:
 
         observed_mask = _rows(mask, first, segment, n_bins) * valid[:, None]
         behaviour_rows = None if behaviour is None else _rows(behaviour, first, segment, n_bins)
+        behaviour_observed = None if behaviour is None else _rows(behaviour_mask, first, segment, n_bins) * valid[:, None]
 
         def one_sample(x, kl, noise_key):
             noise_key = None if model.sde.is_ode else noise_key
@@ -188,7 +197,7 @@ def _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0:
             )
             terms["behaviour_log_likelihood"] = (
                 jnp.zeros((), x.dtype) if behaviour_rows is None
-                else model.behaviour.log_prob(behaviour_rows, path, jnp.broadcast_to(valid[:, None], behaviour_rows.shape))
+                else model.behaviour.log_prob(behaviour_rows, path, behaviour_observed)
             )
             return x_next, terms, jnp.max(jnp.abs(path), axis=1)
 

@@ -31,7 +31,7 @@ from .constant_posterior import posterior_penalty
 from .diagnose import locate_nonfinite
 from .distributed import initialize_distributed
 from .dynamics.parameters import trainable_filter
-from .errors import ConfigError, TrainingError
+from .errors import ConfigError, DataFileError, TrainingError
 from .evaluate import validation_metric
 from .model import LatentUDE
 from .observation.checks import check_behaviour
@@ -97,9 +97,14 @@ def make_train_step(
 
     @eqx.filter_jit
     def train_step(params, opt_state, y, stimulus, mask, key, beta, behaviour=None, lr_scale=1.0):
+        # `behaviour` is None or the pair (values, mask) of `_behaviour_array`.
+        values, behaviour_mask = (None, None) if behaviour is None else behaviour
+
         def loss_fn(trainable):
             model = eqx.combine(trainable, static)
-            loss, terms = model.loss(y, stimulus, mask, t0, bin_width, key, beta, n_samples, behaviour, shooting)
+            loss, terms = model.loss(
+                y, stimulus, mask, t0, bin_width, key, beta, n_samples, values, shooting, behaviour_mask=behaviour_mask
+            )
             if penalty is not None:
                 loss = loss + penalty(model)
             return loss, terms
@@ -260,7 +265,7 @@ def fit(
     state = FitState()
 
     if resume:
-        header, (params, opt_state) = load_checkpoint(run.last_checkpoint, (params, opt_state))
+        header, (params, opt_state) = _load_model_checkpoint(run.last_checkpoint, (params, opt_state), model)
         state = FitState(**header)
         logger.info("resumed from %s at step %d", run.last_checkpoint, state.step)
 
@@ -330,7 +335,7 @@ def fit(
                 key = jax.random.fold_in(jax.random.fold_in(base_key, 0), state.step)
                 beta = kl_weight(state.step, training)
                 batch = (y[indices], stimulus[indices], mask[indices])
-                batch_behaviour = None if behaviour is None else behaviour[indices]
+                batch_behaviour = None if behaviour is None else tuple(array[indices] for array in behaviour)
                 if data_parallel is not None:
                     batch, batch_behaviour = data_parallel.put((batch, batch_behaviour), data_parallel.batch)
                 params, opt_state, terms, finite, grad_norm = train_step(
@@ -402,11 +407,12 @@ def _data_arrays(recording):
 
 
 def _behaviour_array(model: LatentUDE, recording):
-    """Return the recording's behaviour as a JAX array when the model has a behaviour head, else None."""
+    """Return the recording's behaviour and its mask (1 where observed) as JAX arrays for a behaviour head, else None."""
     if getattr(model, "behaviour", None) is None:
         return None
     check_behaviour(recording, behaviour_configured=True)
-    return jnp.asarray(recording.behaviour)
+    values = jnp.asarray(recording.behaviour)
+    return values, jnp.asarray(recording.behaviour_observed, values.dtype)
 
 
 def _log_state_bound(step: int, terms: dict, indices: np.ndarray, t0: float, bin_width: float, bound: float) -> None:
@@ -450,5 +456,23 @@ def load_trained(run: RunFolder, model: LatentUDE, config: RunConfig, checkpoint
     # The optimiser state's structure is needed to read the file; its values are not used.
     opt_state = make_optimizer(config.training).init(params)
     path = run.best_checkpoint if checkpoint_name == "best" else run.last_checkpoint
-    header, (loaded, _) = load_checkpoint(path, (params, opt_state))
+    header, (loaded, _) = _load_model_checkpoint(path, (params, opt_state), model)
     return eqx.combine(loaded, static), header
+
+
+def _load_model_checkpoint(path, like, model: LatentUDE):
+    """Read a checkpoint of `model`'s parameters, naming the recognition mask input when the shapes differ.
+
+    Checkpoints written before the recognition model could read the mask have a GRU
+    input of one column per channel, which a model with the mask input no longer matches.
+    """
+    try:
+        return load_checkpoint(path, like)
+    except DataFileError as error:
+        if not getattr(model, "recognition_reads_mask", False):
+            raise
+        raise DataFileError(
+            f"{error}. This model's recognition GRU reads the mask beside y (model.recognition_mask is true, or "
+            "'auto' on a recording with masked entries), which doubles its input columns; to load a checkpoint "
+            "written without that input, set model.recognition_mask: false in the run's config.yaml"
+        ) from None

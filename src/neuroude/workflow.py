@@ -119,6 +119,7 @@ def _model_for(recording, config: RunConfig, split) -> LatentUDE:
     return build_model(
         config, recording.n_channels, recording.n_inputs, jax.random.PRNGKey(config.seed), mean_count,
         bin_width=recording.dt, n_behaviour=n_behaviour,
+        has_masked_entries=recording.mask is not None and not bool(recording.mask.all()),
     )
 
 

@@ -139,12 +139,16 @@ def irregular_fit(tmp_path_factory):
     times = times + rng.uniform(-0.3, 0.3, times.shape) * DT
     times = np.clip(times, 0.0, 15 * DT)
     values = np.sin(2 * np.pi * times)[..., None] + 0.1 * rng.normal(size=(n_trials, n_samples, 2))
+    # Behaviour sampled at its own times, every third grid point from 0.01 s.
+    behaviour_times = np.tile(np.arange(1, 16, 3) * DT, (n_trials, 1))
+    behaviour = np.cos(2 * np.pi * behaviour_times)[..., None] + 0.1 * rng.normal(size=behaviour_times.shape + (1,))
     path = folder / "irregular.npz"
-    np.savez(path, y=values, sample_times=times, dt=DT, duration=15 * DT)
+    np.savez(path, y=values, sample_times=times, dt=DT, duration=15 * DT, behaviour=behaviour,
+             behaviour_times=behaviour_times)
 
     # The default split leaves 6 training trials, so a batch of 8 also exercises the batch-size warning.
     config = tiny_config(
-        data={"source": "npz", "path": str(path)}, model={"observation": "gaussian"},
+        data={"source": "npz", "path": str(path)}, model={"observation": "gaussian", "behaviour": {}},
         training={"steps": 2, "batch_size": 8},
     )
     records = []
@@ -165,6 +169,15 @@ def test_tiny_fit_on_irregular_samples(irregular_fit):
     assert run.recording.y.shape == (10, 16, 2)
     assert not run.recording.mask.all()
     assert np.isfinite(metrics["test"]["model"]["r_squared"])
+
+
+def test_tiny_fit_reads_masks(irregular_fit):
+    run, metrics, _ = irregular_fit
+    assert run.model.recognition_reads_mask
+    np.testing.assert_array_equal(run.recording.behaviour_mask[0, :, 0], np.arange(16) % 3 == 1)
+    assert set(metrics["behaviour_r_squared"]) == {"posterior", "prediction"}
+    assert np.isfinite(metrics["behaviour_decoding"]["ridge"]["r_squared"]["mean"])
+    assert np.isfinite(metrics["behaviour_decoding"]["behaviour_head"]["coverage"]["0.9"])
 
 
 def test_batch_larger_than_training_set_warns(irregular_fit):

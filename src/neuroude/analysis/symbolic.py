@@ -378,7 +378,8 @@ def posterior_states(model, recording, key, n_samples: int = 4) -> tuple[np.ndar
     stimulus = recording.u if recording.u is not None else np.zeros(recording.y.shape[:2] + (0,), np.float32)
     keys = jax.random.split(key, recording.n_trials)
     paths, drive = _posterior_paths_and_drive(
-        model, jnp.asarray(recording.y, jnp.float32), jnp.asarray(stimulus, jnp.float32), keys,
+        model, jnp.asarray(recording.y, jnp.float32), jnp.asarray(stimulus, jnp.float32),
+        jnp.asarray(recording.observed), keys,
         float(recording.ts[0]), float(recording.dt), n_samples,
     )
     states = np.asarray(paths).reshape(-1, paths.shape[-1])
@@ -387,13 +388,13 @@ def posterior_states(model, recording, key, n_samples: int = 4) -> tuple[np.ndar
 
 
 @eqx.filter_jit
-def _posterior_paths_and_drive(model, y, stimulus, keys, t0: float, bin_width: float, n_samples: int):
-    def one_trial(y_trial, stimulus_trial, trial_key):
-        paths = model.posterior_paths(y_trial, stimulus_trial, t0, bin_width, trial_key, n_samples)
+def _posterior_paths_and_drive(model, y, stimulus, mask, keys, t0: float, bin_width: float, n_samples: int):
+    def one_trial(y_trial, stimulus_trial, mask_trial, trial_key):
+        paths = model.posterior_paths(y_trial, stimulus_trial, t0, bin_width, trial_key, n_samples, mask=mask_trial)
         drive = jnp.broadcast_to(model.encode(stimulus_trial), paths.shape[:2] + (model.encoder.output_size,))
         return paths, drive
 
-    return jax.vmap(one_trial)(y, stimulus, keys)
+    return jax.vmap(one_trial)(y, stimulus, mask, keys)
 
 
 def evaluate_learned_term(

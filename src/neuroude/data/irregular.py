@@ -76,8 +76,8 @@ def grid_irregular_samples(
         offsets = np.abs(t_start + index * bin_width - trial_time)
         largest_offset = max(largest_offset, float(offsets.max()))
 
-    # Values behind a False mask are set to 0, as Recording expects of unobserved entries.
-    # NOTE: the recognition model reads y without the mask, so on a grid much finer than the sampling its input is mostly zeros.
+    # Values behind a False mask are set to 0, as Recording expects of unobserved entries. The recognition model
+    # reads the mask beside y (model.recognition_mask), so these zeros are not taken for observed ones.
     y[~mask] = 0.0
     ts = t_start + np.arange(n_bins) * bin_width
     return {"y": y, "ts": ts, "mask": mask, "largest_offset": largest_offset}

@@ -31,8 +31,8 @@ DESCRIPTION_KEY = "README"
 # Name arrays copied to the metadata key of the same name.
 NAME_KEYS = ("channel_names", "input_names", "behaviour_names")
 # Keys of recordings sampled at irregular times: sample times, and the start and length of each trial.
-IRREGULAR_KEYS = ("sample_times", "t_start", "duration")
-CANONICAL_KEYS = {"ts", "dt", "u", "mask", *IRREGULAR_KEYS, METADATA_KEY, DESCRIPTION_KEY, *Y_KEYS, *BEHAVIOUR_KEYS, *NAME_KEYS}
+IRREGULAR_KEYS = ("sample_times", "t_start", "duration", "behaviour_times")
+CANONICAL_KEYS = {"ts", "dt", "u", "mask", "behaviour_mask", *IRREGULAR_KEYS, METADATA_KEY, DESCRIPTION_KEY, *Y_KEYS, *BEHAVIOUR_KEYS, *NAME_KEYS}
 
 # numpy.save writes this magic string at the start of a .npy file.
 NPY_SIGNATURE = b"\x93NUMPY"
@@ -44,7 +44,7 @@ _READ_ERRORS = (zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError, K
 def save_npz(recording: Recording, path: str | os.PathLike) -> None:
     """Write `recording` to `path` in the canonical NPZ format.
 
-    The arrays y, ts and, when present, u, behaviour and mask are stored under those names,
+    The arrays y, ts and, when present, u, behaviour, mask and behaviour_mask are stored under those names,
     and metadata as a JSON string under "metadata_json". The archive is written to a
     temporary file in the same folder and renamed onto `path`, so readers never see a
     partial file.
@@ -57,7 +57,7 @@ def save_npz(recording: Recording, path: str | os.PathLike) -> None:
         raise DataFileError(f"cannot write {path}: the folder {path.parent} does not exist")
 
     arrays = {"y": recording.y, "ts": recording.ts, METADATA_KEY: np.array(json.dumps(recording.metadata))}
-    for name in ("u", "behaviour", "mask"):
+    for name in ("u", "behaviour", "mask", "behaviour_mask"):
         value = getattr(recording, name)
         if value is not None:
             arrays[name] = value
@@ -84,13 +84,15 @@ def load_npz(path: str | os.PathLike) -> Recording:
 
     Required: y (or its alias "spikes" or "traces") of shape (trials, time, channels), and
     either ts (time,) in seconds or a scalar dt, which gives ts = arange(time) * dt.
-    Optional: u, behaviour (alias "behavior"), mask, metadata_json.
+    Optional: u, behaviour (alias "behavior"), mask, behaviour_mask, metadata_json.
 
     Samples at irregular times: `sample_times` (trials, samples) in seconds gives the time of
     each row of y, which is then (trials, samples, channels). `dt` is required and is the
     width of the solver grid the samples are placed on; the scalars `t_start` (default 0)
     and `duration` set each trial's window. `mask`, when present, has the shape of y and
-    marks missing samples, and `u` is on the grid. See `Recording.from_irregular`.
+    marks missing samples, and `u` is on the grid. Behaviour at irregular times comes with
+    its own `behaviour_times` (trials, samples) and optional `behaviour_mask` of its shape.
+    See `Recording.from_irregular`.
 
     Other arrays go into metadata. A "README" string becomes metadata["description"], and
     the string arrays channel_names, input_names and behaviour_names keep their names. Any
@@ -122,6 +124,7 @@ def load_npz(path: str | os.PathLike) -> Recording:
             behaviour=arrays[behaviour_key] if behaviour_key else None,
             mask=arrays.get("mask"),
             metadata=metadata,
+            behaviour_mask=arrays.get("behaviour_mask"),
         )
     except DataError as error:
         raise DataError(f"{path}: {error}") from None
@@ -133,14 +136,20 @@ def _read_irregular(arrays: dict, y: np.ndarray, metadata: dict, behaviour_key: 
             f"{path} has sample_times and the keys {sorted(arrays)}; expected 'dt', the solver grid width, "
             "and no 'ts', since the grid comes from dt"
         )
-    if behaviour_key is not None:
-        raise DataError(f"{path} has sample_times and {behaviour_key!r}; behaviour at irregular times is not supported")
+    if (behaviour_key is None) != ("behaviour_times" not in arrays):
+        raise DataError(
+            f"{path} has sample_times and the keys {sorted(arrays)}; expected both 'behaviour' and "
+            "'behaviour_times' (the time of each behaviour sample) or neither"
+        )
 
     scalars = {key: _scalar(arrays, key, path) for key in ("dt", "t_start", "duration") if key in arrays}
     try:
         return Recording.from_irregular(
             arrays["sample_times"], y, scalars["dt"], t_start=scalars.get("t_start", 0.0),
             duration=scalars.get("duration"), sample_mask=arrays.get("mask"), u=arrays.get("u"), metadata=metadata,
+            behaviour_times=arrays.get("behaviour_times"),
+            behaviour=arrays[behaviour_key] if behaviour_key else None,
+            behaviour_sample_mask=arrays.get("behaviour_mask"),
         )
     except (DataError, ConfigError) as error:
         raise DataError(f"{path}: {error}") from None

@@ -32,8 +32,9 @@ def _check_finite(name: str, array: np.ndarray) -> None:
     bad = ~np.isfinite(array)
     if bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0])
-        # Only y has a mask, so only y's gaps can be marked as unobserved.
-        hint = " Mark unobserved entries with `mask` and fill them with 0." if name == "y" else ""
+        # Only y and behaviour have masks, so only their gaps can be marked as unobserved.
+        mask_name = {"y": "mask", "behaviour": "behaviour_mask"}.get(name)
+        hint = f" Mark unobserved entries with `{mask_name}` and fill them with 0." if mask_name else ""
         raise DataError(
             f"{name} contains {int(bad.sum())} NaN or infinite values (first at index {first}); "
             f"expected finite values.{hint}"
@@ -103,16 +104,24 @@ def _validate_companion(name: str, value: Any, y_shape: tuple[int, ...]) -> np.n
     return array
 
 
-def _validate_mask(mask: Any, y_shape: tuple[int, ...]) -> np.ndarray | None:
+def _validate_mask(mask: Any, y_shape: tuple[int, ...], name: str = "mask", of: str = "y") -> np.ndarray | None:
     if mask is None:
         return None
 
     mask = np.asarray(mask)
     if mask.dtype != np.bool_:
-        raise DataError(f"mask has dtype {mask.dtype}; expected bool (True where observed), e.g. mask.astype(bool)")
+        raise DataError(f"{name} has dtype {mask.dtype}; expected bool (True where observed), e.g. {name}.astype(bool)")
     if mask.shape != y_shape:
-        raise DataError(f"mask has shape {mask.shape}; expected the shape of y, {y_shape}")
+        raise DataError(f"{name} has shape {mask.shape}; expected the shape of {of}, {y_shape}")
     return mask
+
+
+def _validate_behaviour_mask(mask: Any, behaviour: np.ndarray | None) -> np.ndarray | None:
+    if mask is not None and behaviour is None:
+        raise DataError("behaviour_mask is given but behaviour is None; expected a behaviour array beside its mask")
+    if mask is None:
+        return None
+    return _validate_mask(mask, behaviour.shape, "behaviour_mask", "behaviour")
 
 
 def _validate_metadata(metadata: Any, n_trials: int) -> dict:
@@ -142,6 +151,42 @@ def _validate_metadata(metadata: Any, n_trials: int) -> dict:
     return copy.deepcopy(metadata)
 
 
+def _grid_behaviour(grid: dict, neural: tuple, behaviour: tuple, bin_width, t_start, duration) -> tuple[dict, dict]:
+    """Place behaviour samples on the grid of the neural samples; return the behaviour grid and the neural one.
+
+    Without `duration` each stream would end at its own latest sample, so the shorter
+    one is placed again on the longer grid.
+    """
+    from neuroude.data.irregular import grid_irregular_samples
+
+    behaviour_times, behaviour_values, behaviour_mask = behaviour
+    if behaviour_times is None or behaviour_values is None:
+        raise DataError(
+            "behaviour_times and behaviour must be given together for behaviour sampled at irregular times; "
+            "one of them is None"
+        )
+    try:
+        behaviour_grid = grid_irregular_samples(
+            behaviour_times, behaviour_values, bin_width, t_start, duration, behaviour_mask
+        )
+    except DataError as error:
+        raise DataError(f"behaviour: {error}") from None
+
+    n_trials, n_bins = grid["y"].shape[:2]
+    if behaviour_grid["y"].shape[0] != n_trials:
+        raise DataError(
+            f"behaviour has {behaviour_grid['y'].shape[0]} trials and the neural samples {n_trials}; "
+            "expected the same number"
+        )
+    if behaviour_grid["y"].shape[1] != n_bins:
+        # Only possible without `duration`: both streams are placed on the longer grid.
+        longest = max(grid["ts"][-1], behaviour_grid["ts"][-1]) - t_start
+        times, values, sample_mask = neural
+        grid = grid_irregular_samples(times, values, bin_width, t_start, longest, sample_mask)
+        behaviour_grid = grid_irregular_samples(behaviour_times, behaviour_values, bin_width, t_start, longest, behaviour_mask)
+    return behaviour_grid, grid
+
+
 @dataclass(frozen=True, eq=False)
 class Recording:
     """Trials of neural data on a shared time grid, with optional input, behaviour and mask.
@@ -153,6 +198,7 @@ class Recording:
     u : (trials, time, inputs) float32 stimulus or task input, or None.
     behaviour : (trials, time, b) float32 behavioural variables, or None.
     mask : (trials, time, channels) bool, True where y is observed, or None when all is observed.
+    behaviour_mask : (trials, time, b) bool, True where behaviour is observed, or None when all is.
     metadata : JSON-serialisable dict, e.g. "source", "citation", "units", "channel_names",
         "input_names". `metadata["trial_info"]`, when present, maps names to lists with one
         entry per trial, and `select` subsets those lists with the trials.
@@ -167,6 +213,7 @@ class Recording:
     behaviour: np.ndarray | None = None
     mask: np.ndarray | None = None
     metadata: dict = dataclass_field(default_factory=dict)
+    behaviour_mask: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         y = _validate_y(self.y)
@@ -175,6 +222,7 @@ class Recording:
         object.__setattr__(self, "u", _validate_companion("u", self.u, y.shape))
         object.__setattr__(self, "behaviour", _validate_companion("behaviour", self.behaviour, y.shape))
         object.__setattr__(self, "mask", _validate_mask(self.mask, y.shape))
+        object.__setattr__(self, "behaviour_mask", _validate_behaviour_mask(self.behaviour_mask, self.behaviour))
         object.__setattr__(self, "metadata", _validate_metadata(self.metadata, y.shape[0]))
 
     @classmethod
@@ -188,6 +236,9 @@ class Recording:
         sample_mask: Any = None,
         u: Any = None,
         metadata: dict | None = None,
+        behaviour_times: Any = None,
+        behaviour: Any = None,
+        behaviour_sample_mask: Any = None,
     ) -> Recording:
         """Build a recording from samples taken at irregular times (jittered or dropped frames, irregular TR).
 
@@ -200,12 +251,23 @@ class Recording:
         at most `sigma * sqrt(bin_width / 2)`. `u`, when given, is already on that grid.
         `metadata["sample_times"]` records `bin_width`, the largest offset and the sample count.
 
+        Behaviour sampled at its own times: `behaviour_times` and `behaviour` (trials,
+        samples, b), with an optional `behaviour_sample_mask`, go onto the same grid the
+        same way, and `behaviour_mask` is False at the grid points without a behaviour
+        sample. Without `duration`, the trials end at the latest neural or behaviour sample.
+
         Raises DataError naming the trial and index for NaN, unsorted or out-of-trial times
         and for two samples that fall on one grid point.
         """
         from neuroude.data.irregular import check_grid_input, grid_irregular_samples
 
         grid = grid_irregular_samples(times, values, bin_width, t_start, duration, sample_mask)
+        behaviour_grid = None
+        if behaviour_times is not None or behaviour is not None:
+            behaviour_grid, grid = _grid_behaviour(
+                grid, (times, values, sample_mask), (behaviour_times, behaviour, behaviour_sample_mask),
+                bin_width, t_start, duration,
+            )
         check_grid_input(u, grid["y"].shape[0], grid["y"].shape[1])
         metadata = dict(metadata or {})
         metadata["sample_times"] = {
@@ -213,7 +275,29 @@ class Recording:
             "largest_offset": grid["largest_offset"],
             "n_samples": int(grid["mask"].any(axis=2).sum()),
         }
-        return cls(y=grid["y"], ts=grid["ts"], u=u, mask=grid["mask"], metadata=metadata)
+        if behaviour_grid is None:
+            return cls(y=grid["y"], ts=grid["ts"], u=u, mask=grid["mask"], metadata=metadata)
+        metadata["sample_times"]["behaviour_largest_offset"] = behaviour_grid["largest_offset"]
+        return cls(
+            y=grid["y"], ts=grid["ts"], u=u, mask=grid["mask"], metadata=metadata,
+            behaviour=behaviour_grid["y"], behaviour_mask=behaviour_grid["mask"],
+        )
+
+    @property
+    def observed(self) -> np.ndarray:
+        """(trials, time, channels) bool, True where y is observed: `mask`, or all True when mask is None."""
+        if self.mask is None:
+            return np.ones(self.y.shape, bool)
+        return self.mask
+
+    @property
+    def behaviour_observed(self) -> np.ndarray | None:
+        """(trials, time, b) bool, True where behaviour is observed, or None without behaviour."""
+        if self.behaviour is None:
+            return None
+        if self.behaviour_mask is None:
+            return np.ones(self.behaviour.shape, bool)
+        return self.behaviour_mask
 
     @property
     def n_trials(self) -> int:
@@ -261,6 +345,7 @@ class Recording:
             behaviour=take(self.behaviour),
             mask=take(self.mask),
             metadata=metadata,
+            behaviour_mask=take(self.behaviour_mask),
         )
 
     def _trial_index(self, trials: Any) -> np.ndarray:
@@ -361,7 +446,8 @@ class Recording:
             f"values {self.y.min():.4g} to {self.y.max():.4g}, mean {self.y.mean():.4g}",
             f"  ts: {self.ts[0]:.6g} to {self.ts[-1]:.6g} s" + (f", dt {self.dt:.6g} s" if self.n_time > 1 else ""),
             f"  u: {'none' if self.u is None else f'{self.n_inputs} input channels'}",
-            f"  behaviour: {'none' if self.behaviour is None else f'{self.behaviour.shape[2]} channels'}",
+            f"  behaviour: {'none' if self.behaviour is None else f'{self.behaviour.shape[2]} channels'}"
+            + ("" if self.behaviour_mask is None else f", {self.behaviour_mask.mean():.1%} observed"),
             f"  mask: {'all observed' if self.mask is None else f'{self.mask.mean():.1%} observed'}",
         ]
         if "sample_times" in self.metadata and self.mask is not None:
