@@ -169,3 +169,14 @@ def test_training_steps_update_parameters(reversible_config):
 def test_checkpoint_bins_rejected():
     with pytest.raises(ConfigError, match="solver.checkpoint_bins is 4"):
         tiny_config(solver={"method": "reversible_heun", "checkpoint_bins": 4})
+
+
+def test_decay_excites_growing_parasitic_mode():
+    # For dx/dt = -lam x a step is linear in (y, z) with determinant -1, so one eigenvalue has modulus
+    # a + sqrt(1 + a^2) > 1 (a = lam h): the method cannot damp a decaying solution, whatever the step.
+    lam, step = 50.0, 0.01
+    fields = lambda t, x, k, frac: (-lam * x, jnp.zeros_like(x), jnp.zeros(()))  # noqa: E731
+    path, _ = solve_reversible_heun(fields, jnp.array([1.0]), 0.0, step, 41, 1, None)
+    error = np.abs(np.asarray(path[:, 0]) - np.exp(-lam * step * np.arange(41)))
+    a = lam * step
+    np.testing.assert_allclose(error[40] / error[39], a + np.sqrt(1 + a**2), rtol=1e-3)
