@@ -41,7 +41,7 @@ def gbm_strong_error(n_substeps: int, n_paths: int = 2000) -> float:
 def test_strong_error_shrinks_on_gbm():
     errors = [gbm_strong_error(n) for n in (4, 16, 64)]
     order = np.polyfit(np.log([T / 4, T / 16, T / 64]), np.log(errors), 1)[0]
-    # Kidger et al. (2021) prove strong order 0.5 for general noise. GBM's scalar noise commutes, so more is expected.
+    # Heun-type Stratonovich schemes reach strong order 0.5 for general noise, and GBM's scalar noise commutes.
     assert order > 0.45, f"strong order {order:.2f}, errors {errors}"
     assert errors[-1] < 0.01, f"errors {errors}"
 

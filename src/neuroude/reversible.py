@@ -95,7 +95,8 @@ def solve_reversible_heun(
     increments are the same, so with one key `heun` and `reversible_heun`
     integrate the same noise. `fields` must be a PyTree (an `equinox.Module`)
     whose arrays are its leaves, not a closure over arrays that are
-    differentiated, because the custom VJP returns gradients only for leaves.
+    differentiated, because the custom VJP returns gradients only for leaves
+    (JAX raises UnexpectedTracerError for such a closure).
     The custom VJP has no forward-mode rule, so it supports reverse mode only.
     `reconstruct=False` skips it and differentiates straight through the scan,
     which stores every step but also supports forward mode.
@@ -157,6 +158,8 @@ def _integrate_bwd(final, cotangents, perturbed, primals, steps, n_bins, n_subst
     dynamic, static = eqx.partition(fields, eqx.is_inexact_array)
     at_bins_cotangent, final_cotangent = cotangents
     at_bins_cotangent = _zeros_if_none(at_bins_cotangent, (n_bins - 1, final[0].shape[0]), final[0].dtype)
+    if final_cotangent is None:
+        final_cotangent = jax.tree_util.tree_map(lambda _: None, final)
     state_cotangent = jax.tree_util.tree_map(
         lambda value, cotangent: jnp.zeros_like(value) if cotangent is None else cotangent,
         final, final_cotangent, is_leaf=lambda leaf: leaf is None,
