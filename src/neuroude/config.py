@@ -302,9 +302,10 @@ class ModelConfig(Section):
 
 
 class SolverConfig(Section):
-    method: Literal["euler", "heun", "tsit5", "dopri5", "kvaerno5"] = Field(
-        "euler", description="euler or heun: fixed step, SDEs and ODEs; tsit5 or dopri5: adaptive, ODEs only; "
-        "kvaerno5: stiff ODEs"
+    method: Literal["euler", "heun", "reversible_heun", "tsit5", "dopri5", "kvaerno5"] = Field(
+        "euler", description="euler or heun: fixed step, SDEs and ODEs; reversible_heun: fixed step, Stratonovich, "
+        "with a backward pass whose memory does not grow with the number of steps; tsit5 or dopri5: adaptive, "
+        "ODEs only; kvaerno5: stiff ODEs"
     )
     n_substeps: int = Field(2, ge=1, description="solver steps per data bin (fixed-step methods)")
     adjoint: Literal["checkpoint", "backsolve"] = Field(
@@ -315,7 +316,7 @@ class SolverConfig(Section):
     atol: float = Field(1e-6, gt=0, description="absolute tolerance of adaptive solvers")
     checkpoint_bins: int = Field(
         0, ge=0,
-        description="bins per segment recomputed in the backward pass (fixed-step methods); 0 stores every step",
+        description="bins per segment recomputed in the backward pass (euler, heun); 0 stores every step",
     )
     max_state: float = Field(
         1e6, gt=0, description="bound on |latent state| at bin times; a training step whose path exceeds it is skipped"
@@ -448,6 +449,16 @@ class RunConfig(Section):
             raise ValueError(
                 f"solver.method {self.solver.method!r} cannot integrate conduction delays (model.network."
                 "fibre_lengths), because adaptive solvers carry no history of past states; use 'euler' or 'heun'"
+            )
+        if self.solver.method == "reversible_heun" and network is not None and network.fibre_lengths:
+            raise ValueError(
+                "solver.method 'reversible_heun' cannot integrate conduction delays (model.network.fibre_lengths), "
+                "because its backward pass has no history of past states to rebuild; use 'euler' or 'heun'"
+            )
+        if self.solver.method == "reversible_heun" and self.solver.checkpoint_bins:
+            raise ValueError(
+                f"solver.checkpoint_bins is {self.solver.checkpoint_bins}, but solver.method 'reversible_heun' "
+                "rebuilds its states in the backward pass and stores none; set solver.checkpoint_bins to 0"
             )
         return self
 

@@ -29,7 +29,8 @@ from .errors import ConfigError
 from .recognition import initial_state_kl
 from .segments import checkpointed_sum
 from .shooting import MultipleShooting, shooting_paths
-from .solve import FIXED_STEP_METHODS, check_method, solve_adaptive, solve_fixed_step
+from .reversible import solve_reversible_heun
+from .solve import FIXED_STEP_METHODS, REVERSIBLE_METHODS, check_method, solve_adaptive, solve_fixed_step
 from .stimulus import INTERPOLATIONS, input_at
 from .streaming import can_stream, streamed_elbo_terms
 
@@ -90,6 +91,11 @@ class LatentUDE(eqx.Module):
             raise ConfigError(f"n_substeps is {n_substeps}; expected an integer >= 1")
         if checkpoint_bins < 0:
             raise ConfigError(f"checkpoint_bins is {checkpoint_bins}; expected 0 (off) or a number of bins >= 1")
+        if checkpoint_bins and method in REVERSIBLE_METHODS:
+            raise ConfigError(
+                f"checkpoint_bins is {checkpoint_bins}, but method {method!r} rebuilds its states in the backward "
+                "pass and stores none; set checkpoint_bins to 0"
+            )
         if recognition.latent_size != latent_size:
             raise ConfigError(
                 f"the recognition model infers {recognition.latent_size} latent states; expected latent_size {latent_size}"
@@ -163,6 +169,9 @@ class LatentUDE(eqx.Module):
                 fields, x0, t0, bin_width, n_bins, self.n_substeps, noise_key, self.method, self.checkpoint_bins,
                 history=self._delay_line(bin_width / self.n_substeps), first_bin=first_bin,
             )
+        if self.method in REVERSIBLE_METHODS:
+            noise_key = None if self.sde.is_ode else key
+            return solve_reversible_heun(fields, x0, t0, bin_width, n_bins, self.n_substeps, noise_key, first_bin)
         return solve_adaptive(fields, x0, t0, bin_width, n_bins, self.method, self.adjoint, self.rtol, self.atol)
 
     def _delay_line(self, step: float):
@@ -394,8 +403,8 @@ def _check_delays(drift, method: str) -> None:
         )
     if isinstance(drift, BrainNetwork) and drift.delays is not None and method not in FIXED_STEP_METHODS:
         raise ConfigError(
-            f"solver method {method!r} cannot integrate conduction delays, because adaptive solvers carry no "
-            f"history of past states; use one of {FIXED_STEP_METHODS} or remove model.network.fibre_lengths"
+            f"solver method {method!r} cannot integrate conduction delays, because only {FIXED_STEP_METHODS} "
+            f"carry a history of past states; use one of them or remove model.network.fibre_lengths"
         )
 
 

@@ -12,6 +12,9 @@ which returns `(drift, diffusion, kl_rate)` at time `t` inside data bin `k`
 - With a `history` (a delay line such as `DelayLine`), the fixed-step scan also
   carries a ring buffer of past states, and `fields` takes a fifth argument,
   the delayed states that `history.read` returns (delay differential equations).
+- `reversible.solve_reversible_heun` (`reversible_heun`): a fixed-step
+  Stratonovich solver that can be run backwards, so its backward pass rebuilds
+  the states instead of storing them.
 - `solve_adaptive`: diffrax adaptive solvers (Tsit5, Dopri5) and a stiff one
   (Kvaerno5) for ODEs, with the adjoint chosen by name.
 """
@@ -28,6 +31,9 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .errors import ConfigError
 
 FIXED_STEP_METHODS = ("euler", "heun")
+# Fixed step too, but integrated by `reversible.solve_reversible_heun` under a custom VJP, so it has no
+# forward mode and no scan body for `streaming` or the delay line.
+REVERSIBLE_METHODS = ("reversible_heun",)
 ADAPTIVE_METHODS = ("tsit5", "dopri5", "kvaerno5")
 ADJOINTS = ("checkpoint", "backsolve")
 
@@ -36,12 +42,13 @@ Fields = Callable[[Array, Array, Array, Array], tuple[Array, Array, Array]]
 
 def check_method(method: str, is_ode: bool, adjoint: str = "checkpoint") -> None:
     """Raise ConfigError unless the solver can integrate this kind of process."""
-    if method not in FIXED_STEP_METHODS + ADAPTIVE_METHODS:
-        raise ConfigError(f"solver method is {method!r}; expected one of {FIXED_STEP_METHODS + ADAPTIVE_METHODS}")
+    methods = FIXED_STEP_METHODS + REVERSIBLE_METHODS + ADAPTIVE_METHODS
+    if method not in methods:
+        raise ConfigError(f"solver method is {method!r}; expected one of {methods}")
     if method in ADAPTIVE_METHODS and not is_ode:
         raise ConfigError(
             f"solver method {method!r} integrates ODEs only, but the model has a diffusion; "
-            f"use one of {FIXED_STEP_METHODS} for an SDE, or set the diffusion to 'none'"
+            f"use one of {FIXED_STEP_METHODS + REVERSIBLE_METHODS} for an SDE, or set the diffusion to 'none'"
         )
     if adjoint not in ADJOINTS:
         raise ConfigError(f"adjoint is {adjoint!r}; expected one of {ADJOINTS}")

@@ -82,7 +82,7 @@ CASES = [
     Case("lr factor above 1", load_yaml({"training": {"nonfinite_lr_factor": 2}}), ConfigError,
          "training.nonfinite_lr_factor", "(got 2)", "less than or equal to 1"),
     Case("unknown solver", load_yaml({"solver": {"method": "rk4"}}), ConfigError,
-         "solver.method", "(got 'rk4')", "'euler', 'heun', 'tsit5', 'dopri5' or 'kvaerno5'"),
+         "solver.method", "(got 'rk4')", "'euler', 'heun', 'reversible_heun', 'tsit5', 'dopri5' or 'kvaerno5'"),
     Case("unknown drift", load_yaml({"model": {"drift": "fitzhugh"}}), ConfigError,
          "model.drift", "'fitzhugh'", "fitzhugh_nagumo"),
     Case("section not a mapping", load_yaml({"training": 5}), ConfigError,
