@@ -15,7 +15,6 @@ seed varies, the simulated data stay the same):
 
     PYTHONPATH=src python tests/test_recovery_elbo.py 500 1 2 3
 
-
 | config seed   | tau_e   | tau_i   | w_ee   | w_ie    | report                                 |
 |---------------|---------|---------|--------|---------|----------------------------------------|
 | 0 (the test)  | +1.85   | +1.84   | -1.25  | +2.72   | all identifiable                       |
@@ -45,10 +44,9 @@ import pytest
 
 from neuroude.config import parse_config
 from neuroude.data import Recording, save_npz
+from neuroude.dynamics.mechanistic import wilson_cowan
 from neuroude.identifiability import IDENTIFIABLE
 from neuroude.workflow import fit_run
-
-from neuroude.dynamics.mechanistic import wilson_cowan
 from test_recovery_mechanistic import (
     WC_OBSERVATION_NOISE, WC_PROCESS_NOISE, WC_TRUE, WC_X0, simulate, smooth_stimulus, wilson_cowan_drift,
 )
