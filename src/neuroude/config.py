@@ -391,7 +391,7 @@ class TrainingConfig(Section):
     eval_every: int = Field(50, ge=1, description="steps between evaluations of the validation metric")
     patience: int = Field(8, ge=1, description="evaluations without improvement before stopping early")
     checkpoint_every: int = Field(100, ge=1, description="steps between writes of checkpoints/last.eqx")
-    max_nonfinite: int = Field(20, ge=1, description="non-finite steps in a row before the fit stops")
+    max_nonfinite: int = Field(20, ge=1, description="skipped steps in a row (non-finite, or a solver error) before the fit stops")
     nonfinite_lr_factor: float = Field(
         0.5, gt=0, le=1, description="learning rate multiplier applied after each skipped non-finite step; 1 keeps it"
     )

@@ -185,7 +185,7 @@ def _training_section(run: Run, figures: Path) -> Section:
         "Each training step's terms of the objective (negative ELBO = -log-likelihood + beta (KL initial + KL path) "
         "+ residual penalty, per trial, averaged over the minibatch), the KL weight beta, the validation metric at "
         "each evaluation, the learning rate, the gradient norm before clipping and the cumulative count of steps "
-        "skipped because their loss or gradient was not finite."
+        "skipped because their loss or gradient was not finite or their solver raised an error."
     )
     return Section("Training", path, caption)
 

@@ -68,7 +68,7 @@ TRAINING_PANELS = (
     ("validation_metric", "validation metric"),
     ("learning_rate", "learning rate"),
     ("grad_norm", "gradient norm (before clipping)"),
-    ("skipped_steps", "skipped non-finite steps (cumulative)"),
+    ("skipped_steps", "skipped steps, non-finite or solver error (cumulative)"),
 )
 
 

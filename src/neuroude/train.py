@@ -16,6 +16,7 @@ import csv
 import io
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -45,6 +46,28 @@ from .uncertainty import constant_prior, prior_penalty
 logger = logging.getLogger("neuroude")
 
 TERM_NAMES = ("loss", "log_likelihood", "kl_initial", "kl_path", "residual_penalty")
+
+# Runtime errors that diffrax, lineax and optimistix raise through `equinox.error_if`. `eqx.filter_jit`
+# re-raises them as `EquinoxRuntimeError`. An error that surfaces outside it (when an array of the step
+# is read later) is a `JaxRuntimeError` whose text contains `_EquinoxRuntimeError: <message>`.
+SOLVER_ERRORS = (eqx.EquinoxRuntimeError, jax.errors.JaxRuntimeError)
+_EQUINOX_MESSAGE = re.compile(r"EquinoxRuntimeError: (.+?)(?:\n\s*\n|$)", re.DOTALL)
+
+
+def solver_failure_message(error: BaseException) -> str | None:
+    """Return the first paragraph of a solver's Equinox runtime error on one line, or None for any other error.
+
+    An implicit solver (Kvaerno5) raises such an error when a Newton step's linear solve
+    meets a non-finite value, which lineax turns into an error rather than a NaN, or when
+    diffrax reaches its step limit. neuroude itself raises none through Equinox, so every
+    match comes from a solver.
+    """
+    if not isinstance(error, SOLVER_ERRORS):
+        return None
+    match = _EQUINOX_MESSAGE.search(str(error))
+    if match is None:
+        return None
+    return " ".join(match.group(1).split())
 
 
 def kl_weight(step: int, config: TrainingConfig) -> float:
@@ -204,6 +227,7 @@ class FitState:
     evaluations_without_improvement: int = 0
     nonfinite_in_a_row: int = 0
     nonfinite_total: int = 0
+    solver_failures: int = 0
     lr_scale: float = 1.0
     stopped_early: bool = False
     seconds: float = 0.0
@@ -338,13 +362,28 @@ def fit(
                 batch_behaviour = None if behaviour is None else tuple(array[indices] for array in behaviour)
                 if data_parallel is not None:
                     batch, batch_behaviour = data_parallel.put((batch, batch_behaviour), data_parallel.batch)
-                params, opt_state, terms, finite, grad_norm = train_step(
-                    params, opt_state, *batch, key, jnp.float32(beta), batch_behaviour, jnp.float32(state.lr_scale)
-                )
+                failure = None
+                try:
+                    params, opt_state, terms, finite, grad_norm = train_step(
+                        params, opt_state, *batch, key, jnp.float32(beta), batch_behaviour, jnp.float32(state.lr_scale)
+                    )
+                    finite = bool(finite)
+                except SOLVER_ERRORS as error:
+                    # The step raised before returning, so the parameters and optimiser state are the previous ones.
+                    failure = solver_failure_message(error)
+                    if failure is None:
+                        raise
+                    terms, finite, grad_norm = _failed_step_terms(), False, math.nan
                 state.step += 1
-                if bool(terms["state_bound_exceeded"]):
+                if failure is not None:
+                    state.solver_failures += 1
+                    logger.warning("step %d: the solver raised an error in the training step: %s",
+                                   state.step, failure)
+                elif bool(terms["state_bound_exceeded"]):
                     _log_state_bound(state.step, terms, indices, t0, bin_width, config.solver.max_state)
-                if _count_nonfinite(state, bool(finite), training):
+                if _count_nonfinite(state, finite, training):
+                    if failure is not None:
+                        raise TrainingError(_solver_stop_message(state, training, failure))
                     model_now = eqx.combine(params, static)
                     # NOTE: with multiple shooting the diagnosis replays one continuous path, not the segments.
                     diagnosis = locate_nonfinite(model_now, *batch, t0, bin_width, key, training.n_samples,
@@ -357,7 +396,7 @@ def fit(
                     row["behaviour_log_likelihood"] = float(terms["behaviour_log_likelihood"])
                 if "continuity_penalty" in terms:
                     row["continuity_penalty"] = float(terms["continuity_penalty"])
-                row.update(beta=beta, grad_norm=float(grad_norm), finite=bool(finite),
+                row.update(beta=beta, grad_norm=float(grad_norm), finite=finite, solver_failed=failure is not None,
                            learning_rate=float(schedule(state.step - 1)), skipped_steps=state.nonfinite_total,
                            validation_metric=None)
                 state.history.append(row)
@@ -430,9 +469,24 @@ def _count_nonfinite(state: FitState, finite: bool, training: TrainingConfig) ->
     state.nonfinite_in_a_row += 1
     state.nonfinite_total += 1
     state.lr_scale *= training.nonfinite_lr_factor
-    logger.warning("step %d: non-finite loss or gradient, update skipped (%d in a row); learning rate scaled to "
-                   "%.3g times the schedule", state.step, state.nonfinite_in_a_row, state.lr_scale)
+    logger.warning("step %d: non-finite loss or gradient or a solver error, update skipped (%d in a row); "
+                   "learning rate scaled to %.3g times the schedule", state.step, state.nonfinite_in_a_row,
+                   state.lr_scale)
     return state.nonfinite_in_a_row >= training.max_nonfinite
+
+
+def _failed_step_terms() -> dict[str, float]:
+    """Return the history terms of a step whose solver raised: NaN, as no loss was computed."""
+    return {name: math.nan for name in TERM_NAMES}
+
+
+def _solver_stop_message(state: FitState, training: TrainingConfig, failure: str) -> str:
+    return (
+        f"{state.nonfinite_in_a_row} training steps in a row were skipped (limit training.max_nonfinite = "
+        f"{training.max_nonfinite}); the last one failed because the solver raised an error: {failure} "
+        "The last checkpoint was kept as it was. Tighten solver.rtol and solver.atol, lower "
+        "training.learning_rate, or set training.precision to float64 if it is float32."
+    )
 
 
 def _stop_message(state: FitState, training: TrainingConfig, diagnosis, indices: np.ndarray) -> str:

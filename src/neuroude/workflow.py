@@ -193,6 +193,7 @@ def write_evaluation(run: RunFolder, model, recording, split, config: RunConfig,
             "best_step": state.best_step,
             "stopped_early": state.stopped_early,
             "nonfinite_steps": state.nonfinite_total,
+            "solver_failure_steps": state.solver_failures,
             "seconds": round(state.seconds, 1),
         }
     constants = run_constant_intervals(model, recording, split, config)
