@@ -278,3 +278,41 @@ def test_checkpointed_model_matches_plain(make_model, recording):
     assert float(segmented_loss) == pytest.approx(float(plain_loss), rel=1e-5)
     for a, b in zip(jax.tree_util.tree_leaves(plain_grads), jax.tree_util.tree_leaves(segmented_grads)):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
+def memoryless_recognition_model():
+    """A model whose GRU state after reading bin j depends on y[j] alone, with a non-zero posterior correction."""
+    model = build_model(tiny_config(), 3, 1, jax.random.PRNGKey(2))
+    cell = model.recognition.cell
+    hidden = cell.hidden_size
+    # A closed update gate and no recurrent weights make the new state a function of the current input only.
+    update_gate_closed = cell.bias.at[hidden : 2 * hidden].set(-1e3)
+    cell = eqx.tree_at(
+        lambda c: (c.weight_hh, c.bias_n, c.bias),
+        cell,
+        (jnp.zeros_like(cell.weight_hh), jnp.zeros_like(cell.bias_n), update_gate_closed),
+    )
+    model = eqx.tree_at(lambda m: m.recognition.cell, model, cell)
+    # The correction starts at zero, which would hide the context, so give it random weights.
+    parameters, static = eqx.partition(model.correction, eqx.is_inexact_array)
+    leaves, treedef = jax.tree_util.tree_flatten(parameters)
+    keys = jax.random.split(jax.random.PRNGKey(3), len(leaves))
+    leaves = [jax.random.normal(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, leaves)]
+    correction = eqx.combine(jax.tree_util.tree_unflatten(treedef, leaves), static)
+    return eqx.tree_at(lambda m: m.correction, model, correction)
+
+
+def test_readout_state_of_bin_sees_its_spikes():
+    # The state read out for bin k ends the step steered by the context of bin k - 1, which must have
+    # read y[k]. With a memoryless GRU, an off-by-one would leave that state blind to y[k].
+    model = memoryless_recognition_model()
+    recording = tiny_recording(n_trials=1, n_time=10)
+    y, stimulus = jnp.asarray(recording.y[0], jnp.float32), jnp.asarray(recording.u[0], jnp.float32)
+    bin_k = 6  # after the n_init_bins = 3 bins that q(x0 | y) reads
+    altered = y.at[bin_k].add(5.0)
+
+    paths = model.posterior_paths(y, stimulus, 0.0, 0.01, jax.random.PRNGKey(4), n_samples=2)
+    altered_paths = model.posterior_paths(altered, stimulus, 0.0, 0.01, jax.random.PRNGKey(4), n_samples=2)
+
+    np.testing.assert_array_equal(np.asarray(paths[:, :bin_k]), np.asarray(altered_paths[:, :bin_k]))
+    assert not np.allclose(np.asarray(paths[:, bin_k]), np.asarray(altered_paths[:, bin_k]), atol=1e-4)
