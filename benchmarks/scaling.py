@@ -58,7 +58,7 @@ ODE_SOLVERS = {
 }
 
 
-# Set from --observation; calcium and bold read the Poisson counts below as fluorescence or BOLD values.
+# Set from --observation. Calcium and bold read the Poisson counts below as fluorescence or BOLD values.
 OBSERVATION = {"name": "poisson"}
 
 

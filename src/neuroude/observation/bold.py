@@ -159,7 +159,7 @@ class BoldObservation(eqx.Module):
         return self._log_prob_given_bold(y, simulate_bold(self.drive(x), self.bin_width, self.n_substeps), mask)
 
     def start_state(self, x_first: Float[Array, " d"]) -> Float[Array, "4 n"]:
-        """Hemodynamic state before the first bin: rest, whatever the latent state `x_first`."""
+        """Return the hemodynamic state before the first bin, which is rest whatever the latent state `x_first`."""
         return jnp.zeros((4, self.offset.shape[0]), x_first.dtype)
 
     def window_log_prob(

@@ -70,13 +70,13 @@ class CalciumObservation(eqx.Module):
         return trace
 
     def steady_calcium(self, rate: Float[Array, " n"]) -> Float[Array, " n"]:
-        """Calcium `rate dt / (1 - gamma)` that a constant `rate` holds steady."""
+        """Return the steady-state calcium `rate dt / (1 - gamma)` of a constant `rate`."""
         return rate * self.bin_width / (1.0 - self.decay)
 
     def run_calcium(
         self, previous: Float[Array, " n"], rate: Float[Array, "T n"]
     ) -> tuple[Float[Array, " n"], Float[Array, "T n"]]:
-        """Run `c_t = gamma c_{t-1} + rate_t dt` from `c_{-1} = previous`; return the last calcium and the trace."""
+        """Run `c_t = gamma c_{t-1} + rate_t dt` from `c_{-1} = previous`. Return the last calcium and the trace."""
         gamma = self.decay
 
         def step(previous, increment):
@@ -110,7 +110,7 @@ class CalciumObservation(eqx.Module):
         return self.log_prob_given_rate(y, self.rate(x), mask)
 
     def start_state(self, x_first: Float[Array, " d"]) -> Float[Array, " n"]:
-        """Calcium before the first bin, `c_{-1}`: the steady state of the rate at latent state `x_first`."""
+        """Return the calcium before the first bin, `c_{-1}`, the steady state of the rate at latent state `x_first`."""
         return self.steady_calcium(self.rate(x_first[None])[0])
 
     def window_log_prob(

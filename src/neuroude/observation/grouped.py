@@ -77,7 +77,7 @@ class GroupedObservation(eqx.Module):
         return all(can_run_windows(group) for group in self.groups)
 
     def start_state(self, x_first: Float[Array, " d"]) -> tuple:
-        """Each group's state before the first bin, `()` for a time-separable group."""
+        """Return each group's state before the first bin, which is `()` for a time-separable group."""
         return tuple(start_state(group, x_first) for group in self.groups)
 
     def window_log_prob(

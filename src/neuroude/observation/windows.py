@@ -21,7 +21,7 @@ from jaxtyping import Array, Float
 def can_run_windows(observation) -> bool:
     """Return True when `observation`'s log likelihood can be computed window by window.
 
-    A model that groups others (`GroupedObservation`) says through `windowed` whether all its members can.
+    A model that groups others (`GroupedObservation`) sets `windowed` to whether all its members can.
     """
     if getattr(observation, "time_separable", False):
         return True
