@@ -151,10 +151,11 @@ def run_sweep(name: str, repeats: int, timed: bool, sizes: list[int] | None = No
     for size in sizes or SWEEPS[name]:
         sizes = {**BASE, name: size}
         rows.append(measure(**sizes, checkpoint_bins=0, repeats=repeats, timed=timed))
+        print(json.dumps(rows[-1]), flush=True)
         if name == "bins":
             segment = max(1, round(math.sqrt(size)))
             rows.append(measure(**sizes, checkpoint_bins=segment, repeats=repeats, timed=timed))
-        print(json.dumps(rows[-1]), flush=True)
+            print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
