@@ -18,6 +18,8 @@ growth exponent is the slope of log(value) against log(size) over the sweep.
     python benchmarks/scaling.py --sweep bins --sizes 100 1000 --repeats 10
     python benchmarks/scaling.py --paired --sizes 100 1000 --repeats 20
     python benchmarks/scaling.py --sweep ode_bins --no-time
+    python benchmarks/scaling.py --sweep bins --no-time --observation calcium
+    python benchmarks/scaling.py --paired --sizes 1000 --repeats 5 --observation bold
     python benchmarks/scaling.py --json scaling.json
 """
 
@@ -56,6 +58,10 @@ ODE_SOLVERS = {
 }
 
 
+# Set from --observation. Calcium and bold read the Poisson counts below as fluorescence or BOLD values.
+OBSERVATION = {"name": "poisson"}
+
+
 def build_step(trials: int, bins: int, latents: int, checkpoint_bins: int, solver: dict | None = None):
     """Return the jitted training step and its arguments for one workload size.
 
@@ -67,12 +73,14 @@ def build_step(trials: int, bins: int, latents: int, checkpoint_bins: int, solve
             "latent_size": latents, "drift_width": 64, "drift_depth": 1,
             "diffusion": "network" if solver is None else "none",
             "recognition_hidden": 64, "context_size": 16, "correction_width": 64, "encoder": "identity",
-            "interpolation": "hold",
+            "interpolation": "hold", "observation": OBSERVATION["name"],
         },
         "solver": solver_section,
         "training": {"batch_size": trials},
     })
-    model = build_model(config, n_channels=N_NEURONS, n_inputs=0, key=jax.random.PRNGKey(0), mean_count=0.3)
+    model = build_model(
+        config, n_channels=N_NEURONS, n_inputs=0, key=jax.random.PRNGKey(0), mean_count=0.3, bin_width=BIN_WIDTH
+    )
     params, static = eqx.partition(model, trainable_filter(model))
     optimizer = make_optimizer(config.training)
     opt_state = optimizer.init(params)
@@ -93,7 +101,7 @@ def measure(
     compiled = step.lower(*arguments).compile().compiled
     memory = compiled.memory_analysis().temp_size_in_bytes / 2**20
     result = {"trials": trials, "bins": bins, "latents": latents, "checkpoint_bins": checkpoint_bins,
-              "solver": solver or "euler-sde", "temp_mib": memory}
+              "solver": solver or "euler-sde", "observation": OBSERVATION["name"], "temp_mib": memory}
     if not timed:
         return result
 
@@ -125,7 +133,8 @@ def paired_time_ratio(bins: int, repeats: int) -> dict:
             jax.block_until_ready(step(*arguments))
             seconds[side].append(time.perf_counter() - start)
     ratios = [streamed / plain for plain, streamed in zip(*seconds)]
-    return {"bins": bins, "checkpoint_bins": segment, "plain_median_s": statistics.median(seconds[0]),
+    return {"bins": bins, "checkpoint_bins": segment, "observation": OBSERVATION["name"],
+            "plain_median_s": statistics.median(seconds[0]),
             "checkpointed_median_s": statistics.median(seconds[1]), "median_ratio": statistics.median(ratios)}
 
 
@@ -142,10 +151,11 @@ def run_sweep(name: str, repeats: int, timed: bool, sizes: list[int] | None = No
     for size in sizes or SWEEPS[name]:
         sizes = {**BASE, name: size}
         rows.append(measure(**sizes, checkpoint_bins=0, repeats=repeats, timed=timed))
+        print(json.dumps(rows[-1]), flush=True)
         if name == "bins":
             segment = max(1, round(math.sqrt(size)))
             rows.append(measure(**sizes, checkpoint_bins=segment, repeats=repeats, timed=timed))
-        print(json.dumps(rows[-1]), flush=True)
+            print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -200,7 +210,11 @@ def main() -> None:
     parser.add_argument("--json", help="also write every row to this JSON file")
     parser.add_argument("--paired", action="store_true",
                         help="only time the plain and the checkpointed step alternately at each --sizes bins")
+    parser.add_argument("--observation", default="poisson",
+                        choices=["poisson", "gaussian", "negative_binomial", "calcium", "bold"],
+                        help="observation model of the 50 channels (default poisson)")
     arguments = parser.parse_args()
+    OBSERVATION["name"] = arguments.observation
 
     if arguments.paired:
         for bins in arguments.sizes or [100, 1000]:

@@ -10,9 +10,13 @@ With `solver.checkpoint_bins = L`, a trial of `T` bins is cut into
    `h_right[s]` and rebuilds its own context, drive and Brownian increments.
    It then integrates the posterior SDE over its bins and adds its bins' log
    likelihood, behaviour log likelihood and residual penalty to running sums.
+   An observation model with a state across bins (the calcium trace, the
+   hemodynamic state of BOLD) carries it from segment to segment
+   (`neuroude.observation.windows`).
 
 Both segment functions are under `jax.checkpoint`, so reverse mode stores the
-segment inputs (one GRU state, one latent state and a few sums per sample) and
+segment inputs (one GRU state, and per sample one latent state, the observation
+model's state and a few sums) and
 recomputes a segment's per-bin arrays when the backward pass reaches it. Memory
 for the backward pass then grows like `S + L`, which is `2 sqrt(T)` for
 `L = sqrt(T)`, instead of `T`. The values and gradients equal the plain
@@ -26,6 +30,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .dynamics.hybrid import ResidualDrift
+from .observation.windows import can_run_windows, start_state, window_log_prob
 from .recognition import initial_state_kl
 from .solve import FIXED_STEP_METHODS, brownian_increments, fixed_step_body
 
@@ -34,7 +39,8 @@ def can_stream(model) -> bool:
     """Return True when `model`'s training loss can be streamed over segments of `checkpoint_bins` bins.
 
     That needs a fixed-step solver, a recognition model that can start its GRU
-    at a window's right edge, and likelihoods that are sums over bins. A drift
+    at a window's right edge, an observation model whose likelihood can be
+    computed window by window, and a time-separable behaviour head. A drift
     with conduction delays takes the checkpointed path instead, because the
     streamed segments do not carry its history buffer.
     """
@@ -44,7 +50,7 @@ def can_stream(model) -> bool:
         and getattr(model.sde.drift, "delays", None) is None
         and model.method in FIXED_STEP_METHODS
         and hasattr(model.recognition, "run_window")
-        and getattr(model.observation, "time_separable", False)
+        and can_run_windows(model.observation)
         and (behaviour is None or getattr(behaviour, "time_separable", False))
     )
 
@@ -90,6 +96,7 @@ def streamed_elbo_terms(
         return mean0 + std0 * jax.random.normal(k_x0, mean0.shape, mean0.dtype), k_noise
 
     x0, noise_keys = jax.vmap(one_start)(jax.random.split(key, n_samples))
+    observation_state0 = jax.vmap(lambda x: start_state(model.observation, model.observed(x[None])[0]))(x0)
 
     if model.sde.is_ode:
         right_states = jnp.zeros((n_segments, 0), y.dtype)
@@ -101,8 +108,8 @@ def streamed_elbo_terms(
     )
     zero = jnp.zeros((n_samples,), y.dtype)
     sums0 = {"kl_path": zero, "log_likelihood": zero, "residual_penalty": zero, "behaviour_log_likelihood": zero}
-    (_, sums), peaks = jax.lax.scan(
-        jax.checkpoint(path_segment), (x0, sums0), (jnp.arange(n_segments), right_states)
+    (_, _, sums), peaks = jax.lax.scan(
+        jax.checkpoint(path_segment), (x0, observation_state0, sums0), (jnp.arange(n_segments), right_states)
     )
 
     drift = model.sde.drift
@@ -151,7 +158,7 @@ def _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0:
     has_penalty = isinstance(drift, ResidualDrift) and drift.residual_penalty != 0.0
 
     def body(carry, inputs):
-        x, sums = carry
+        x, observation_state, sums = carry
         index, right_state = inputs
         first = index * segment
         valid = (first + jnp.arange(segment) < n_bins).astype(y.dtype)
@@ -184,7 +191,7 @@ def _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0:
         behaviour_rows = None if behaviour is None else _rows(behaviour, first, segment, n_bins)
         behaviour_observed = None if behaviour is None else _rows(behaviour_mask, first, segment, n_bins) * valid[:, None]
 
-        def one_sample(x, kl, noise_key):
+        def one_sample(x, observation_state, kl, noise_key):
             noise_key = None if model.sde.is_ode else noise_key
             bins = first + jnp.arange(segment)
             increments = brownian_increments(noise_key, bins, n_substeps, latent_size, step, x.dtype)
@@ -194,7 +201,10 @@ def _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0:
             path = jnp.concatenate([x[None], states[n_substeps - 1 :: n_substeps][:-1]])
 
             terms = {"kl_path": kl}
-            terms["log_likelihood"] = model.observation.log_prob(y_rows, model.observed(path), observed_mask)
+            # Padding bins past the trial's end advance the observation state too, but no later segment reads it.
+            observation_state, terms["log_likelihood"] = window_log_prob(
+                model.observation, observation_state, y_rows, model.observed(path), observed_mask
+            )
             terms["residual_penalty"] = (
                 _penalty_sum(model, path, drive[:segment], valid) if has_penalty else jnp.zeros((), x.dtype)
             )
@@ -202,12 +212,14 @@ def _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0:
                 jnp.zeros((), x.dtype) if behaviour_rows is None
                 else model.behaviour.log_prob(behaviour_rows, path, behaviour_observed)
             )
-            return x_next, terms, jnp.max(jnp.abs(path), axis=1)
+            return x_next, observation_state, terms, jnp.max(jnp.abs(path), axis=1)
 
-        x_next, terms, peaks = jax.vmap(one_sample)(x, sums["kl_path"], noise_keys)
+        x_next, observation_state, terms, peaks = jax.vmap(one_sample)(
+            x, observation_state, sums["kl_path"], noise_keys
+        )
         # The solver carries the path KL itself; the other terms are sums over segments.
         new_sums = {name: terms[name] if name == "kl_path" else value + terms[name] for name, value in sums.items()}
-        return (x_next, new_sums), jnp.max(peaks, axis=0)
+        return (x_next, observation_state, new_sums), jnp.max(peaks, axis=0)
 
     return body
 

@@ -16,6 +16,9 @@ class BernoulliObservation(eqx.Module):
     `log p(y | x) = y log sigmoid(eta) + (1 - y) log sigmoid(-eta)` with `eta = C x_t + b`.
     """
 
+    # log_prob is a sum over bins, so the model may evaluate it segment by segment.
+    time_separable = True
+
     readout: eqx.nn.Linear
 
     def __init__(self, latent_size: int, n_channels: int, mean_probability: float = 0.1, *, key: PRNGKeyArray):

@@ -82,6 +82,19 @@ def simulate_bold(drive: Float[Array, "T n"], bin_width: float, n_substeps: int)
     integrated with `n_substeps` classical Runge-Kutta steps. It first shows in
     the value at bin `k + 1`.
     """
+    rest = jnp.zeros((4, drive.shape[1]), drive.dtype)
+    _, readings = run_hemodynamics(rest, drive, bin_width, n_substeps)
+    return readings
+
+
+def run_hemodynamics(
+    state: Float[Array, "4 n"], drive: Float[Array, "T n"], bin_width: float, n_substeps: int
+) -> tuple[Float[Array, "4 n"], Float[Array, "T n"]]:
+    """Integrate the hemodynamic state `(s, log f, log v, log q)` over the bins of `drive`, from `state`.
+
+    Return the state after the last bin and the BOLD reading at each bin time,
+    read before that bin's drive acts (see `simulate_bold`).
+    """
     step = bin_width / n_substeps
 
     def rk4(state, z):
@@ -97,9 +110,7 @@ def simulate_bold(drive: Float[Array, "T n"], bin_width: float, n_substeps: int)
             state = rk4(state, z)
         return state, reading
 
-    rest = jnp.zeros((4, drive.shape[1]), drive.dtype)
-    _, readings = jax.lax.scan(advance_bin, rest, drive)
-    return readings
+    return jax.lax.scan(advance_bin, state, drive)
 
 
 class BoldObservation(eqx.Module):
@@ -145,7 +156,26 @@ class BoldObservation(eqx.Module):
         return jnp.exp(self.log_gain) * bold + self.offset
 
     def log_prob(self, y: Float[Array, "T n"], x: Float[Array, "T d"], mask: Float[Array, "T n"]) -> Float[Array, ""]:
-        residual = (y - self.mean(x)) / jnp.exp(self.log_std)
+        return self._log_prob_given_bold(y, simulate_bold(self.drive(x), self.bin_width, self.n_substeps), mask)
+
+    def start_state(self, x_first: Float[Array, " d"]) -> Float[Array, "4 n"]:
+        """Return the hemodynamic state before the first bin, which is rest whatever the latent state `x_first`."""
+        return jnp.zeros((4, self.offset.shape[0]), x_first.dtype)
+
+    def window_log_prob(
+        self, state: Float[Array, "4 n"], y: Float[Array, "L n"], x: Float[Array, "L d"], mask: Float[Array, "L n"]
+    ) -> tuple[Float[Array, "4 n"], Float[Array, ""]]:
+        """Return the hemodynamic state after a window of bins and the window's log likelihood, from `state`.
+
+        The log likelihoods of consecutive windows, run from `start_state(x[0])`, sum to `log_prob` over the trial.
+        """
+        state, bold = run_hemodynamics(state, self.drive(x), self.bin_width, self.n_substeps)
+        return state, self._log_prob_given_bold(y, bold, mask)
+
+    def _log_prob_given_bold(
+        self, y: Float[Array, "T n"], bold: Float[Array, "T n"], mask: Float[Array, "T n"]
+    ) -> Float[Array, ""]:
+        residual = (y - (jnp.exp(self.log_gain) * bold + self.offset)) / jnp.exp(self.log_std)
         terms = -0.5 * residual**2 - self.log_std - 0.5 * jnp.log(2.0 * jnp.pi)
         return jnp.sum(jnp.where(mask > 0, terms, 0.0))
 

@@ -66,16 +66,24 @@ class CalciumObservation(eqx.Module):
 
     def calcium(self, rate: Float[Array, "T n"]) -> Float[Array, "T n"]:
         """Run `c_t = gamma c_{t-1} + rate_t dt` from the steady state of the first bin's rate."""
+        _, trace = self.run_calcium(self.steady_calcium(rate[0]), rate)
+        return trace
+
+    def steady_calcium(self, rate: Float[Array, " n"]) -> Float[Array, " n"]:
+        """Return the steady-state calcium `rate dt / (1 - gamma)` of a constant `rate`."""
+        return rate * self.bin_width / (1.0 - self.decay)
+
+    def run_calcium(
+        self, previous: Float[Array, " n"], rate: Float[Array, "T n"]
+    ) -> tuple[Float[Array, " n"], Float[Array, "T n"]]:
+        """Run `c_t = gamma c_{t-1} + rate_t dt` from `c_{-1} = previous`. Return the last calcium and the trace."""
         gamma = self.decay
-        increments = rate * self.bin_width
-        initial = increments[0] / (1.0 - gamma)
 
         def step(previous, increment):
             current = gamma * previous + increment
             return current, current
 
-        _, trace = jax.lax.scan(step, initial, increments)
-        return trace
+        return jax.lax.scan(step, previous, rate * self.bin_width)
 
     def fluorescence(self, rate: Float[Array, "T n"]) -> Float[Array, "T n"]:
         """Expected fluorescence for a given spiking rate."""
@@ -88,12 +96,32 @@ class CalciumObservation(eqx.Module):
         self, y: Float[Array, "T n"], rate: Float[Array, "T n"], mask: Float[Array, "T n"]
     ) -> Float[Array, ""]:
         """Gaussian log-likelihood of fluorescence `y` around the fluorescence of `rate`."""
-        residual = (y - self.fluorescence(rate)) / jnp.exp(self.log_std)
+        return self._log_prob_given_calcium(y, self.calcium(rate), mask)
+
+    def _log_prob_given_calcium(
+        self, y: Float[Array, "T n"], calcium: Float[Array, "T n"], mask: Float[Array, "T n"]
+    ) -> Float[Array, ""]:
+        expected = jnp.exp(self.log_gain) * calcium + self.baseline
+        residual = (y - expected) / jnp.exp(self.log_std)
         terms = -0.5 * residual**2 - self.log_std - 0.5 * jnp.log(2.0 * jnp.pi)
         return jnp.sum(jnp.where(mask > 0, terms, 0.0))
 
     def log_prob(self, y: Float[Array, "T n"], x: Float[Array, "T d"], mask: Float[Array, "T n"]) -> Float[Array, ""]:
         return self.log_prob_given_rate(y, self.rate(x), mask)
+
+    def start_state(self, x_first: Float[Array, " d"]) -> Float[Array, " n"]:
+        """Return the calcium before the first bin, `c_{-1}`, the steady state of the rate at latent state `x_first`."""
+        return self.steady_calcium(self.rate(x_first[None])[0])
+
+    def window_log_prob(
+        self, previous: Float[Array, " n"], y: Float[Array, "L n"], x: Float[Array, "L d"], mask: Float[Array, "L n"]
+    ) -> tuple[Float[Array, " n"], Float[Array, ""]]:
+        """Return the calcium after a window of bins and the window's log likelihood, from calcium `previous`.
+
+        The log likelihoods of consecutive windows, run from `start_state(x[0])`, sum to `log_prob` over the trial.
+        """
+        last, trace = self.run_calcium(previous, self.rate(x))
+        return last, self._log_prob_given_calcium(y, trace, mask)
 
     def sample(self, key: PRNGKeyArray, x: Float[Array, "T d"]) -> Float[Array, "T n"]:
         return self.sample_around(key, self.mean(x))

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..errors import ConfigError
+from .windows import can_run_windows, start_state, window_log_prob
 
 
 def check_channel_groups(channels: tuple[tuple[int, ...], ...], n_channels: int) -> None:
@@ -64,6 +65,33 @@ class GroupedObservation(eqx.Module):
             columns = jnp.asarray(index)
             total = total + group.log_prob(y[:, columns], x, mask[:, columns])
         return total
+
+    @property
+    def time_separable(self) -> bool:
+        """Whether every group's log likelihood is a sum over bins."""
+        return all(getattr(group, "time_separable", False) for group in self.groups)
+
+    @property
+    def windowed(self) -> bool:
+        """Whether every group's log likelihood can be computed window by window (see `observation.windows`)."""
+        return all(can_run_windows(group) for group in self.groups)
+
+    def start_state(self, x_first: Float[Array, " d"]) -> tuple:
+        """Return each group's state before the first bin, which is `()` for a time-separable group."""
+        return tuple(start_state(group, x_first) for group in self.groups)
+
+    def window_log_prob(
+        self, states: tuple, y: Float[Array, "L n"], x: Float[Array, "L d"], mask: Float[Array, "L n"]
+    ) -> tuple[tuple, Float[Array, ""]]:
+        """Return each group's state after a window of bins and the window's summed log likelihood."""
+        total = jnp.zeros((), y.dtype)
+        new_states = []
+        for group, index, state in zip(self.groups, self.channels, states):
+            columns = jnp.asarray(index)
+            state, value = window_log_prob(group, state, y[:, columns], x, mask[:, columns])
+            new_states.append(state)
+            total = total + value
+        return tuple(new_states), total
 
     def sample(self, key: PRNGKeyArray, x: Float[Array, "T d"]) -> Float[Array, "T n"]:
         keys = jax.random.split(key, len(self.groups))

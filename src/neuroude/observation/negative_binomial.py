@@ -20,6 +20,9 @@ class NegativeBinomialObservation(eqx.Module):
     dispersion is learned per channel as `a_n = exp(log_dispersion_n) > 0`.
     """
 
+    # log_prob is a sum over bins, so the model may evaluate it segment by segment.
+    time_separable = True
+
     readout: eqx.nn.Linear
     log_dispersion: Float[Array, " n"]
     link: str = eqx.field(static=True)
