@@ -202,18 +202,20 @@ class _BlockedDelays:
     At step `b` of a block that starts at step `t0`, the connection `(i, j)`
     with lag `l` reads the sender's value at step `t0 + b - l`. While `b <= l`
     that value was written before the block started, so one gather per block
-    reads, for every connection, its `block` consecutive past values and keeps
-    those with `b <= l`. Only the reads with `b > l` (connections with lags
-    shorter than the block) fall inside the block, and each step takes them
-    from the values the block has computed so far.
+    reads, for every connection, its `block` consecutive past values. Only the
+    reads with `b > l` (connections with lags shorter than the block) fall
+    inside the block, and each step takes them from the values the block has
+    computed so far.
 
     The history is sender-major, shape (N, 2 * ring), so the `block` values of
     one connection are contiguous. Each block writes its columns twice, at
     `pointer` and `pointer + ring`, so column `pointer + ring - 1 - k` holds the
     value `k` steps before the block's first step for every k in [0, ring - 1].
     `ring` is a multiple of `block` that exceeds the longest lag, so a block's
-    columns never wrap, and a read past the newest column stays inside the
-    array (it reads an old value that the mask drops).
+    columns never wrap. The gather's reads with `b > l` land on columns
+    `pointer + ring` to `pointer + ring + block - 2`, which no other read of
+    the block uses, so `write` zeroes them for the next block: they add 0
+    without a mask, which would cost as much as the gather.
     """
 
     def __init__(self, network: BrainNetwork, lags: np.ndarray, block: int, connected: np.ndarray | None):
@@ -225,7 +227,6 @@ class _BlockedDelays:
 
         senders = np.broadcast_to(np.arange(n_nodes)[None, :], (n_nodes, n_nodes))
         self.starts = jnp.asarray(np.stack([senders, self.ring - 1 - lags], -1).reshape(-1, 2), jnp.int32)
-        self.from_history = jnp.asarray(connected[:, :, None] & (np.arange(block) <= lags[:, :, None]))
         self._index_in_block(lags, connected)
 
     def _index_in_block(self, lags: np.ndarray, connected: np.ndarray) -> None:
@@ -251,8 +252,9 @@ class _BlockedDelays:
             )
 
     def initial(self, sent0: Float[Array, " N"]) -> Float[Array, "N R"]:
-        """Return the history before the start: every past value equal to `sent0`."""
-        return jnp.broadcast_to(sent0[:, None], (self.n_nodes, 2 * self.ring))
+        """Return the history before the start: every past value equal to `sent0`, the first block's reads past it 0."""
+        history = jnp.broadcast_to(sent0[:, None], (self.n_nodes, 2 * self.ring))
+        return history.at[:, self.ring : self.ring + self.block].set(0.0)
 
     def read_history(self, history, pointer) -> Float[Array, "N B"]:
         """Return `sum_j C_ij x_j[v](t - D_ij)` over the reads from before the block, for every step of the block."""
@@ -260,9 +262,8 @@ class _BlockedDelays:
         starts = self.starts + jnp.stack([jnp.zeros_like(pointer), pointer])
         past = jax.lax.gather(history, starts, numbers, (1, self.block), mode="promise_in_bounds")
         past = past.reshape(self.n_nodes, self.n_nodes, self.block)
-        weights = self.network.connectivity.value[:, :, None]
-        # `where`, not a product with a 0/1 mask, so an old inf or NaN in a dropped column does not leak in.
-        return jnp.sum(jnp.where(self.from_history, weights * past, 0.0), axis=1)
+        # Unconnected pairs have weight 0, and the reads with `b > lag` read the zeroed columns.
+        return jnp.sum(self.network.connectivity.value[:, :, None] * past, axis=1)
 
     def read_in_block(self, values: list, step: int) -> Float[Array, " N"] | None:
         """Return `sum_j C_ij x_j[v](t - D_ij)` over the reads of step `step` that fall inside the block, or None."""
@@ -274,11 +275,13 @@ class _BlockedDelays:
         return jnp.sum(weights * jnp.stack(values).reshape(-1)[index], axis=1)
 
     def write(self, history, pointer, block_values: Float[Array, "N B"]):
-        """Return the history and pointer after writing the block's values at both of their positions."""
+        """Return the history and pointer after writing the block's values twice and zeroing the next block's reads past them."""
         first_row = jnp.zeros_like(pointer)
         history = jax.lax.dynamic_update_slice(history, block_values, (first_row, pointer))
         history = jax.lax.dynamic_update_slice(history, block_values, (first_row, pointer + self.ring))
-        return history, (pointer + self.block) % self.ring
+        pointer = (pointer + self.block) % self.ring
+        history = jax.lax.dynamic_update_slice(history, jnp.zeros_like(block_values), (first_row, pointer + self.ring))
+        return history, pointer
 
 
 def simulate_network(
