@@ -8,10 +8,11 @@ sender's past state:
     c_i(t) = sum_j C_ij x_j[v](t - D_ij)                       (additive)
 
 `simulate_network` integrates this delay SDE with Euler-Maruyama in nested
-`lax.scan`s. A ring buffer stores the last `max_lag + 1` values of the coupling
-variable of every node (twice, see `_buffered_coupling`), so memory grows with
-the longest delay, not with the duration. Delays are rounded to whole steps of `dt`, and the state before the
-start is taken to be constant at `x0` (the usual constant pre-history).
+`lax.scan`s. A ring buffer stores the recent values of the coupling variable of
+every node (twice, see `_BlockedDelays` and `_buffered_coupling`), so memory
+grows with the longest delay, not with the duration. Delays are rounded to
+whole steps of `dt`, and the state before the start is taken to be constant at
+`x0` (the usual constant pre-history).
 The function is differentiable in the network's constants, the initial state
 and the input.
 
@@ -215,6 +216,113 @@ def _record(history, pointer, value, length: int):
     return history, pointer
 
 
+# Maximum number of steps per block whose delayed inputs are read in one gather (see `_BlockedDelays`).
+BLOCK_STEPS = 20
+
+
+def _block_size(chunk_steps: int, block_steps: int) -> int:
+    """Return the largest divisor of `chunk_steps` that is at most `block_steps` (at least 1)."""
+    limit = max(1, min(block_steps, chunk_steps))
+    return max(divisor for divisor in range(1, limit + 1) if chunk_steps % divisor == 0)
+
+
+def _known_connections(network: BrainNetwork) -> np.ndarray | None:
+    """Return where the connectivity is non-zero, or None when it is traced and so unknown when the program is built."""
+    try:
+        weights = np.asarray(network.connectivity.raw)
+    except jax.errors.TracerArrayConversionError:
+        return None
+    return weights != 0
+
+
+class _BlockedDelays:
+    """Delayed coupling read for a block of `block` steps at a time.
+
+    At step `b` of a block that starts at step `t0`, the connection `(i, j)`
+    with lag `l` reads the sender's value at step `t0 + b - l`. While `b <= l`
+    that value was written before the block started, so one gather per block
+    reads, for every connection, its `block` consecutive past values. Only the
+    reads with `b > l` (connections with lags shorter than the block) fall
+    inside the block, and each step takes them from the values the block has
+    computed so far.
+
+    The history is sender-major, shape (N, 2 * ring), so the `block` values of
+    one connection are contiguous. Each block writes its columns twice, at
+    `pointer` and `pointer + ring`, so column `pointer + ring - 1 - k` holds the
+    value `k` steps before the block's first step for every k in [0, ring - 1].
+    `ring` is a multiple of `block` that exceeds the longest lag, so a block's
+    columns never wrap. The gather's reads with `b > l` land on columns
+    `pointer + ring` to `pointer + ring + block - 2`, which no other read of
+    the block uses, so `write` zeroes them for the next block: they add 0
+    without a mask, which would cost as much as the gather.
+    """
+
+    def __init__(self, network: BrainNetwork, lags: np.ndarray, block: int, connected: np.ndarray | None):
+        self.network, self.block = network, block
+        self.n_nodes = n_nodes = network.n_nodes
+        self.ring = block * -(-(int(lags.max()) + 1) // block)
+        if connected is None:
+            connected = np.ones_like(lags, dtype=bool)
+
+        senders = np.broadcast_to(np.arange(n_nodes)[None, :], (n_nodes, n_nodes))
+        self.starts = jnp.asarray(np.stack([senders, self.ring - 1 - lags], -1).reshape(-1, 2), jnp.int32)
+        self._index_in_block(lags, connected)
+
+    def _index_in_block(self, lags: np.ndarray, connected: np.ndarray) -> None:
+        """Store, for each step `b`, the senders and flat indices of the reads with `b > lag` (padded per receiver)."""
+        self.in_block = []
+        for step in range(self.block):
+            reads = connected & (lags < step)
+            counts = reads.sum(axis=1)
+            width = int(counts.max())
+            if width == 0:
+                self.in_block.append(None)
+                continue
+
+            senders = np.zeros((self.n_nodes, width), np.int64)
+            for receiver in range(self.n_nodes):
+                columns = np.flatnonzero(reads[receiver])
+                senders[receiver, : len(columns)] = columns
+            present = np.arange(width)[None, :] < counts[:, None]
+            # Row `step - lag - 1` of the block's values is the value `lag` steps before step `step`.
+            rows = np.where(present, step - 1 - np.take_along_axis(lags, senders, axis=1), 0)
+            self.in_block.append(
+                (jnp.asarray(senders, jnp.int32), jnp.asarray(present), jnp.asarray(rows * self.n_nodes + senders, jnp.int32))
+            )
+
+    def initial(self, sent0: Float[Array, " N"]) -> Float[Array, "N R"]:
+        """Return the history before the start: every past value equal to `sent0`, the first block's reads past it 0."""
+        history = jnp.broadcast_to(sent0[:, None], (self.n_nodes, 2 * self.ring))
+        return history.at[:, self.ring : self.ring + self.block].set(0.0)
+
+    def read_history(self, history, pointer) -> Float[Array, "N B"]:
+        """Return `sum_j C_ij x_j[v](t - D_ij)` over the reads from before the block, for every step of the block."""
+        numbers = jax.lax.GatherDimensionNumbers(offset_dims=(1,), collapsed_slice_dims=(0,), start_index_map=(0, 1))
+        starts = self.starts + jnp.stack([jnp.zeros_like(pointer), pointer])
+        past = jax.lax.gather(history, starts, numbers, (1, self.block), mode="promise_in_bounds")
+        past = past.reshape(self.n_nodes, self.n_nodes, self.block)
+        # Unconnected pairs have weight 0, and the reads with `b > lag` read the zeroed columns.
+        return jnp.sum(self.network.connectivity.value[:, :, None] * past, axis=1)
+
+    def read_in_block(self, values: list, step: int) -> Float[Array, " N"] | None:
+        """Return `sum_j C_ij x_j[v](t - D_ij)` over the reads of step `step` that fall inside the block, or None."""
+        if self.in_block[step] is None:
+            return None
+        senders, present, index = self.in_block[step]
+        receivers = jnp.arange(self.n_nodes)[:, None]
+        weights = jnp.where(present, self.network.connectivity.value[receivers, senders], 0.0)
+        return jnp.sum(weights * jnp.stack(values).reshape(-1)[index], axis=1)
+
+    def write(self, history, pointer, block_values: Float[Array, "N B"]):
+        """Return the history and pointer after writing the block's values twice and zeroing the next block's reads past them."""
+        first_row = jnp.zeros_like(pointer)
+        history = jax.lax.dynamic_update_slice(history, block_values, (first_row, pointer))
+        history = jax.lax.dynamic_update_slice(history, block_values, (first_row, pointer + self.ring))
+        pointer = (pointer + self.block) % self.ring
+        history = jax.lax.dynamic_update_slice(history, jnp.zeros_like(block_values), (first_row, pointer + self.ring))
+        return history, pointer
+
+
 def simulate_network(
     network: BrainNetwork,
     x0: Float[Array, " d"],
@@ -227,6 +335,7 @@ def simulate_network(
     key: PRNGKeyArray | None = None,
     save_every: int = 1,
     unroll: int = 10,
+    block_steps: int = BLOCK_STEPS,
 ) -> Float[Array, "n_saved d"]:
     """Integrate the network with additive noise by Euler-Maruyama; return the states every `save_every` steps.
 
@@ -243,6 +352,10 @@ def simulate_network(
     draws a chunk's increments in one call, and the inner scan over steps is
     unrolled `unroll` times. Without delays (or when every delay rounds to 0
     steps) the coupling is one matrix-vector product with no history buffer.
+    With delays the steps run in blocks of the largest divisor of the chunk
+    that is at most `block_steps` (see `_BlockedDelays`): the history is read
+    once per block, which is faster than a read at every step but compiles
+    more slowly as blocks grow. `block_steps=1` reads it at every step.
     NOTE: chunks must divide the run, so a number of saved blocks with no
     divisor near `CHUNK_STEPS / save_every` (a large prime) gives short chunks, which run slower.
     """
@@ -251,6 +364,8 @@ def simulate_network(
             f"n_steps is {n_steps} and save_every {save_every}; expected positive integers with n_steps a "
             f"multiple of save_every"
         )
+    if not (isinstance(block_steps, int | np.integer) and block_steps >= 1):
+        raise ConfigError(f"block_steps is {block_steps!r}; expected an integer >= 1 (1 reads the history every step)")
     x0 = jnp.asarray(x0)
     if x0.shape != (network.state_size,):
         raise ConfigError(f"x0 has shape {x0.shape}; expected ({network.state_size},), the flat network state")
@@ -267,31 +382,20 @@ def simulate_network(
     if noisy and key is None:
         raise ConfigError("noise_scale is non-zero but key is None; pass a jax.random key for the Brownian increments")
 
-    variable = network.coupling_variable
-    if length == 1:
-        coupling = _instantaneous_coupling(network)
-        history0 = jnp.zeros((0,), x0.dtype)
-    else:
-        coupling = _buffered_coupling(network, lags, length)
-        history0 = jnp.tile(network.node_states(x0)[:, variable], 2 * length)
-
-    def step(carry, inputs):
-        x, history, pointer = carry
-        n, drive, noise = inputs
-        current = network.node_states(x)[:, variable]
-        drifts = network.local_drifts(n * dt, x, drive)
-        drifts = drifts.at[:, network.target_variable].add(coupling(current, history, pointer))
-        x = x + drifts.reshape(-1) * dt + noise_scale * noise
-        if length > 1:
-            history, pointer = _record(history, pointer, network.node_states(x)[:, variable], length)
-        return (x, history, pointer), x
-
     n_blocks = n_steps // save_every
     blocks = _blocks_per_chunk(n_blocks, save_every)
     chunk_steps = blocks * save_every
+    block = _block_size(chunk_steps, block_steps) if length > 1 else 1
+    if block > 1:
+        delayed = _BlockedDelays(network, lags, block, _known_connections(network))
+        advance = _blocked_steps(network, delayed, dt, noise_scale)
+        history0 = delayed.initial(network.node_states(x0)[:, network.coupling_variable])
+    else:
+        advance = _single_steps(network, lags, length, dt, noise_scale)
+        history0 = _single_step_history(network, x0, length)
 
-    def draw(block):
-        return jax.random.normal(jax.random.fold_in(key, block), (save_every, network.state_size), x0.dtype)
+    def draw(index):
+        return jax.random.normal(jax.random.fold_in(key, index), (save_every, network.state_size), x0.dtype)
 
     def chunk(carry, chunk_inputs):
         index, drives = chunk_inputs
@@ -300,11 +404,72 @@ def simulate_network(
         else:
             noise = jnp.zeros((chunk_steps, network.state_size), x0.dtype)
         steps = index * chunk_steps + jnp.arange(chunk_steps)
-        carry, states = jax.lax.scan(step, carry, (steps, drives, noise), unroll=min(unroll, chunk_steps))
-        return carry, states[save_every - 1 :: save_every]
+        inputs = jax.tree.map(lambda a: a.reshape(chunk_steps // block, block, *a.shape[1:]), (steps, drives, noise))
+        carry, states = jax.lax.scan(advance, carry, inputs, unroll=max(1, min(unroll, chunk_steps) // block))
+        return carry, states.reshape(chunk_steps, -1)[save_every - 1 :: save_every]
 
     n_chunks = n_blocks // blocks
     drives = u.reshape(n_chunks, chunk_steps, input_size)
     carry0 = (x0, history0, jnp.zeros((), jnp.int32))
     _, saved = jax.lax.scan(chunk, carry0, (jnp.arange(n_chunks), drives))
     return jnp.concatenate([x0[None], saved.reshape(-1, network.state_size)])
+
+
+def _single_step_history(network: BrainNetwork, x0, length: int):
+    """Return the flat history of `_buffered_coupling` before the start (empty without delays)."""
+    if length == 1:
+        return jnp.zeros((0,), x0.dtype)
+    return jnp.tile(network.node_states(x0)[:, network.coupling_variable], 2 * length)
+
+
+def _single_steps(network: BrainNetwork, lags: np.ndarray, length: int, dt: float, noise_scale):
+    """Return the scan body that advances one Euler-Maruyama step, reading the history at every step."""
+    variable = network.coupling_variable
+    if length == 1:
+        coupling = _instantaneous_coupling(network)
+    else:
+        coupling = _buffered_coupling(network, lags, length)
+
+    def step(carry, inputs):
+        x, history, pointer = carry
+        (n,), (drive,), (noise,) = inputs
+        current = network.node_states(x)[:, variable]
+        drifts = network.local_drifts(n * dt, x, drive)
+        drifts = drifts.at[:, network.target_variable].add(coupling(current, history, pointer))
+        x = x + drifts.reshape(-1) * dt + noise_scale * noise
+        if length > 1:
+            history, pointer = _record(history, pointer, network.node_states(x)[:, variable], length)
+        return (x, history, pointer), x[None]
+
+    return step
+
+
+def _blocked_steps(network: BrainNetwork, delayed: _BlockedDelays, dt: float, noise_scale):
+    """Return the scan body that advances a block of Euler-Maruyama steps, reading the history once per block."""
+    variable = network.coupling_variable
+    row_sums = jnp.sum(network.connectivity.value, axis=1)
+
+    def block_step(carry, inputs):
+        x, history, pointer = carry
+        steps, drives, noise = inputs
+        from_history = delayed.read_history(history, pointer)
+
+        sent, states = [], []
+        for b in range(delayed.block):
+            current = network.node_states(x)[:, variable]
+            incoming = from_history[:, b]
+            in_block = delayed.read_in_block(sent, b)
+            if in_block is not None:
+                incoming = incoming + in_block
+            if network.coupling == "diffusive":
+                incoming = incoming - row_sums * current
+            drifts = network.local_drifts(steps[b] * dt, x, drives[b])
+            drifts = drifts.at[:, network.target_variable].add(network.global_coupling.value * incoming)
+            x = x + drifts.reshape(-1) * dt + noise_scale * noise[b]
+            sent.append(network.node_states(x)[:, variable])
+            states.append(x)
+
+        history, pointer = delayed.write(history, pointer, jnp.stack(sent, axis=1))
+        return (x, history, pointer), jnp.stack(states)
+
+    return block_step
