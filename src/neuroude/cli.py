@@ -182,19 +182,26 @@ def _analyze(arguments) -> int:
 
     for level in result["levels"]:
         kinds = [f"{point['kind']} ({point['stability']})" for point in level["points"]]
-        print(f"stimulus {level['stimulus']}: {', '.join(kinds) or 'no fixed or slow point found'}")
-    for branch in result.get("continuation", {}).get("branches", []):
-        for point in branch["bifurcations"]:
-            print(f"{point['kind']} at stimulus level {point['parameter']:.4g}")
-    constant = result.get("constant_continuation")
-    for branch in (constant or {}).get("branches", []):
-        for point in branch["bifurcations"]:
-            print(f"{point['kind']} at {constant['constant']} = {point['parameter']:.4g}")
+        print(f"stimulus ({level['label']}): {', '.join(kinds) or 'no fixed or slow point found'}")
+    if "continuation" in result:
+        _print_continuation(result["continuation"], "stimulus level")
+    if "constant_continuation" in result:
+        _print_continuation(result["constant_continuation"], result["constant_continuation"]["constant"])
     if "regimes" in result:
         found = sorted({label for row in result["regimes"]["labels"] for label in row})
         print(f"regimes over {' and '.join(result['regimes']['parameters'])}: {', '.join(found)}")
     print(f"analysis: {Path(arguments.run_dir) / 'analysis.json'}")
     return 0
+
+
+def _print_continuation(continuation: dict, parameter: str) -> None:
+    """Print the number of branches and bifurcation points of a continuation, then each point."""
+    low, high = continuation["range"]
+    points = [point for branch in continuation["branches"] for point in branch["bifurcations"]]
+    print(f"continuation in {parameter} from {low:.4g} to {high:.4g}: {len(continuation['branches'])} branches, "
+          f"{len(points)} bifurcation points (folds, Hopf points)")
+    for point in points:
+        print(f"  {point['kind']} at {parameter} = {point['parameter']:.4g}")
 
 
 def _numbers(option: str, texts: list[str]) -> list[float]:
