@@ -294,7 +294,7 @@ def fit_ridge_by_validation(
     description = ", ".join(f"{name}={value}" for name, value in glm_arguments.items()) or "default settings"
     logger.info("PoissonGLM (%s): ridge %g chosen on validation; log-likelihoods %s", description, best, scores)
     at_edge = len(scores) > 1 and best in (min(scores), max(scores))
-    if at_edge and not (extend and best <= RIDGE_LIMITS[0]):
+    if at_edge and not (extend and best <= RIDGE_LIMITS[0] * (1 + 1e-9)):
         logger.warning(
             "PoissonGLM (%s): the chosen ridge %g is at the edge of the searched range %s; "
             "a ridge outside the range might fit the validation trials better",
@@ -305,10 +305,11 @@ def fit_ridge_by_validation(
 
 def _next_ridge(best: float, scores: dict[float, float]) -> float | None:
     """Return the ridge a decade beyond `best` when `best` is at an end of the grid and inside `RIDGE_LIMITS`."""
+    # Rounding to 6 digits keeps the decades exact (1e-06, not 1.0000000000000002e-06) in logs and metrics.
     if best == min(scores) and best / 10.0 >= RIDGE_LIMITS[0] * (1 - 1e-9):
-        return best / 10.0
+        return float(f"{best / 10.0:.6g}")
     if best == max(scores) and best * 10.0 <= RIDGE_LIMITS[1] * (1 + 1e-9):
-        return best * 10.0
+        return float(f"{best * 10.0:.6g}")
     return None
 
 
