@@ -1,7 +1,16 @@
+import logging
+
 import numpy as np
 import pytest
 
-from neuroude.baselines import HomogeneousPoisson, PoissonGLM, fit_ridge_by_validation, raised_cosine_basis
+from neuroude.baselines import (
+    GLM_RIDGES,
+    RIDGE_LIMITS,
+    HomogeneousPoisson,
+    PoissonGLM,
+    fit_ridge_by_validation,
+    raised_cosine_basis,
+)
 from neuroude.data import Recording, load_grasshopper
 from neuroude.errors import ConfigError, DataError
 from neuroude.metrics import bits_per_spike, score_window
@@ -145,6 +154,20 @@ def test_ridge_selection_returns_best_validation_score():
     assert set(scores) == {1e-2, 1e4}
     assert model.ridge == 1e-2
     assert scores[1e-2] > scores[1e4]
+
+
+def test_ridge_selection_extends_grid_at_edge(caplog):
+    recording = simulate_glm(n_trials=30)
+    train, val = recording.select(np.arange(20)), recording.select(np.arange(20, 30))
+    with caplog.at_level(logging.INFO, logger="neuroude"):
+        model, scores = fit_ridge_by_validation(train, val, n_lags=5, basis="delta")
+    best = max(scores, key=scores.get)
+    assert model.ridge == best
+    assert set(GLM_RIDGES) <= set(scores)
+    # The search adds decades beyond the starting grid until the best ridge is inside it or at the limit.
+    assert best > min(scores) or best <= RIDGE_LIMITS[0] * (1 + 1e-9)
+    assert best < max(scores)
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
 
 
 @pytest.fixture(scope="module")

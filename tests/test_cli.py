@@ -1,12 +1,17 @@
 """The `neuroude` command on the packaged recording and on bad input."""
 
+import io
 import json
+import signal
+import sys
 
 import numpy as np
 import pytest
 import yaml
 
+from neuroude import cli
 from neuroude.cli import main
+from neuroude.progress import FitProgress
 
 TINY_GRASSHOPPER = {
     "model": {"latent_size": 2, "drift_width": 8, "drift_depth": 1, "encoder_size": 2, "recognition_hidden": 8,
@@ -187,3 +192,48 @@ def test_fit_without_quiet_reports_progress(tmp_path, capsys):
     config = npz_config(tmp_path, y=y, dt=0.01)
     main(["fit", str(config), "--out", str(tmp_path / "run"), "--steps", "1"])
     assert "INFO: fitting" in capsys.readouterr().err
+
+
+def test_interrupt_before_command_exits_130(monkeypatch, capsys):
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_run_command", interrupted)
+    assert main(["models"]) == 130
+    assert capsys.readouterr().err == "neuroude: interrupted\n"
+
+
+def test_interrupt_during_extension_import_exits_130(monkeypatch, capsys):
+    def import_interrupted(argv):
+        # jaxlib turns Ctrl-C during its initialisation into an ImportError without the interrupt in its chain.
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            pass
+        raise ImportError("Encountered an error while initializing the extension.")
+
+    monkeypatch.setattr(cli, "_run_command", import_interrupted)
+    assert main(["models"]) == 130
+    assert capsys.readouterr().err == "neuroude: interrupted\n"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_import_error_without_interrupt_raises(monkeypatch):
+    def broken_import(argv):
+        raise ImportError("no module named 'missing'")
+
+    monkeypatch.setattr(cli, "_run_command", broken_import)
+    with pytest.raises(ImportError, match="missing"):
+        main(["models"])
+
+
+def test_progress_bar_off_when_stderr_not_terminal(monkeypatch):
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    monkeypatch.delenv("TTY_INTERACTIVE", raising=False)
+    with FitProgress(10) as progress:
+        progress.update(1, {"loss": 1.0, "log_likelihood": -1.0, "kl_initial": 0.0, "kl_path": 0.0, "beta": 1.0},
+                        None, 0.0, 0)
+    assert progress._progress.disable
+    assert sys.stderr.getvalue() == ""

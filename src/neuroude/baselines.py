@@ -253,37 +253,64 @@ class PoissonGLM:
         return prediction
 
 
+GLM_RIDGES = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)  # starting grid of fit_ridge_by_validation
+RIDGE_LIMITS = (1e-6, 1e6)  # the extended grid stops here; 1e-6 is in effect no penalty
+
+
 def fit_ridge_by_validation(
     train: Recording,
     val: Recording,
-    ridges: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0),
+    ridges: tuple[float, ...] | None = None,
     **glm_arguments,
 ) -> tuple[PoissonGLM, dict[float, float]]:
     """Fit a PoissonGLM on `train` for each ridge and keep the best on `val`.
 
     The score is the validation Poisson log-likelihood summed over all channels, so one
-    ridge is chosen for all of them. Returns the model fitted on `train` with the best
-    ridge and the validation log-likelihood (nats) of every ridge.
+    ridge is chosen for all of them. Without `ridges` the search starts on `GLM_RIDGES`
+    and, while the best ridge is at an end of the grid, adds the next decade beyond it,
+    up to `RIDGE_LIMITS`. Given `ridges` are searched as they are. Returns the model
+    fitted on `train` with the best ridge and the validation log-likelihood (nats) of
+    every ridge tried.
     """
+    extend = ridges is None
+    ridges = GLM_RIDGES if ridges is None else ridges
     if len(ridges) == 0:
         raise ConfigError("ridges is empty; expected at least one ridge value")
 
     scores, models = {}, {}
-    for ridge in ridges:
+
+    def score(ridge: float) -> None:
         model = PoissonGLM(ridge=ridge, **glm_arguments).fit(train)
         scores[float(ridge)] = poisson_log_likelihood(val.y, model.predict(val), val.mask)
         models[float(ridge)] = model
 
+    for ridge in ridges:
+        score(ridge)
     best = max(scores, key=scores.get)
+    while extend and _next_ridge(best, scores) is not None:
+        score(_next_ridge(best, scores))
+        best = max(scores, key=scores.get)
+
     description = ", ".join(f"{name}={value}" for name, value in glm_arguments.items()) or "default settings"
     logger.info("PoissonGLM (%s): ridge %g chosen on validation; log-likelihoods %s", description, best, scores)
-    if len(ridges) > 1 and best in (min(ridges), max(ridges)):
+    at_edge = len(scores) > 1 and best in (min(scores), max(scores))
+    if at_edge and not (extend and best <= RIDGE_LIMITS[0] * (1 + 1e-9)):
         logger.warning(
             "PoissonGLM (%s): the chosen ridge %g is at the edge of the searched range %s; "
             "a ridge outside the range might fit the validation trials better",
-            description, best, sorted(float(ridge) for ridge in ridges),
+            description, best, sorted(scores),
         )
     return models[best], scores
+
+
+def _next_ridge(best: float, scores: dict[float, float]) -> float | None:
+    """Return the ridge a decade beyond `best` when `best` is at an end of the grid and inside `RIDGE_LIMITS`."""
+    # Rounding to 6 digits keeps the decades exact (1e-06, not 1.0000000000000002e-06) in logs and metrics.
+    if best == min(scores) and best / 10.0 >= RIDGE_LIMITS[0] * (1 - 1e-9):
+        return float(f"{best / 10.0:.6g}")
+    if best == max(scores) and best * 10.0 <= RIDGE_LIMITS[1] * (1 + 1e-9):
+        return float(f"{best * 10.0:.6g}")
+    return None
 
 
 # -- co-smoothing baselines ----------------------------------------------------

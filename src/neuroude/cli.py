@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .errors import NeuroudeError
@@ -182,19 +184,26 @@ def _analyze(arguments) -> int:
 
     for level in result["levels"]:
         kinds = [f"{point['kind']} ({point['stability']})" for point in level["points"]]
-        print(f"stimulus {level['stimulus']}: {', '.join(kinds) or 'no fixed or slow point found'}")
-    for branch in result.get("continuation", {}).get("branches", []):
-        for point in branch["bifurcations"]:
-            print(f"{point['kind']} at stimulus level {point['parameter']:.4g}")
-    constant = result.get("constant_continuation")
-    for branch in (constant or {}).get("branches", []):
-        for point in branch["bifurcations"]:
-            print(f"{point['kind']} at {constant['constant']} = {point['parameter']:.4g}")
+        print(f"stimulus ({level['label']}): {', '.join(kinds) or 'no fixed or slow point found'}")
+    if "continuation" in result:
+        _print_continuation(result["continuation"], "stimulus level")
+    if "constant_continuation" in result:
+        _print_continuation(result["constant_continuation"], result["constant_continuation"]["constant"])
     if "regimes" in result:
         found = sorted({label for row in result["regimes"]["labels"] for label in row})
         print(f"regimes over {' and '.join(result['regimes']['parameters'])}: {', '.join(found)}")
     print(f"analysis: {Path(arguments.run_dir) / 'analysis.json'}")
     return 0
+
+
+def _print_continuation(continuation: dict, parameter: str) -> None:
+    """Print the number of branches and bifurcation points of a continuation, then each point."""
+    low, high = continuation["range"]
+    points = [point for branch in continuation["branches"] for point in branch["bifurcations"]]
+    print(f"continuation in {parameter} from {low:.4g} to {high:.4g}: {len(continuation['branches'])} branches, "
+          f"{len(points)} bifurcation points (folds, Hopf points)")
+    for point in points:
+        print(f"  {point['kind']} at {parameter} = {point['parameter']:.4g}")
 
 
 def _numbers(option: str, texts: list[str]) -> list[float]:
@@ -328,13 +337,57 @@ def _log_to_terminal(quiet: bool, level: str | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    interrupts = _InterruptRecorder()
+    try:
+        with interrupts:
+            return _run_command(argv)
+    except KeyboardInterrupt:
+        # Reached when Ctrl-C comes before a command starts, for example while JAX is imported.
+        print("neuroude: interrupted", file=sys.stderr)
+        return 130
+    except ImportError:
+        # Ctrl-C while a C extension such as jaxlib initialises surfaces as an ImportError that does not
+        # chain the KeyboardInterrupt, so the recorded signal is what tells the two apart.
+        # NOTE: NumPy prints the interrupt's traceback itself before raising, and a Ctrl-C that lands in
+        # JAX's garbage-collection callback is printed as "Exception ignored" and the command goes on.
+        if not interrupts.seen:
+            raise
+        print("neuroude: interrupted", file=sys.stderr)
+        return 130
+
+
+class _InterruptRecorder:
+    """Record SIGINT while raising KeyboardInterrupt as Python's default handler does."""
+
+    def __init__(self):
+        self.seen = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        self.seen = True
+        signal.default_int_handler(signum, frame)
+
+    def __enter__(self):
+        # Only replace the default handler, in the main thread; an ignored SIGINT stays ignored.
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def _run_command(argv: list[str] | None) -> int:
     arguments = _parser().parse_args(argv)
     _log_to_terminal(getattr(arguments, "quiet", False), arguments.log_level)
-    if arguments.command != "models":
-        from .cache import enable_compilation_cache
-
-        enable_compilation_cache()
     try:
+        if arguments.command != "models":
+            from .cache import enable_compilation_cache
+
+            enable_compilation_cache()
         if arguments.command == "fit":
             return _fit(arguments)
         if arguments.command == "evaluate":
@@ -370,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"neuroude {arguments.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; continue the fit with --resume", file=sys.stderr)
+        hint = "; continue the fit with --resume" if arguments.command == "fit" else ""
+        print(f"neuroude {arguments.command}: interrupted{hint}", file=sys.stderr)
         return 130
     return 1
 

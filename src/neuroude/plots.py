@@ -27,35 +27,58 @@ def _save(figure, path: str | os.PathLike) -> Path:
 
 
 def plot_training(history: list[dict], evaluations: list[dict], path, metric_name: str) -> Path:
-    """Plot each ELBO term, beta and the validation metric against the step."""
-    steps = np.array([row["step"] for row in history])
-    figure, axes = plt.subplots(2, 2, figsize=(10, 6), sharex=True)
-    panels = [
-        ("loss", "negative ELBO per trial"),
-        ("log_likelihood", "expected log-likelihood per trial"),
-        ("kl_path", "KL per trial"),
-    ]
-    for axis, (name, title) in zip(axes.flat[:3], panels):
-        axis.plot(steps, [row[name] for row in history], lw=0.8)
-        if name == "kl_path":
-            axis.plot(steps, [row["kl_initial"] for row in history], lw=0.8, label="initial state")
-            axis.lines[0].set_label("path")
-            axis.legend(frameon=False)
-        axis.set_title(title)
-    axis = axes.flat[3]
-    if evaluations:
-        axis.plot([e["step"] for e in evaluations], [e["validation_metric"] for e in evaluations], "o-")
-    axis.set_title(f"validation {metric_name}")
-    for axis in axes[1]:
-        axis.set_xlabel("step")
-    figure.tight_layout()
-    return _save(figure, path)
+    """Plot the training history rows as `neuroude report` does, so both write the same training.png.
+
+    `history` is one dict per step; `evaluations` ({"step", "validation_metric"}) fill the
+    validation metric of rows that lack it.
+    """
+    from .report_plots import plot_training_history  # report_plots imports this module
+
+    return plot_training_history(history_columns(history, evaluations), path, metric_name)
+
+
+def history_columns(history: list[dict], evaluations: list[dict] = ()) -> dict[str, np.ndarray]:
+    """Turn history rows into one float array per column, as `report.read_history` reads history.csv.
+
+    A value a row lacks, or None, becomes NaN, and True/False become 1/0.
+    """
+    names = list(dict.fromkeys(name for row in history for name in row))
+    columns = {
+        name: np.array([np.nan if row.get(name) is None else float(row[name]) for row in history]) for name in names
+    }
+    metric_by_step = {int(entry["step"]): entry["validation_metric"] for entry in evaluations}
+    if metric_by_step:
+        metric = columns.get("validation_metric", np.full(len(history), np.nan))
+        for index, step in enumerate(columns["step"]):
+            if np.isnan(metric[index]) and metric_by_step.get(int(step)) is not None:
+                metric[index] = metric_by_step[int(step)]
+        columns["validation_metric"] = metric
+    return columns
 
 
 def _trial_labels(recording, trial_indices) -> list[str]:
     if trial_indices is None:
         return [f"trial {i}" for i in range(recording.n_trials)]
     return [f"trial {int(i)}" for i in trial_indices]
+
+
+def _most_active_channels(recording, n_trials: int, max_channels: int) -> list[int]:
+    """Return up to `max_channels` channel indices, the largest total |observation| over the first `n_trials`."""
+    observed = np.abs(np.asarray(recording.y[:n_trials], np.float64))
+    if recording.mask is not None:
+        observed = np.where(np.asarray(recording.mask[:n_trials], bool), observed, 0.0)
+    activity = np.nansum(observed, axis=(0, 1))
+    # A stable sort keeps channel order among equally active channels, so a silent recording shows channels 0, 1, ...
+    order = np.argsort(-activity, kind="stable")[:max_channels]
+    return sorted(int(channel) for channel in order)
+
+
+def _channel_label(channel_names, channel: int, unit: str) -> str:
+    """Return the y label of a channel row: its name, with the index when the name does not contain it."""
+    name = str(channel_names[channel])[:18]
+    if name != f"channel {channel}":
+        name = f"{name} (#{channel})"
+    return f"{name}\n({unit})"
 
 
 def plot_predictions(
@@ -66,7 +89,8 @@ def plot_predictions(
     `trial_indices` are the trials' indices in the full recording, used in the panel titles.
     """
     n_trials = min(max_trials, recording.n_trials)
-    n_channels = min(max_channels, recording.n_channels)
+    shown = _most_active_channels(recording, n_trials, max_channels)
+    n_channels = len(shown)
     has_stimulus = recording.u is not None
     rows = n_channels + int(has_stimulus)
     figure, axes = plt.subplots(rows, n_trials, figsize=(3.6 * n_trials, 1.9 * rows), squeeze=False, sharex=True)
@@ -84,8 +108,8 @@ def plot_predictions(
             axes[0, trial].plot(ts, recording.u[trial], color="0.3", lw=0.8)
             if trial == 0:
                 axes[0, 0].set_ylabel(str(input_names[0])[:18])
-        for channel in range(n_channels):
-            axis = axes[channel + int(has_stimulus), trial]
+        for row, channel in enumerate(shown):
+            axis = axes[row + int(has_stimulus), trial]
             mean = prediction["mean"][trial, :, channel]
             std = prediction["std"][trial, :, channel]
             if is_counts:
@@ -96,12 +120,16 @@ def plot_predictions(
             axis.fill_between(ts, mean - std, mean + std, color="C3", alpha=0.3, lw=0, label="±1 SD over samples")
             axis.axvspan(ts[0], ts[min(skip_bins, len(ts) - 1)], color="C0", alpha=0.12, lw=0)
             if trial == 0:
-                axis.set_ylabel(f"{str(channel_names[channel])[:18]}\n({unit})")
+                axis.set_ylabel(_channel_label(channel_names, channel, unit))
 
     axes[-1, 0].set_xlabel("time in trial (s)")
     axes[int(has_stimulus), 0].legend(frameon=False, fontsize=7)
+    conditioned = "the stimulus and the first bins" if has_stimulus else "the first bins alone (no stimulus)"
+    chosen = "" if n_channels == recording.n_channels else (
+        f"; the {n_channels} of {recording.n_channels} channels with the most activity in these trials"
+    )
     figure.suptitle(
-        "held-out predictions from the stimulus alone "
+        f"held-out predictions from {conditioned}{chosen}\n"
         f"(blue: first {skip_bins} bins, used to infer the initial state and not scored)",
         fontsize=9,
     )

@@ -13,6 +13,8 @@ class FitProgress:
 
     def __init__(self, total_steps: int, quiet: bool = False, start: int = 0):
         self.quiet = quiet
+        console = Console(stderr=True)
+        # A bar redrawn into a file leaves a cut-off last line; the log lines already record each evaluation.
         self._progress = Progress(
             TextColumn("[bold]fit"),
             BarColumn(),
@@ -20,8 +22,8 @@ class FitProgress:
             TextColumn("{task.fields[status]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            console=Console(stderr=True),
-            disable=quiet,
+            console=console,
+            disable=quiet or not console.is_terminal,
             transient=False,
         )
         self._task = self._progress.add_task("fit", total=total_steps, completed=start, status="compiling")

@@ -37,8 +37,9 @@ logger = logging.getLogger("neuroude")
 REPORT_NAME = "report.html"
 
 # Figures the report draws, in page order. Other images in RUN_DIR/figures are shown under "Other figures".
-# NOTE: `neuroude fit` and `evaluate` write their own training.png, heldout_predictions.png and
-# latent_paths.png, so after them those files differ from the report's until the report is rewritten.
+# `neuroude fit` and `evaluate` draw training.png and heldout_predictions.png with the same functions.
+# NOTE: they draw latent_paths.png with `plots.plot_latents`, so after them that file differs from the
+# report's until the report is rewritten.
 REPORT_FIGURES = (
     "data_overview.png", "training.png", "heldout_predictions.png", "latent_paths.png", "initial_states.png",
     "diffusion.png", "constants.png",
@@ -198,8 +199,10 @@ def _prediction_sections(run: Run, figures: Path) -> list[Section]:
         "Held-out predictions",
         plots.plot_predictions(test, prediction, figures / "heldout_predictions.png", skip, run.split["test"]),
         f"Test trials with the mean prediction and a band of one standard deviation over "
-        f"{run.config.evaluation.n_samples} samples of the prior SDE. The model reads the stimulus and the first "
-        f"{run.model.recognition.n_init_bins} bins (to infer x0); the first {skip} bins (shaded) are not scored.",
+        f"{run.config.evaluation.n_samples} samples of the prior SDE. The model reads "
+        f"{'the stimulus and ' if test.u is not None else ''}the first "
+        f"{run.model.recognition.n_init_bins} bins (to infer x0); the first {skip} bins (shaded) are not scored. "
+        "The channels shown are those with the most activity in these trials.",
     )]
 
     labels, grouping = condition_labels(run.recording)

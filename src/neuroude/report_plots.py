@@ -23,8 +23,11 @@ def plot_data_overview(recording, path, observation: str, max_trials: int = 3) -
     heights = [1, 2.5] if has_stimulus else [1]
     figure, axes = plt.subplots(
         rows, n_trials, figsize=(3.8 * n_trials, 1.4 + 1.6 * rows), squeeze=False,
-        gridspec_kw={"height_ratios": heights}, sharex=True,
+        gridspec_kw={"height_ratios": heights}, sharex=True, layout="constrained",
     )
+    # One colour scale for all rasters, so a single spike has the same shade in every panel.
+    largest_count = max(float(np.nanmax(recording.y[:n_trials])), 1.0)
+    image = None
     ts = recording.ts - recording.ts[0]
     input_names = recording.metadata.get("input_names") or [f"input {i}" for i in range(recording.n_inputs)]
     extent = (ts[0], ts[-1] + recording.dt, recording.n_channels - 0.5, -0.5)
@@ -43,8 +46,7 @@ def plot_data_overview(recording, path, observation: str, max_trials: int = 3) -
             axis.set_title(f"trial {trial}")
         if observation == "poisson":
             image = axis.imshow(recording.y[trial].T, aspect="auto", cmap="Greys", extent=extent,
-                                interpolation="nearest", vmin=0)
-            figure.colorbar(image, ax=axis, label="counts per bin", fraction=0.05)
+                                interpolation="nearest", vmin=0, vmax=largest_count)
             axis.set_ylabel("channel")
             if recording.n_channels <= 10:
                 axis.set_yticks(range(recording.n_channels))
@@ -54,11 +56,15 @@ def plot_data_overview(recording, path, observation: str, max_trials: int = 3) -
             axis.plot(ts, recording.y[trial] / scale + offsets, lw=0.6, color="0.2")
             axis.set_ylabel("channel (standardised, offset)")
         axis.set_xlabel("time in trial (s)")
+    if image is not None:
+        figure.colorbar(image, ax=list(axes[-1]), label="counts per bin", fraction=0.05)
     figure.suptitle(f"recorded data: {recording.n_trials} trials, {recording.n_channels} channels, "
                     f"bins of {recording.dt:g} s", fontsize=9)
-    figure.tight_layout()
     return _save(figure, path)
 
+
+# Fixed colours, so a term keeps its colour whether or not the other terms are drawn.
+KL_COLOURS = {"kl_initial": "C1", "kl_path": "C0", "residual_penalty": "C2"}
 
 TRAINING_PANELS = (
     ("loss", "negative ELBO per trial"),
@@ -87,7 +93,7 @@ def plot_training_history(history: dict[str, np.ndarray], path, metric_name: str
             for column, label in (("kl_initial", "initial state"), ("kl_path", "path"),
                                   ("residual_penalty", "residual penalty")):
                 if column in history and np.any(history[column] != 0):
-                    axis.plot(steps, history[column], lw=0.8, label=label)
+                    axis.plot(steps, history[column], lw=0.8, label=label, color=KL_COLOURS[column])
             axis.legend(frameon=False, fontsize=7)
             continue
         if name not in history:

@@ -308,7 +308,11 @@ def fit(
     train_indices = np.asarray(split["train"])
     validation = recording.select(split["validation"])
     if training.batch_size > len(train_indices):
-        logger.warning(
+        # The default batch size exceeds the packaged example's 12 training trials, and drawing with replacement
+        # is intended there, so only a batch size the user chose gets a warning.
+        chose = training.batch_size != type(training).model_fields["batch_size"].default
+        logger.log(
+            logging.WARNING if chose else logging.INFO,
             "training.batch_size is %d, larger than the %d training trials; each minibatch draws trials with "
             "replacement, so a trial can appear more than once in a step",
             training.batch_size, len(train_indices),

@@ -3,6 +3,8 @@
 The run's recording has behaviour, so its metrics.json is also checked for behaviour decoding.
 """
 
+import contextlib
+import io
 import json
 import math
 
@@ -15,6 +17,7 @@ from conftest import tiny_config, tiny_recording
 from neuroude.analysis.fitted import encode_constant_input, prior_diffusion, prior_drift
 from neuroude.analysis.noise import stationary_spread
 from neuroude.analysis.parameters import check_parameter_names
+from neuroude.analysis.report import format_level
 from neuroude.cli import main
 from neuroude.data import Recording, save_npz
 from neuroude.decoding import CALIBRATION_LEVELS
@@ -49,13 +52,20 @@ def fitted_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def analysis(fitted_run):
+def analysis_and_output(fitted_run):
     arguments = ["analyze", str(fitted_run.folder.root), "--input", *map(str, LEVELS),
                  "--continuation", *map(str, CONTINUATION), "--starts", "16",
                  "--continuation-constant", *map(str, CONSTANT_CONTINUATION),
                  "--regimes", *map(str, REGIMES), "--regime-points", str(REGIME_POINTS)]
-    assert main(arguments) == 0
-    return json.loads((fitted_run.folder.root / "analysis.json").read_text())
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        assert main(arguments) == 0
+    return json.loads((fitted_run.folder.root / "analysis.json").read_text()), output.getvalue()
+
+
+@pytest.fixture(scope="module")
+def analysis(analysis_and_output):
+    return analysis_and_output[0]
 
 
 def fitted_constants(run):
@@ -102,6 +112,26 @@ def test_continuation_finds_fitted_hopf_input(fitted_run, analysis):
     hopf = [point for branch in branches for point in branch["bifurcations"] if point["kind"] == "hopf"]
     assert len(hopf) >= 1
     np.testing.assert_allclose(hopf[0]["parameter"], hopf_input, atol=1e-3)
+
+
+def test_analyze_prints_continuation_summary(analysis_and_output):
+    analysis, output = analysis_and_output
+    branches = analysis["continuation"]["branches"]
+    points = [point for branch in branches for point in branch["bifurcations"]]
+    low, high = CONTINUATION
+    assert f"continuation in stimulus level from {low:.4g} to {high:.4g}: {len(branches)} branches" in output
+    assert f"{len(points)} bifurcation points" in output
+    hopf = next(point for point in points if point["kind"] == "hopf")
+    assert f"hopf at stimulus level = {hopf['parameter']:.4g}" in output
+    assert f"continuation in {CONSTANT_CONTINUATION[0]} from" in output
+
+
+def test_format_level_rounds_noise_to_zero():
+    assert format_level([-1.19e-09]) == "0"
+    assert format_level([-1.19e-09, 0.5]) == "0, 0.5"
+    assert format_level([2e-6], scale=1.0) == "2e-06"
+    assert format_level([2e-6], scale=10.0) == "0"
+    assert format_level(0.123456) == "0.123"
 
 
 def hopf_currents(a, b, tau):

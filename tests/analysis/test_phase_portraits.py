@@ -41,6 +41,23 @@ def test_pca_projection_of_planar_cloud():
     assert projection.labels[0].startswith("PC1 (90%")
 
 
+def test_plane_through_fixed_point_zeroes_projected_velocity():
+    # The fixed point (1, -2, 3) lies off the principal plane of the cloud, so only the shifted plane contains it.
+    matrix = jnp.array([[-1.0, 2.0, 0.0], [0.0, -3.0, 1.0], [0.5, 0.0, -2.0]])
+    fixed = np.array([1.0, -2.0, 3.0])
+    drift = lambda x, u: matrix @ (x - jnp.asarray(fixed, jnp.float32))  # noqa: E731
+    projection = pca_projection(np.random.default_rng(4).normal(size=(50, 3)))
+    plane = projection.through(fixed)
+
+    coordinates = plane.project(fixed)
+    np.testing.assert_allclose(plane.lift(coordinates), fixed, atol=1e-10)
+    np.testing.assert_allclose(coordinates, projection.project(fixed), atol=1e-10)
+    v1, v2 = projected_velocity(drift, None, plane, coordinates[:1], coordinates[1:])
+    np.testing.assert_allclose([v1[0, 0], v2[0, 0]], [0.0, 0.0], atol=1e-5)
+    v1, v2 = projected_velocity(drift, None, projection, coordinates[:1], coordinates[1:])
+    assert max(abs(v1[0, 0]), abs(v2[0, 0])) > 1e-2
+
+
 def test_projected_velocity_of_linear_system():
     matrix = jnp.array([[-1.0, 2.0, 0.0], [0.0, -3.0, 1.0], [0.5, 0.0, -2.0]])
     projection = pca_projection(np.random.default_rng(2).normal(size=(50, 3)))

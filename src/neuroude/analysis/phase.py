@@ -3,7 +3,7 @@
 A 2-D system is drawn in its own coordinates. A system of higher dimension is
 drawn in a plane `x = mean + z1 v1 + z2 v2`, by default the first two principal
 components of visited states, with the other principal coordinates held at the
-mean. The arrows and nullclines are those of the projected velocity
+mean (`neuroude analyze` holds them at a fixed point instead, see `Projection.through`). The arrows and nullclines are those of the projected velocity
 `(v1 . f(x), v2 . f(x))` on that plane, which is the exact flow only when the
 plane is invariant. A 1-D system is drawn as `f(x)` against `x`.
 """
@@ -48,6 +48,16 @@ class Projection:
     def lift(self, coordinates) -> np.ndarray:
         """Return the states (..., d) at plane coordinates (..., 2)."""
         return self.mean + np.asarray(coordinates, np.float64) @ self.components
+
+    def through(self, state) -> Projection:
+        """Return the parallel plane that contains `state`, keeping the plane coordinates of every state.
+
+        Only the coordinates off the plane move (to those of `state`), so a fixed point drawn in the new
+        plane sits where both projected velocity components vanish, on the crossing of the nullclines.
+        """
+        offset = np.asarray(state, np.float64) - self.mean
+        off_plane = offset - (offset @ self.components.T) @ self.components
+        return Projection(self.mean + off_plane, self.components, self.labels)
 
 
 def identity_projection(latent_size: int = 2) -> Projection:

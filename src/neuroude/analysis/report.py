@@ -43,6 +43,24 @@ def _default_levels(recording) -> list[np.ndarray]:
     return [recording.u.reshape(-1, recording.n_inputs).mean(axis=0)]
 
 
+def format_level(stimulus, scale: float = 1.0) -> str:
+    """Format stimulus values for display with 3 significant digits, writing 0 for |x| < 1e-6 * `scale`.
+
+    The mean of a z-scored stimulus comes out as rounding noise such as -1.19e-09, which reads as a real level.
+    """
+    values = np.atleast_1d(np.asarray(stimulus, np.float64))
+    values = np.where(np.abs(values) < 1e-6 * scale, 0.0, values)
+    return ", ".join(f"{value:.3g}" for value in values)
+
+
+def _stimulus_scale(recording) -> float:
+    """Return the largest absolute stimulus value of the recording, 1 when it has none or all are 0."""
+    if recording.u is None or recording.u.size == 0:
+        return 1.0
+    largest = float(np.nanmax(np.abs(recording.u)))
+    return largest if largest > 0 else 1.0
+
+
 def _sample_paths(model, u, starts, recording, key) -> np.ndarray:
     """Simulate the prior SDE at drive `u` from `starts` for one trial's duration, at the model's solver step."""
     dt = float(recording.dt) / model.n_substeps
@@ -61,15 +79,29 @@ def _analyse_level(run, index: int, stimulus, visited, projection, n_starts: int
     paths = _sample_paths(model, u, sample_starts, recording, key_paths)
 
     figure = run.folder.figures / f"phase_portrait_{index}.png"
-    values = ", ".join(f"{value:.3g}" for value in np.atleast_1d(stimulus))
-    plot_phase_portrait(prior_drift(model), u, figure, points, paths, projection, title=f"stimulus ({values})")
+    values = format_level(stimulus, _stimulus_scale(recording))
+    title = f"stimulus ({values})"
+    anchor = _plane_anchor(points) if projection is not None and model.latent_size > 2 else None
+    if anchor is not None:
+        projection = projection.through(anchor.state)
+        title += f"\nplane through the {anchor.stability}; other points projected onto it"
+    plot_phase_portrait(prior_drift(model), u, figure, points, paths, projection, title=title)
     logger.info("stimulus (%s): %d fixed or slow points", values, len(points))
     return {
         "stimulus": np.atleast_1d(stimulus).astype(float).tolist(),
+        "label": values,
         "drive": np.asarray(u, float).tolist(),
         "points": [point.to_dict() for point in points],
         "figure": str(figure.relative_to(run.folder.root)),
+        **({"plane_origin": projection.mean.tolist()} if projection is not None else {}),
     }
+
+
+def _plane_anchor(points):
+    """Return the fixed point the drawn plane passes through: the first stable one, else the first; None if none."""
+    fixed = [point for point in points if point.kind == "fixed point"]
+    stable = [point for point in fixed if point.is_stable]
+    return (stable or fixed or [None])[0]
 
 
 def _continuation(run, visited, low: float, high: float, n_starts: int, key) -> list[Branch]:
