@@ -348,7 +348,7 @@ def fit(
                     model_now = eqx.combine(params, static)
                     # NOTE: with multiple shooting the diagnosis replays one continuous path, not the segments.
                     diagnosis = locate_nonfinite(model_now, *batch, t0, bin_width, key, training.n_samples,
-                                                 config.solver.max_state)
+                                                 config.solver.max_state, batch_behaviour)
                     raise TrainingError(_stop_message(state, training, diagnosis, indices))
 
                 # The update of step s (counted from 0) used the learning rate schedule(s).
