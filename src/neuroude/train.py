@@ -344,12 +344,7 @@ def fit(
                 state.step += 1
                 if bool(terms["state_bound_exceeded"]):
                     _log_state_bound(state.step, terms, indices, t0, bin_width, config.solver.max_state)
-                if _count_nonfinite(state, bool(finite), training):
-                    model_now = eqx.combine(params, static)
-                    # NOTE: with multiple shooting the diagnosis replays one continuous path, not the segments.
-                    diagnosis = locate_nonfinite(model_now, *batch, t0, bin_width, key, training.n_samples,
-                                                 config.solver.max_state, batch_behaviour)
-                    raise TrainingError(_stop_message(state, training, diagnosis, indices))
+                must_stop = _count_nonfinite(state, bool(finite), training)
 
                 # The update of step s (counted from 0) used the learning rate schedule(s).
                 row = {"step": state.step, **{name: float(terms[name]) for name in TERM_NAMES}}
@@ -361,6 +356,13 @@ def fit(
                            learning_rate=float(schedule(state.step - 1)), skipped_steps=state.nonfinite_total,
                            validation_metric=None)
                 state.history.append(row)
+
+                if must_stop:
+                    model_now = eqx.combine(params, static)
+                    # NOTE: with multiple shooting the diagnosis replays one continuous path, not the segments.
+                    diagnosis = locate_nonfinite(model_now, *batch, t0, bin_width, key, training.n_samples,
+                                                 config.solver.max_state, batch_behaviour)
+                    raise TrainingError(_stop_message(state, training, diagnosis, indices))
 
                 metric = None
                 if state.step % training.eval_every == 0 or state.step == training.steps:
@@ -379,6 +381,11 @@ def fit(
             state.seconds = time.perf_counter() - started
             checkpoint(run.last_checkpoint)
             logger.warning("fit interrupted at step %d; continue it with --resume", state.step)
+            raise
+        except Exception:
+            # Keep the rows of the steps since the last checkpoint for the post-mortem. A resume still
+            # starts from the checkpoint's own history and overwrites this file at its next checkpoint.
+            write_text(run.history, _history_csv(state.history))
             raise
 
     if state.best_step < 0:
