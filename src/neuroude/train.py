@@ -34,7 +34,7 @@ from .dynamics.parameters import trainable_filter
 from .errors import ConfigError, DataFileError, TrainingError
 from .evaluate import validation_metric
 from .model import LatentUDE
-from .observation.checks import check_behaviour
+from .observation.checks import check_behaviour, warn_behaviour_scale
 from .precision import cast_floating, precision_dtype
 from .progress import FitProgress
 from .runs import RunFolder, load_checkpoint, save_checkpoint, write_text
@@ -280,6 +280,10 @@ def fit(
 
     y, stimulus, mask = cast_floating(_data_arrays(recording), dtype)
     behaviour = cast_floating(_behaviour_array(model, recording), dtype)
+    if behaviour is not None:
+        train_trials = np.asarray(split["train"])
+        warn_behaviour_scale(recording.behaviour[train_trials], recording.behaviour_observed[train_trials],
+                             recording.metadata.get("behaviour_names"))
     t0, bin_width = float(recording.ts[0]), float(recording.dt)
     train_indices = np.asarray(split["train"])
     validation = recording.select(split["validation"])
