@@ -172,7 +172,8 @@ def open_npz(path: str | os.PathLike) -> np.lib.npyio.NpzFile:
     """Open `path` as an NPZ archive without reading its members, checking it as `load_npz` does.
 
     Raises DataFileError, naming the file and the format expected, for a missing, unreadable,
-    non-ZIP (a text file, for example), truncated or corrupt file, and for a single .npy array.
+    non-ZIP (a text file, for example) or truncated file and for a single .npy array. A damaged
+    member can fail only when it is read, so read members with `read_member`.
     """
     path = Path(path)
     if not path.exists():
