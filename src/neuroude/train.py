@@ -31,7 +31,7 @@ from .constant_posterior import posterior_penalty
 from .diagnose import locate_nonfinite
 from .distributed import initialize_distributed
 from .dynamics.parameters import trainable_filter
-from .errors import ConfigError, DataFileError, TrainingError
+from .errors import ConfigError, DataFileError, RunFolderError, TrainingError
 from .evaluate import validation_metric
 from .model import LatentUDE
 from .observation.checks import check_behaviour, warn_behaviour_scale
@@ -387,15 +387,26 @@ def fit(
             logger.warning("fit interrupted at step %d; continue it with --resume", state.step)
             raise
         except Exception:
-            # Keep the rows of the steps since the last checkpoint for the post-mortem. A resume still
-            # starts from the checkpoint's own history and overwrites this file at its next checkpoint.
-            write_text(run.history, _history_csv(state.history))
+            _save_history_after_error(run, state)
             raise
 
     if state.best_step < 0:
         checkpoint(run.best_checkpoint)
     _, (best_params, _) = load_checkpoint(run.best_checkpoint, (params, opt_state))
     return FitResult(eqx.combine(best_params, static), state, split)
+
+
+def _save_history_after_error(run: RunFolder, state: FitState) -> None:
+    """Write the history rows of a fit that is stopping on an error, for the post-mortem.
+
+    A resume still starts from the checkpoint's own history and overwrites this file at its next
+    checkpoint. A failed write (a full disk, say) is logged, so the error that stopped the fit is the
+    one raised.
+    """
+    try:
+        write_text(run.history, _history_csv(state.history))
+    except (OSError, RunFolderError) as error:
+        logger.warning("could not write %s after the fit stopped: %s", run.history, error)
 
 
 def multiple_shooting(config: RunConfig, n_bins: int) -> MultipleShooting | None:
