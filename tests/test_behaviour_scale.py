@@ -28,7 +28,7 @@ def test_pixel_scale_warned_by_name(caplog):
 
     assert len(warnings) == 1
     assert "behaviour speed has standard deviation" in warnings[0]
-    assert "outside [0.01, 100]" in warnings[0]
+    assert "expected a standard deviation in [0.01, 100]" in warnings[0]
     assert "Standardise the behaviour" in caplog.text
 
 
@@ -36,6 +36,16 @@ def test_tiny_scale_warned():
     values = behaviour_values(1e-4)
     warnings = warn_behaviour_scale(values, np.ones(values.shape, bool))
     assert [warning.split(" has")[0] for warning in warnings] == ["behaviour variable 0", "behaviour variable 1"]
+
+
+def test_rare_huge_value_warned():
+    # One tracking glitch leaves the standard deviation near 1 but gives a residual of about 5000.
+    values = behaviour_values(1.0)
+    values[3, 4, 0] = 4737.0
+    warnings = warn_behaviour_scale(values, np.ones(values.shape, bool), ["speed", "x"])
+    assert len(warnings) == 1
+    assert "behaviour speed has standard deviation" in warnings[0]
+    assert "largest absolute value 4737" in warnings[0]
 
 
 def test_unobserved_entries_ignored():
