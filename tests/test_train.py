@@ -171,6 +171,38 @@ def test_nonfinite_steps_stop_fit_and_keep_checkpoint(tmp_path, monkeypatch):
     assert "the first non-finite value came from the process model in trial" in message
     assert "at t = 0.01 s" in message
     assert "beyond solver.max_state = 1e+06" in message
+    # The history keeps the rows after the checkpoint at step 2, the non-finite ones included.
+    rows = (run.root / "history.csv").read_text().splitlines()
+    last = dict(zip(rows[0].split(","), rows[-1].split(",")))
+    assert len(rows) - 1 > 2
+    assert last["finite"] == "False"
+
+
+def test_error_before_checkpoint_keeps_history(tmp_path, monkeypatch):
+    config = npz_config(tmp_path, training={"steps": 10, "checkpoint_every": 100, "eval_every": 100})
+    real_make = train_module.make_train_step
+
+    def fail_at_step_4(*args, **kwargs):
+        real_step = real_make(*args, **kwargs)
+        calls = {"count": 0}
+
+        def step(*step_args):
+            calls["count"] += 1
+            if calls["count"] == 4:
+                raise RuntimeError("simulated failure in step 4")
+            return real_step(*step_args)
+
+        return step
+
+    monkeypatch.setattr(train_module, "make_train_step", fail_at_step_4)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        fit_run(config, tmp_path / "run", quiet=True)
+
+    run = RunFolder(tmp_path / "run")
+    rows = (run.root / "history.csv").read_text().splitlines()
+    assert not run.last_checkpoint.exists()
+    assert rows[0].startswith("step,")
+    assert [row.split(",")[0] for row in rows[1:]] == ["1", "2", "3"]
 
 
 def test_existing_run_not_overwritten(tmp_path):

@@ -145,12 +145,21 @@ def _parser_section(title: str, parser: argparse.ArgumentParser, help_text: str)
     return lines
 
 
+def _command_sections(title: str, parser: argparse.ArgumentParser) -> list[str]:
+    """Return the sections of each command of `parser` and, in turn, of their own commands (`neuroude data inspect`)."""
+    lines = []
+    for commands in parser._actions:
+        if not isinstance(commands, argparse._SubParsersAction):
+            continue
+        helps = {choice.dest: choice.help for choice in commands._choices_actions}
+        for name, subparser in commands.choices.items():
+            lines += _parser_section(f"{title} {name}", subparser, helps.get(name) or "")
+            lines += _command_sections(f"{title} {name}", subparser)
+    return lines
+
+
 def cli_reference() -> str:
     """Return Markdown with the usage and arguments of `neuroude` and of each of its commands."""
     parser = _parser()
     lines = _parser_section("neuroude", parser, parser.description or "")
-    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
-    helps = {choice.dest: choice.help for choice in commands._choices_actions}
-    for name, subparser in commands.choices.items():
-        lines += _parser_section(f"neuroude {name}", subparser, helps.get(name) or "")
-    return "\n".join(lines)
+    return "\n".join(lines + _command_sections("neuroude", parser))

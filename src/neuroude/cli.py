@@ -28,7 +28,8 @@ def _parser() -> argparse.ArgumentParser:
 
     fit = commands.add_parser("fit", help="fit a latent UDE and write a run folder")
     fit.add_argument("config", nargs="?", help="YAML run configuration (default: the packaged receptor-neuron fit)")
-    fit.add_argument("--out", default=None, help="run folder to write (default: runs/<config name>)")
+    fit.add_argument("--out", default=None, help="run folder to write (default: runs/ followed by the config file's name without .yaml, "
+                     "or runs/receptor-neuron without a config)")
     fit.add_argument("--seed", type=int, default=None, help="random seed; overrides the config's seed")
     fit.add_argument("--steps", type=int, default=None, help="training steps; overrides training.steps")
     fit.add_argument("--resume", action="store_true", help="continue the fit in --out from its last checkpoint")

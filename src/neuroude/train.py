@@ -32,10 +32,10 @@ from .constant_posterior import posterior_penalty
 from .diagnose import locate_nonfinite
 from .distributed import initialize_distributed
 from .dynamics.parameters import trainable_filter
-from .errors import ConfigError, DataFileError, TrainingError
+from .errors import ConfigError, DataFileError, RunFolderError, TrainingError
 from .evaluate import validation_metric
 from .model import LatentUDE
-from .observation.checks import check_behaviour
+from .observation.checks import check_behaviour, warn_behaviour_scale
 from .precision import cast_floating, precision_dtype
 from .progress import FitProgress
 from .runs import RunFolder, load_checkpoint, save_checkpoint, write_text
@@ -304,6 +304,10 @@ def fit(
 
     y, stimulus, mask = cast_floating(_data_arrays(recording), dtype)
     behaviour = cast_floating(_behaviour_array(model, recording), dtype)
+    if behaviour is not None:
+        train_trials = np.asarray(split["train"])
+        warn_behaviour_scale(recording.behaviour[train_trials], recording.behaviour_observed[train_trials],
+                             recording.metadata.get("behaviour_names"))
     t0, bin_width = float(recording.ts[0]), float(recording.dt)
     train_indices = np.asarray(split["train"])
     validation = recording.select(split["validation"])
@@ -385,14 +389,7 @@ def fit(
                                    state.step, failure)
                 elif bool(terms["state_bound_exceeded"]):
                     _log_state_bound(state.step, terms, indices, t0, bin_width, config.solver.max_state)
-                if _count_nonfinite(state, finite, training):
-                    if failure is not None:
-                        raise TrainingError(_solver_stop_message(state, training, failure))
-                    model_now = eqx.combine(params, static)
-                    # NOTE: with multiple shooting the diagnosis replays one continuous path, not the segments.
-                    diagnosis = locate_nonfinite(model_now, *batch, t0, bin_width, key, training.n_samples,
-                                                 config.solver.max_state)
-                    raise TrainingError(_stop_message(state, training, diagnosis, indices))
+                must_stop = _count_nonfinite(state, finite, training)
 
                 # The update of step s (counted from 0) used the learning rate schedule(s).
                 row = {"step": state.step, **{name: float(terms[name]) for name in TERM_NAMES}}
@@ -404,6 +401,15 @@ def fit(
                            learning_rate=float(schedule(state.step - 1)), skipped_steps=state.nonfinite_total,
                            validation_metric=None)
                 state.history.append(row)
+
+                if must_stop:
+                    if failure is not None:
+                        raise TrainingError(_solver_stop_message(state, training, failure))
+                    model_now = eqx.combine(params, static)
+                    # NOTE: with multiple shooting the diagnosis replays one continuous path, not the segments.
+                    diagnosis = locate_nonfinite(model_now, *batch, t0, bin_width, key, training.n_samples,
+                                                 config.solver.max_state, batch_behaviour)
+                    raise TrainingError(_stop_message(state, training, diagnosis, indices))
 
                 metric = None
                 if state.step % training.eval_every == 0 or state.step == training.steps:
@@ -423,11 +429,27 @@ def fit(
             checkpoint(run.last_checkpoint)
             logger.warning("fit interrupted at step %d; continue it with --resume", state.step)
             raise
+        except Exception:
+            _save_history_after_error(run, state)
+            raise
 
     if state.best_step < 0:
         checkpoint(run.best_checkpoint)
     _, (best_params, _) = load_checkpoint(run.best_checkpoint, (params, opt_state))
     return FitResult(eqx.combine(best_params, static), state, split)
+
+
+def _save_history_after_error(run: RunFolder, state: FitState) -> None:
+    """Write the history rows of a fit that is stopping on an error, for the post-mortem.
+
+    A resume still starts from the checkpoint's own history and overwrites this file at its next
+    checkpoint. A failed write (a full disk, say) is logged, so the error that stopped the fit is the
+    one raised.
+    """
+    try:
+        write_text(run.history, _history_csv(state.history))
+    except (OSError, RunFolderError) as error:
+        logger.warning("could not write %s after the fit stopped: %s", run.history, error)
 
 
 def multiple_shooting(config: RunConfig, n_bins: int) -> MultipleShooting | None:

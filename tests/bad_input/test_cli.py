@@ -1,5 +1,6 @@
 """Bad arguments given to the `neuroude` command: it exits with status 2 and a message on standard error."""
 
+import numpy as np
 import pytest
 import yaml
 
@@ -21,6 +22,17 @@ def cli_with_config(config, *argv):
 def cli_with_file(*argv):
     def action(tmp):
         (tmp / "taken").write_text("")
+        return cli(*argv)(tmp)
+
+    return action
+
+
+def cli_with_npz(damage, *argv):
+    # Writes a valid archive to <tmp>/recording.npz, then replaces its bytes with damage(bytes).
+    def action(tmp):
+        path = tmp / "recording.npz"
+        np.savez(path, y=np.ones((2, 5, 3)), dt=0.01)
+        path.write_bytes(damage(path.read_bytes()))
         return cli(*argv)(tmp)
 
     return action
@@ -53,6 +65,14 @@ CASES = [
          "argument --split", "'training'", "choose from 'train', 'validation', 'test'"),
     Case("evaluate missing run", cli("evaluate", "<tmp>/absent"), 2,
          "run folder", "absent not found", "expected a folder written by `neuroude fit`"),
+    Case("inspect truncated npz", cli_with_npz(lambda data: data[: len(data) // 2], "data", "inspect",
+                                               "<tmp>/recording.npz"), 2,
+         "could not read", "recording.npz", "expected a file written by numpy.savez"),
+    Case("inspect text as npz", cli_with_npz(lambda data: b"trial,rate\n1,3\n", "data", "inspect",
+                                             "<tmp>/recording.npz"), 2,
+         "recording.npz is not a valid NPZ (zip) archive", "b'trial,ra'", "expected a file written by numpy.savez"),
+    Case("inspect missing file", cli("data", "inspect", "<tmp>/absent.npz"), 2,
+         "neuroude data: error", "recording file not found", "absent.npz"),
 ]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from neuroude.data.loaders import detect_format
+from neuroude.data.npz import open_npz, read_member
 from neuroude.errors import DataFileError, NeuroudeError
 
 # Bin width tried when checking that an NWB file loads, in seconds.
@@ -47,18 +48,12 @@ def _try_load(path: Path, options: dict) -> list[str]:
 
 
 def _describe_npz(path: Path) -> list[str]:
+    # The same checks as `load_npz`, so a corrupt, truncated or non-ZIP file raises DataFileError.
     lines = ["arrays:"]
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            for name in archive.files:
-                try:
-                    array = archive[name]
-                except ValueError:
-                    lines.append(f"  {name}: contains pickled Python objects, which neuroude does not read")
-                    continue
-                lines.append(_array_line(name, array.shape, array.dtype))
-    except (OSError, ValueError) as error:
-        return [f"could not list the arrays: {error}"]
+    with open_npz(path) as archive:
+        for name in archive.files:
+            array = read_member(archive, name, path)
+            lines.append(_array_line(name, array.shape, array.dtype))
     return _limited(lines) + _try_load(path, {})
 
 

@@ -163,6 +163,19 @@ def _scalar(arrays: dict[str, np.ndarray], key: str, path: Path) -> float:
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    # Members are decompressed lazily, so a truncated archive can fail only here.
+    with open_npz(path) as loaded:
+        return {key: read_member(loaded, key, path) for key in loaded.files}
+
+
+def open_npz(path: str | os.PathLike) -> np.lib.npyio.NpzFile:
+    """Open `path` as an NPZ archive without reading its members, checking it as `load_npz` does.
+
+    Raises DataFileError, naming the file and the format expected, for a missing, unreadable,
+    non-ZIP (a text file, for example) or truncated file and for a single .npy array. A damaged
+    member can fail only when it is read, so read members with `read_member`.
+    """
+    path = Path(path)
     if not path.exists():
         raise DataFileError(f"recording file not found: {path}; expected an existing NPZ file")
     if path.is_dir():
@@ -182,13 +195,15 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
 
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         raise DataFileError(f"{path} is a single .npy array, not an NPZ archive; expected a file written by numpy.savez")
+    return loaded
 
-    # Members are decompressed lazily, so a truncated archive can fail only here.
-    with loaded:
-        try:
-            return {key: loaded[key] for key in loaded.files}
-        except _READ_ERRORS as error:
-            raise _unreadable(path, error) from error
+
+def read_member(archive: np.lib.npyio.NpzFile, key: str, path: str | os.PathLike) -> np.ndarray:
+    """Read one array of an archive from `open_npz`, raising DataFileError when it is corrupt or pickled."""
+    try:
+        return archive[key]
+    except _READ_ERRORS as error:
+        raise _unreadable(Path(path), error) from error
 
 
 def _check_archive_signature(path: Path) -> None:

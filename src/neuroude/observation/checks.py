@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from ..data.recording import Recording
 from ..errors import DataError
 
 COUNT_MODELS = ("poisson", "negative_binomial")
+
+# Standard deviations of a behaviour variable outside this range get a warning. The behaviour head
+# starts at unit noise scale and a readout of order one, so variables far from unit scale make the
+# early log-likelihood huge (it can overflow) or negligible next to the neural one.
+BEHAVIOUR_STD_RANGE = (0.01, 100.0)
+# Largest |value| of a behaviour variable without a warning: rare large values (tracking glitches
+# in a speed, for example) leave the standard deviation moderate but give huge early residuals.
+BEHAVIOUR_MAX_ABS = 1000.0
+
+logger = logging.getLogger("neuroude")
 
 
 def check_binary(recording) -> None:
@@ -29,6 +41,36 @@ def check_behaviour(recording, behaviour_configured: bool) -> None:
             "model.behaviour is set, but the recording has no behaviour (Recording.behaviour is None); "
             "add a (trials, time, variables) behaviour array to the recording or remove model.behaviour"
         )
+
+
+def warn_behaviour_scale(behaviour: np.ndarray, observed: np.ndarray, names=None) -> list[str]:
+    """Log a warning for each behaviour variable whose standard deviation is outside `BEHAVIOUR_STD_RANGE`
+    or whose largest absolute value is above `BEHAVIOUR_MAX_ABS`.
+
+    `behaviour` and `observed` are (trials, time, b) arrays of the training trials. Returns the
+    warnings logged, one per variable.
+    """
+    low, high = BEHAVIOUR_STD_RANGE
+    warnings = []
+    for index in range(behaviour.shape[-1]):
+        values = np.asarray(behaviour[..., index], np.float64)[np.asarray(observed[..., index], bool)]
+        if values.size < 2:
+            continue
+        std = float(np.std(values))
+        largest = float(np.max(np.abs(values)))
+        if low <= std <= high and largest <= BEHAVIOUR_MAX_ABS:
+            continue
+        name = names[index] if names is not None and index < len(names) else f"variable {index}"
+        message = (
+            f"behaviour {name} has standard deviation {std:.4g} and largest absolute value {largest:.4g} on the "
+            f"training trials; expected a standard deviation in [{low:g}, {high:g}] and values within "
+            f"±{BEHAVIOUR_MAX_ABS:g}. The behaviour head fits it on this raw scale, which can make the loss overflow "
+            "or let behaviour dominate or vanish from it. Standardise the behaviour (subtract its mean, divide "
+            "by its standard deviation) or convert it to other units before fitting."
+        )
+        logger.warning(message)
+        warnings.append(message)
+    return warnings
 
 
 def check_recording(recording, observation: str, behaviour_configured: bool = False, channel_groups=()) -> None:
