@@ -120,8 +120,11 @@ def make_train_step(
 
     @eqx.filter_jit
     def train_step(params, opt_state, y, stimulus, mask, key, beta, behaviour=None, lr_scale=1.0):
-        # `behaviour` is None or the pair (values, mask) of `_behaviour_array`.
-        values, behaviour_mask = (None, None) if behaviour is None else behaviour
+        # `behaviour` is None, an array of values, or the pair (values, mask) of `_behaviour_array`.
+        if behaviour is None or not isinstance(behaviour, tuple):
+            values, behaviour_mask = behaviour, None
+        else:
+            values, behaviour_mask = behaviour
 
         def loss_fn(trainable):
             model = eqx.combine(trainable, static)
