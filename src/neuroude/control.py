@@ -523,7 +523,7 @@ class RecognitionEstimator:
     the posterior SDE (prior drift plus the context-driven correction) are
     integrated from `x0` with the inputs that were applied, up to the current
     bin. The recognition model's context at bin k summarises the observations
-    from k + 1 to the present, so later observations correct the path.
+    from k to the present, so later observations correct the path.
 
     With `observations="window"`, the recognition model reads only the last
     `n_init_bins` observations. It infers the state at the first of them, and

@@ -14,11 +14,9 @@ from .segments import checkpointed_scan
 class GRURecognition(eqx.Module):
     """Backward GRU over observations and encoded inputs.
 
-    Run from the last bin to the first, the GRU reads the observations in
-    reverse. The context at bin `k` is a linear map of its hidden state
-    after reading `y[k+1:]`. It steers the posterior drift from bin time `k`
-    to `k + 1`, whose end state is read out for `y[k+1]`, so the freshest
-    observation it has read is the one that state must explain. The Gaussian `q(x0 | y)` is read from a second
+    Run from the last bin to the first, the GRU's hidden state at bin `k`
+    summarises `y[k:]`. A linear map of it is the context that steers the
+    posterior drift at bin `k`. The Gaussian `q(x0 | y)` is read from a second
     pass of the same GRU over only the first `n_init_bins` bins. The initial
     state is thus inferred the same way in training and on held-out trials,
     where the model may read only those bins.
@@ -116,17 +114,13 @@ class GRURecognition(eqx.Module):
     def context(
         self, y: Float[Array, "T n"], drive: Float[Array, "T m"], checkpoint_bins: int = 0
     ) -> Float[Array, "T c"]:
-        """Return the context sequence, aligned to forward time: row `k` summarises `y[k+1:]`.
+        """Return the context sequence, aligned to forward time.
 
         `checkpoint_bins > 0` recomputes the GRU in segments of that many bins
         in the backward pass (see `neuroude.segments`).
         """
-        features = jnp.concatenate([y, drive], axis=-1)
-        following = self._run_backwards(features[1:], checkpoint_bins)
-        # The last bin steers no step of the path (the solver reads it only at the end point), and no
-        # observation follows it, so its hidden state is the GRU's start state.
-        empty_future = jnp.zeros((1, self.hidden_size), following.dtype)
-        return jax.vmap(self.to_context)(jnp.concatenate([following, empty_future]))
+        hiddens = self._run_backwards(jnp.concatenate([y, drive], axis=-1), checkpoint_bins)
+        return jax.vmap(self.to_context)(hiddens)
 
 
 def _check_state_prior(location, scale, latent_size: int):

@@ -5,7 +5,7 @@ With `solver.checkpoint_bins = L`, a trial of `T` bins is cut into
 
 1. From the last segment to the first, the recognition GRU runs backwards
    and keeps only its state at each segment's right edge, `h_right[s]`, the
-   context state of the segment's next bin (which summarises the bins after that one).
+   summary of every bin after segment `s`.
 2. From the first segment to the last, each segment starts the GRU again from
    `h_right[s]` and rebuilds its own context, drive and Brownian increments.
    It then integrates the posterior SDE over its bins and adds its bins' log
@@ -131,13 +131,12 @@ def _right_edge_states(model, y, stimulus, features, segment: int, n_segments: i
     n_bins = y.shape[0]
     recognition = model.recognition
 
-    # The context of bin k summarises y[k+1:], so segment s reads the bins one row after its own.
     @jax.checkpoint
     def one_segment(hidden, index):
-        following = index * segment + 1
-        valid = following + jnp.arange(segment) < n_bins
-        drive = model.encode(_rows(stimulus, following, segment, n_bins))
-        window = features(following, drive)
+        first = index * segment
+        valid = first + jnp.arange(segment) < n_bins
+        drive = model.encode(_rows(stimulus, first, segment, n_bins))
+        window = features(first, drive)
         hidden_first, _ = recognition.run_window(hidden, window, valid)
         return hidden_first, hidden
 
@@ -169,9 +168,7 @@ def _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0:
         if model.sde.is_ode:
             context = None
         else:
-            # The context of bin k summarises y[k+1:] (see `GRURecognition.context`).
-            following_valid = first + 1 + jnp.arange(segment) < n_bins
-            _, hiddens = model.recognition.run_window(right_state, features(first + 1, drive[1:]), following_valid)
+            _, hiddens = model.recognition.run_window(right_state, features(first, drive[:segment]), valid > 0)
             hiddens = jnp.concatenate([hiddens, right_state[None]])
             context = jax.vmap(model.recognition.to_context)(hiddens)
 
