@@ -204,6 +204,10 @@ def test_interrupt_before_command_exits_130(monkeypatch, capsys):
 
 
 def test_interrupt_during_extension_import_exits_130(monkeypatch, capsys):
+    # A fresh `neuroude` process starts with Python's default SIGINT handler. Earlier tests in this
+    # process (Ray, subprocess helpers) may have replaced it, so put it back for this test.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+
     def import_interrupted(argv):
         # jaxlib turns Ctrl-C during its initialisation into an ImportError without the interrupt in its chain.
         try:
@@ -213,9 +217,15 @@ def test_interrupt_during_extension_import_exits_130(monkeypatch, capsys):
         raise ImportError("Encountered an error while initializing the extension.")
 
     monkeypatch.setattr(cli, "_run_command", import_interrupted)
-    assert main(["models"]) == 130
+    try:
+        exit_code = main(["models"])
+        handler_after = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+    assert exit_code == 130
     assert capsys.readouterr().err == "neuroude: interrupted\n"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert handler_after is signal.default_int_handler
 
 
 def test_import_error_without_interrupt_raises(monkeypatch):
