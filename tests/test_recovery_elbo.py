@@ -1,8 +1,8 @@
 """Wilson-Cowan constants recovered by neuroude's own variational fit (full ELBO).
 
-The data come from the simulation of the Wilson-Cowan case in `test_recovery_mechanistic`: the
-same constants, start state, process noise (0.02) and observation noise (0.02), with E observed
-and I hidden, here on 12 trials of 0.3 s saved as a recording. That file fits an ODE shortcut.
+The data come from the simulation of the Wilson-Cowan case in `test_recovery_mechanistic`. It
+uses the same constants, start state, process noise (0.02) and observation noise (0.02), with E
+observed and I hidden. Here it runs on 12 trials of 0.3 s saved as a recording. That file fits an ODE shortcut.
 The fit here is `fit_run`, the path a user takes. It fits a latent SDE with additive process noise,
 the GRU recognition model for the initial state and the posterior drift correction. The Gaussian
 readout and the input gains (from 0.5, true 1) are learned too, and the loss is the full ELBO. The

@@ -24,7 +24,7 @@ BIN_WIDTH = 0.01
 N_TRIALS = 2
 N_BINS = 23
 SEGMENT = 5
-# One channel per observation model that streaming did not accept before; channel 3 holds binary data.
+# One channel per observation model that streaming did not accept before. Channel 3 contains binary data.
 GROUPS = [
     {"observation": "calcium", "channels": [0]},
     {"observation": "bold", "channels": [1]},

@@ -137,8 +137,8 @@ class NetworkConfig(Section):
         "speed; learnable unless model.frozen_constants names 'conduction_speed'"
     )
     min_conduction_speed: float | None = Field(
-        None, gt=0, description="m/s; slowest speed the history buffer holds, which sets its length; the fitted "
-        "speed is clipped to it; default half of conduction_speed, or conduction_speed when frozen"
+        None, gt=0, description="minimum conduction speed in m/s. It sets the history buffer's length, and the "
+        "fitted speed is clipped to it. Default: half of conduction_speed, or conduction_speed when frozen"
     )
 
     @model_validator(mode="after")

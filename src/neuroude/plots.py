@@ -89,8 +89,8 @@ def plot_predictions(
     `trial_indices` are the trials' indices in the full recording, used in the panel titles.
     """
     n_trials = min(max_trials, recording.n_trials)
-    shown = _most_active_channels(recording, n_trials, max_channels)
-    n_channels = len(shown)
+    active_channels = _most_active_channels(recording, n_trials, max_channels)
+    n_channels = len(active_channels)
     has_stimulus = recording.u is not None
     rows = n_channels + int(has_stimulus)
     figure, axes = plt.subplots(rows, n_trials, figsize=(3.6 * n_trials, 1.9 * rows), squeeze=False, sharex=True)
@@ -108,7 +108,7 @@ def plot_predictions(
             axes[0, trial].plot(ts, recording.u[trial], color="0.3", lw=0.8)
             if trial == 0:
                 axes[0, 0].set_ylabel(str(input_names[0])[:18])
-        for row, channel in enumerate(shown):
+        for row, channel in enumerate(active_channels):
             axis = axes[row + int(has_stimulus), trial]
             mean = prediction["mean"][trial, :, channel]
             std = prediction["std"][trial, :, channel]

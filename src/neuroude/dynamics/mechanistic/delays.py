@@ -248,13 +248,13 @@ class _BlockedDelays:
 
     The history is sender-major, shape (N, 2 * ring), so the `block` values of
     one connection are contiguous. Each block writes its columns twice, at
-    `pointer` and `pointer + ring`, so column `pointer + ring - 1 - k` holds the
+    `pointer` and `pointer + ring`, so column `pointer + ring - 1 - k` contains the
     value `k` steps before the block's first step for every k in [0, ring - 1].
     `ring` is a multiple of `block` that exceeds the longest lag, so a block's
     columns never wrap. The gather's reads with `b > l` land on columns
     `pointer + ring` to `pointer + ring + block - 2`, which no other read of
-    the block uses, so `write` zeroes them for the next block: they add 0
-    without a mask, which would cost as much as the gather.
+    the block uses. `write` zeroes those columns for the next block, so these
+    reads add 0. A mask would do the same but costs as much as the gather.
     """
 
     def __init__(self, network: BrainNetwork, lags: np.ndarray, block: int, connected: np.ndarray | None):
