@@ -417,7 +417,11 @@ def simulate_network(
         else:
             noise = jnp.zeros((chunk_steps, network.state_size), x0.dtype)
         steps = index * chunk_steps + jnp.arange(chunk_steps)
-        inputs = (steps, drives, _by_variable(network, noise))
+        inputs = (steps, drives, noise)
+        if block == 1:
+            carry, saved = _advance_saved_blocks(advance, carry, inputs, blocks, save_every, unroll)
+            return carry, _by_node(saved)
+
         inputs = jax.tree.map(lambda a: a.reshape(chunk_steps // block, block, *a.shape[1:]), inputs)
         carry, states = jax.lax.scan(advance, carry, inputs, unroll=max(1, min(unroll, chunk_steps) // block))
         saved = states.reshape(chunk_steps, *states.shape[2:])[save_every - 1 :: save_every]
@@ -428,6 +432,24 @@ def simulate_network(
     carry0 = (_by_variable(network, x0), history0, jnp.zeros((), jnp.int32))
     _, saved = jax.lax.scan(chunk, carry0, (jnp.arange(n_chunks), drives))
     return jnp.concatenate([x0[None], saved.reshape(-1, network.state_size)])
+
+
+def _advance_saved_blocks(advance, carry, inputs, blocks: int, save_every: int, unroll: int):
+    """Run single steps over `blocks` saved blocks of `save_every` steps; return the carry and each block's last state.
+
+    The steps of a block write no output, so the state is stored once per saved block and not at every step.
+    """
+    inputs = jax.tree.map(lambda a: a.reshape(blocks, save_every, 1, *a.shape[1:]), inputs)
+
+    def step(carry, step_inputs):
+        carry, _ = advance(carry, step_inputs)
+        return carry, None
+
+    def saved_block(carry, block_inputs):
+        carry, _ = jax.lax.scan(step, carry, block_inputs, unroll=max(1, min(unroll, save_every)))
+        return carry, carry[0]
+
+    return jax.lax.scan(saved_block, carry, inputs)
 
 
 def _by_variable(network: BrainNetwork, flat):
@@ -466,7 +488,7 @@ def _single_steps(network: BrainNetwork, lags: np.ndarray, length: int, dt: floa
         current = x[variable]
         drifts = network.variable_drifts(n * dt, x, drive)
         drifts = drifts.at[network.target_variable].add(coupling(current, history, pointer))
-        x = x + drifts * dt + noise_scale * noise
+        x = x + drifts * dt + noise_scale * _by_variable(network, noise)
         if length > 1:
             history, pointer = _record(history, pointer, x[variable], length)
         return (x, history, pointer), x[None]
@@ -495,7 +517,7 @@ def _blocked_steps(network: BrainNetwork, delayed: _BlockedDelays, dt: float, no
                 incoming = incoming - row_sums * current
             drifts = network.variable_drifts(steps[b] * dt, x, drives[b])
             drifts = drifts.at[network.target_variable].add(network.global_coupling.value * incoming)
-            x = x + drifts * dt + noise_scale * noise[b]
+            x = x + drifts * dt + noise_scale * _by_variable(network, noise[b])
             sent.append(x[variable])
             states.append(x)
 
