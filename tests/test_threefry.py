@@ -16,7 +16,7 @@ KEYS = {
 }
 
 
-@pytest.mark.parametrize("shape", [(10, 188), (7,), (3, 5, 2)])
+@pytest.mark.parametrize("shape", [(7,), (4, 47)])
 @pytest.mark.parametrize("name", sorted(KEYS))
 def test_threefry_normal_equals_jax(name, shape):
     key = KEYS[name]
