@@ -22,6 +22,9 @@ Sides:
 - neurolib: `HopfModel.run(bold=True)`, its numba loop and its Euler BOLD integration at
   every 0.1 ms step, run by benchmarks/peer_neurolib_hopf.py in neurolib's own venv.
 
+Each side reports the wall time and the CPU time of its process (all threads). On a shared
+machine the CPU time is the steadier measure, and the ratios of both are printed.
+
 Both draw noise: white noise on the neuroude side and neurolib's Ornstein-Uhlenbeck input
 (sigma_ou = 0.01). First calls (JAX compilation, numba compilation) are excluded. The sides run
 interleaved, one repeat of each in turn, so load on the machine falls on both.

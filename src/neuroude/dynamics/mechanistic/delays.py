@@ -360,10 +360,13 @@ def simulate_network(
     The increments of saved block `b` (steps `b * save_every` to
     `(b + 1) * save_every - 1`) are `sqrt(dt)` times standard normals drawn
     from `fold_in(key, b)`, so a run is reproducible from its key whatever the
-    chunking. The outer scan runs over chunks of up to `CHUNK_STEPS` steps and
-    draws a chunk's increments in one call, and the inner scan over steps is
-    unrolled `unroll` times. Without delays (or when every delay rounds to 0
-    steps) the coupling is one matrix-vector product with no history buffer.
+    chunking. They equal `jax.random.normal` draws (see `threefry_normal`). The
+    outer scan runs over chunks of up to `CHUNK_STEPS` steps and draws a
+    chunk's increments in one call, and the inner scan over steps is unrolled
+    `unroll` times (at most `save_every` times without delays, where each
+    saved block is a scan of its own). Without delays (or when every delay
+    rounds to 0 steps) the coupling is one matrix-vector product with no
+    history buffer.
     With delays the steps run in blocks of the largest divisor of the chunk
     that is at most `block_steps` (see `_BlockedDelays`): the history is read
     once per block, which is faster than a read at every step but compiles
