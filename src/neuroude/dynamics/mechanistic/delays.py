@@ -401,7 +401,8 @@ def simulate_network(
     blocks = _blocks_per_chunk(n_blocks, save_every)
     chunk_steps = blocks * save_every
     block = _block_size(chunk_steps, block_steps) if length > 1 else 1
-    noise_scale = _by_variable(network, noise_scale) if jnp.ndim(noise_scale) == 1 else noise_scale
+    if jnp.ndim(noise_scale) == 1:
+        noise_scale = _by_variable(network, jnp.asarray(noise_scale))
     if block > 1:
         delayed = _BlockedDelays(network, lags, block, _known_connections(network))
         advance = _blocked_steps(network, delayed, dt, noise_scale)
