@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import subprocess
 import sys
 import tempfile
@@ -73,16 +74,23 @@ def main() -> None:
         difference = float(jnp.max(jnp.abs(outputs["earlier"] - outputs["current"])))
 
         times = {name: [] for name in functions}
+        cpu_times = {name: [] for name in functions}
         for repeat in range(args.repeats):
             for name, function in functions.items():
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 function(x0, jax.random.PRNGKey(repeat)).block_until_ready()
                 times[name].append(time.perf_counter() - start)
+                cpu_times[name].append(time.process_time() - start_cpu)
         ratios = np.array(times["earlier"]) / np.array(times["current"])
+        cpu_ratios = np.array(cpu_times["earlier"]) / np.array(cpu_times["current"])
         print(
-            f"{variant}: earlier {np.median(times['earlier']) * 1e6 / args.steps:.1f} us/step, current "
-            f"{np.median(times['current']) * 1e6 / args.steps:.1f} us/step, median speed-up {np.median(ratios):.1f} "
-            f"(per repeat {np.round(ratios, 1).tolist()}), max |difference| {difference:.2e}"
+            f"{variant}: earlier {np.median(times['earlier']) * 1e6 / args.steps:.2f} us/step, current "
+            f"{np.median(times['current']) * 1e6 / args.steps:.2f} us/step, median speed-up {np.median(ratios):.2f} "
+            f"(per repeat {np.round(ratios, 2).tolist()}); CPU time: earlier "
+            f"{np.median(cpu_times['earlier']) * 1e6 / args.steps:.2f} us/step, current "
+            f"{np.median(cpu_times['current']) * 1e6 / args.steps:.2f} us/step, median speed-up "
+            f"{np.median(cpu_ratios):.2f} (per repeat {np.round(cpu_ratios, 2).tolist()}); max |difference| "
+            f"{difference:.2e}; load averages {', '.join(f'{load:.1f}' for load in os.getloadavg())}"
         )
 
 

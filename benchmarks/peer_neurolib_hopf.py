@@ -7,8 +7,9 @@ file (`connectivity`, `lengths` in mm, `x0`, `y0`), compiles neurolib's numba ke
 short run, then reads one command per line on stdin and writes one JSON line per command
 on stdout:
 
-- `time DELAYS SECONDS`: wall time of `model.run(bold=True)` for SECONDS of simulated time,
-  with conduction delays from the fibre lengths when DELAYS is `delays`, else without;
+- `time DELAYS SECONDS`: wall time (`seconds`) and CPU time of this process (`cpu_seconds`) of
+  `model.run(bold=True)` for SECONDS of simulated time, with conduction delays from the fibre
+  lengths when DELAYS is `delays`, else without;
 - `trace DELAYS MILLISECONDS PATH`: a noise-free run from (x0, y0), its x written to PATH
   (.npy), used to check that both sides integrate the same equations;
 - `quit`.
@@ -39,11 +40,12 @@ def make_model(arrays, delays: bool, args) -> HopfModel:
     return model
 
 
-def timed_run(model: HopfModel, seconds: float) -> float:
+def timed_run(model: HopfModel, seconds: float) -> dict:
+    """Run `seconds` of simulated time; return its wall and CPU time in seconds."""
     model.params["duration"] = seconds * 1000.0
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     model.run(bold=True)
-    return time.perf_counter() - start
+    return {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - start_cpu}
 
 
 def trace(model: HopfModel, milliseconds: float, path: str) -> None:
@@ -78,8 +80,7 @@ def main() -> None:
         if not command or command[0] == "quit":
             break
         if command[0] == "time":
-            seconds = timed_run(models[command[1]], float(command[2]))
-            print(json.dumps({"seconds": seconds}), flush=True)
+            print(json.dumps(timed_run(models[command[1]], float(command[2]))), flush=True)
         elif command[0] == "trace":
             trace(make_model(arrays, command[1] == "delays", args), float(command[2]), command[3])
             print(json.dumps({"written": command[3]}), flush=True)

@@ -22,6 +22,9 @@ Sides:
 - neurolib: `HopfModel.run(bold=True)`, its numba loop and its Euler BOLD integration at
   every 0.1 ms step, run by benchmarks/peer_neurolib_hopf.py in neurolib's own venv.
 
+Each side reports the wall time and the CPU time of its process (all threads). On a shared
+machine the CPU time is the steadier measure, and the ratios of both are printed.
+
 Both draw noise: white noise on the neuroude side and neurolib's Ornstein-Uhlenbeck input
 (sigma_ou = 0.01). First calls (JAX compilation, numba compilation) are excluded. The sides run
 interleaved, one repeat of each in turn, so load on the machine falls on both.
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -115,9 +119,14 @@ def neuroude_trace(network: BrainNetwork, delays, x0: np.ndarray) -> np.ndarray:
 
 
 def time_call(function, *args) -> float:
-    start = time.perf_counter()
+    return time_call_with_cpu(function, *args)[0]
+
+
+def time_call_with_cpu(function, *args) -> tuple[float, float]:
+    """Return the wall time and the CPU time of this process (all threads) of one call, in seconds."""
+    start, start_cpu = time.perf_counter(), time.process_time()
     jax.block_until_ready(function(*args))
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - start_cpu
 
 
 class Peer:
@@ -191,21 +200,27 @@ def main() -> None:
         grad_simulation = make_simulation(network, delays, args.grad_duration)
         gradient[name] = jax.jit(jax.grad(mean_square_bold(grad_simulation)))
         record["gradient_first_call_s"] = time_call(gradient[name], raw, jnp.asarray(x0, jnp.float32), key)
-        for side in ("neuroude", "neurolib", "gradient", "batch"):
+        for side in ("neuroude", "neurolib", "neuroude_cpu", "neurolib_cpu", "gradient", "batch"):
             record[side] = []
 
     for repeat in range(args.repeats):
         for name in variants:
             record = results["variants"][name]
             repeat_key = jax.random.fold_in(key, repeat)
-            record["neuroude"].append(time_call(forward[name], raw, jnp.asarray(x0, jnp.float32), repeat_key))
+            wall, cpu = time_call_with_cpu(forward[name], raw, jnp.asarray(x0, jnp.float32), repeat_key)
+            record["neuroude"].append(wall)
+            record["neuroude_cpu"].append(cpu)
             if peer is not None:
-                record["neurolib"].append(peer.request(f"time {name} {args.duration}")["seconds"])
+                timing = peer.request(f"time {name} {args.duration}")
+                record["neurolib"].append(timing["seconds"])
+                record["neurolib_cpu"].append(timing["cpu_seconds"])
             record["gradient"].append(time_call(gradient[name], raw, jnp.asarray(x0, jnp.float32), repeat_key))
             if args.batch:
                 keys = jax.random.split(repeat_key, args.batch)
                 record["batch"].append(time_call(batched[name], raw, jnp.asarray(x0, jnp.float32), keys))
-        print(f"repeat {repeat + 1}/{args.repeats} done")
+        results.setdefault("load_averages", []).append(os.getloadavg())
+        print(f"repeat {repeat + 1}/{args.repeats} done, load averages (1, 5, 15 min) "
+              f"{', '.join(f'{load:.1f}' for load in os.getloadavg())}")
     if peer is not None:
         peer.close()
 
@@ -233,8 +248,13 @@ def summarise(name: str, record: dict, args) -> None:
         record["neurolib_median_s"] = neurolib
         record["neurolib_s_per_simulated_s"] = neurolib / args.duration
         record["ratio_neuroude_over_neurolib"] = float(np.median(ratios))
+        cpu_ratios = np.array(record["neuroude_cpu"]) / np.array(record["neurolib_cpu"])
+        record["ratio_cpu_neuroude_over_neurolib"] = float(np.median(cpu_ratios))
         line += (f"; neurolib {neurolib:.3f} s ({neurolib / args.duration:.3f} s per simulated s); "
-                 f"median ratio neuroude/neurolib {np.median(ratios):.2f}")
+                 f"median ratio neuroude/neurolib {np.median(ratios):.3f} (per repeat {np.round(ratios, 3).tolist()}); "
+                 f"CPU time: neuroude {np.median(record['neuroude_cpu']) / args.duration:.4f}, neurolib "
+                 f"{np.median(record['neurolib_cpu']) / args.duration:.4f} s per simulated s, median ratio "
+                 f"{np.median(cpu_ratios):.3f} (per repeat {np.round(cpu_ratios, 3).tolist()})")
     if record["batch"]:
         batch = float(np.median(record["batch"])) / args.batch
         record["batch_s_per_simulation"] = batch

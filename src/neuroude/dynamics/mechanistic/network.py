@@ -364,7 +364,18 @@ class BrainNetwork(eqx.Module):
 
     def local_drifts(self, t, x: Float[Array, " d"], u: Float[Array, " m"]) -> Float[Array, "N s"]:
         """Return the uncoupled local drift of every node, shape (N, local state size)."""
-        states = self.node_states(x)
+        return self._map_local(t, self.node_states(x), u, node_axis=0)
+
+    def variable_drifts(self, t, variables: Float[Array, "s N"], u: Float[Array, " m"]) -> Float[Array, "s N"]:
+        """Return the uncoupled local drifts for the state laid out one row per local variable, shape (s, N).
+
+        `variables` is `node_states(x).T`. The simulator keeps this layout because
+        the coupling variable of all nodes is then one contiguous row.
+        """
+        return self._map_local(t, variables, u, node_axis=1)
+
+    def _map_local(self, t, states, u, node_axis: int):
+        """Return the local model's drift applied to each node of `states`, whose nodes lie along `node_axis`."""
         if self.node_inputs:
             node_input, input_axis = u.reshape(self.n_nodes, 1), 0
         else:
@@ -372,9 +383,12 @@ class BrainNetwork(eqx.Module):
 
         if self.heterogeneous:
             return eqx.filter_vmap(
-                lambda local, state, drive: local(t, state, drive), in_axes=(eqx.if_array(0), 0, input_axis)
+                lambda local, state, drive: local(t, state, drive),
+                in_axes=(eqx.if_array(0), node_axis, input_axis), out_axes=node_axis,
             )(self.local, states, node_input)
-        return jax.vmap(lambda state, drive: self.local(t, state, drive), in_axes=(0, input_axis))(states, node_input)
+        return jax.vmap(
+            lambda state, drive: self.local(t, state, drive), in_axes=(node_axis, input_axis), out_axes=node_axis
+        )(states, node_input)
 
     def __call__(self, t, x: Float[Array, " d"], u: Float[Array, " m"]) -> Float[Array, " d"]:
         drifts = self.local_drifts(t, x, u)
