@@ -13,7 +13,7 @@ from conftest import tiny_config, tiny_recording
 from neuroude.build import build_model
 from neuroude.config import TrainingConfig
 from neuroude.dynamics import trainable_filter
-from neuroude.reversible import solve_reversible_heun
+from neuroude.reversible import parasitic_growth, solve_reversible_heun, stability_warning
 from neuroude.solve import brownian_increments, solve_fixed_step
 from neuroude.streaming import can_stream
 from neuroude.train import make_optimizer, make_train_step
@@ -128,9 +128,15 @@ def reversible_config():
     return tiny_config(solver={"method": "reversible_heun", "n_substeps": 2})
 
 
-def test_model_loss_gradient_matches_autodiff(reversible_config, monkeypatch):
+@pytest.fixture(scope="module")
+def reversible_model(reversible_config):
     recording = tiny_recording()
-    model = build_model(reversible_config, recording.n_channels, recording.n_inputs, jax.random.PRNGKey(0), 0.5)
+    return build_model(reversible_config, recording.n_channels, recording.n_inputs, jax.random.PRNGKey(0), 0.5)
+
+
+def test_model_loss_gradient_matches_autodiff(reversible_model, monkeypatch):
+    recording = tiny_recording()
+    model = reversible_model
     y, u = jnp.asarray(recording.y[:4]), jnp.asarray(recording.u[:4])
     params, static = eqx.partition(model, trainable_filter(model))
 
@@ -149,9 +155,9 @@ def test_model_loss_gradient_matches_autodiff(reversible_config, monkeypatch):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-3, atol=1e-5)
 
 
-def test_training_steps_update_parameters(reversible_config):
+def test_training_steps_update_parameters(reversible_model):
     recording = tiny_recording()
-    model = build_model(reversible_config, recording.n_channels, recording.n_inputs, jax.random.PRNGKey(0), 0.5)
+    model = reversible_model
     params, static = eqx.partition(model, trainable_filter(model))
     optimizer = make_optimizer(TrainingConfig(warmup_steps=0))
     opt_state = optimizer.init(params)
@@ -218,3 +224,15 @@ def test_decay_excites_growing_parasitic_mode():
     error = np.abs(np.asarray(path[:, 0]) - np.exp(-lam * step * np.arange(41)))
     a = lam * step
     np.testing.assert_allclose(error[40] / error[39], a + np.sqrt(1 + a**2), rtol=1e-3)
+    # The growth that the fitting workflow's warning predicts is the one the solver shows.
+    rate, growth = parasitic_growth(jnp.array([[-lam]]), step, 10)
+    assert rate == pytest.approx(lam)
+    np.testing.assert_allclose(error[40] / error[30], growth, rtol=1e-3)
+
+
+def test_stability_warning_for_fast_decay(reversible_model):
+    # The drift's leak alone decays at 1 / 0.02 s (the default time constant): 100 steps of 5 ms let the
+    # parasitic mode grow about 10^10 times, the 2 steps of one bin 1.6 times.
+    warning = stability_warning(reversible_model, 51, 0.01)
+    assert "solver.method 'reversible_heun'" in warning and "51 bins" in warning
+    assert stability_warning(reversible_model, 2, 0.01) is None

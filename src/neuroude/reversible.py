@@ -36,15 +36,17 @@ fastest decay rate times the trial duration is small.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .errors import ConfigError
-from .solve import Fields, brownian_increments
+from .solve import REVERSIBLE_METHODS, Fields, brownian_increments
 
 
 class _Steps(eqx.Module):
@@ -254,3 +256,43 @@ def _integrate_bwd(final, cotangents, perturbed, primals, steps, n_bins, n_subst
 
 def _zeros_if_none(cotangent, shape, dtype):
     return jnp.zeros(shape, dtype) if cotangent is None else cotangent
+
+
+def parasitic_growth(jacobian: Array, step: float, n_steps: int) -> tuple[float, float]:
+    """Return the fastest decay rate of a drift with this Jacobian (1/s) and the growth of the parasitic mode over `n_steps`.
+
+    For `dx/dt = -lam x` the parasitic mode grows by `a + sqrt(1 + a^2) = exp(asinh(a))`
+    per step, `a = lam h`. `lam` is taken as minus the most negative real part of
+    the Jacobian's eigenvalues.
+
+    NOTE: an eigenvalue with an imaginary part (a damped oscillation) is treated
+    as if it were real; its parasitic mode was not analysed.
+    """
+    eigenvalues = np.linalg.eigvals(np.asarray(jacobian, np.float64))
+    rate = max(0.0, -float(np.min(eigenvalues.real))) if eigenvalues.size else 0.0
+    return rate, math.exp(min(n_steps * math.asinh(rate * step), 700.0))
+
+
+def stability_warning(model, n_bins: int, bin_width: float, limit: float = 10.0) -> str | None:
+    """Return a warning when reversible Heun's parasitic mode can grow more than `limit` times over one trial, else None.
+
+    The drift is linearised at the mean of the x0 prior with zero drive, as the
+    model is before fitting. Fitting changes the drift and the states it visits,
+    so this is a check of the starting point only.
+    """
+    if model.method not in REVERSIBLE_METHODS or n_bins < 2:
+        return None
+    location = model.recognition.state_location
+    x = jnp.zeros(model.latent_size) if location is None else jnp.asarray(location, jnp.float32)
+    drive = jnp.zeros(model.encoder.output_size)
+    jacobian = jax.jacfwd(lambda x: model.sde.drift(0.0, x, drive))(x)
+    step = bin_width / model.n_substeps
+    rate, growth = parasitic_growth(jacobian, step, (n_bins - 1) * model.n_substeps)
+    if growth <= limit:
+        return None
+    return (
+        f"solver.method 'reversible_heun': the drift decays at up to {rate:.3g}/s at the initial state, and the "
+        f"method cannot damp decay, so its parasitic mode can grow {growth:.3g} times over a trial of {n_bins} bins "
+        f"(steps of {step:.3g} s); the path may blow up. Use 'heun' with solver.checkpoint_bins, or slower dynamics "
+        "(for example a larger model.drift_time_constant)"
+    )
