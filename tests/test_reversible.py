@@ -191,7 +191,8 @@ def test_streamed_loss_and_gradients_match_whole_trial():
         return with_noise(build_model(config, 3, 1, jax.random.PRNGKey(0), 0.5))
 
     whole, streamed = make(0), make(5)
-    assert can_stream(streamed) and not can_stream(whole)
+    assert can_stream(streamed)
+    assert not can_stream(whole)
     recording = tiny_recording(n_trials=3, n_time=23)
     y, u = jnp.asarray(recording.y, jnp.float32), jnp.asarray(recording.u, jnp.float32)
 
@@ -234,5 +235,6 @@ def test_stability_warning_for_fast_decay(reversible_model):
     # The drift's leak alone decays at 1 / 0.02 s (the default time constant): 100 steps of 5 ms let the
     # parasitic mode grow about 10^10 times, the 2 steps of one bin 1.6 times.
     warning = stability_warning(reversible_model, 51, 0.01)
-    assert "solver.method 'reversible_heun'" in warning and "51 bins" in warning
+    assert "solver.method 'reversible_heun'" in warning
+    assert "51 bins" in warning
     assert stability_warning(reversible_model, 2, 0.01) is None

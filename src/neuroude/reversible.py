@@ -26,6 +26,10 @@ states, independent of the number of steps.
 The gradients are those of the discretised forward pass up to rounding: the
 rebuilt states differ from the forward ones by floating-point error only.
 
+`reversible_heun_window` takes the same steps over a window of a trial's bins,
+from and to a carry `(y, z, path KL)`, so the streamed loss
+(`neuroude.streaming`) runs reversible Heun segment by segment.
+
 NOTE: the method cannot damp a decaying solution. For dx/dt = -lam x a step is
 linear in (y, z) with determinant -1, so a parasitic mode grows by
 a + sqrt(1 + a^2) per step (a = lam h), about exp(lam t) over a time t for small a. With
@@ -55,8 +59,8 @@ class _Steps(eqx.Module):
     `drift`, `diffusion` and `kl_rate` are the fields at `z`, cached so each
     forward step evaluates the fields once. `kl` is the path KL so far.
     Step `i` counts from the start of the integration, and `start` is the index
-    of step 0 within the trial: the time of a step is that of its trial-wide
-    index, while `fields` reads bin `i // n_substeps`. With `limit`, steps whose
+    of step 0 within the trial. A step's time is that of its trial-wide index,
+    while `fields` reads bin `i // n_substeps`. With `limit`, steps whose
     trial-wide index is `limit` or more leave the state unchanged, as padding.
     """
 
@@ -157,7 +161,7 @@ def reversible_heun_window(
     unchanged, so the last window may run past the trial's end.
 
     The fields at `z` are evaluated again at the window's start rather than
-    carried, so a carry holds `2 d + 1` numbers. The custom VJP of
+    carried, so a carry has `2 d + 1` numbers. The custom VJP of
     `solve_reversible_heun` covers the window, so reverse mode stores no step of
     it; `fields` must be a PyTree, as there.
     """

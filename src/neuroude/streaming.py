@@ -17,7 +17,9 @@ With `solver.checkpoint_bins = L`, a trial of `T` bins is cut into
 Both segment functions are under `jax.checkpoint`, so reverse mode stores the
 segment inputs (one GRU state, and per sample one latent state, the observation
 model's state and a few sums) and
-recomputes a segment's per-bin arrays when the backward pass reaches it. Memory
+recomputes a segment's per-bin arrays when the backward pass reaches it. With
+reversible Heun the segments also pass on its second state `z`, and a
+segment's backward pass rebuilds its solver steps instead of storing them. Memory
 for the backward pass then grows like `S + L`, which is `2 sqrt(T)` for
 `L = sqrt(T)`, instead of `T`. The values and gradients equal the plain
 computation's up to the order of floating-point sums.
