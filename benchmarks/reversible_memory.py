@@ -22,6 +22,7 @@ against log(bins).
 
     python benchmarks/reversible_memory.py
     python benchmarks/reversible_memory.py --workload solver --sizes 100 1000 10000
+    python benchmarks/reversible_memory.py --workload step --solvers reversible_heun-streamed-100 --sizes 300 1000
 
 `beyond` is the temporary memory less one path and one context. For the
 solver workload these are the T-long buffers a reverse pass cannot avoid:
