@@ -286,7 +286,7 @@ def stability_warning(model, n_bins: int, bin_width: float, limit: float = 10.0)
     """
     if model.method not in REVERSIBLE_METHODS or n_bins < 2:
         return None
-    location = model.recognition.state_location
+    location = getattr(model.recognition, "state_location", None)
     x = jnp.zeros(model.latent_size) if location is None else jnp.asarray(location, jnp.float32)
     drive = jnp.zeros(model.encoder.output_size)
     jacobian = jax.jacfwd(lambda x: model.sde.drift(0.0, x, drive))(x)
