@@ -2,7 +2,9 @@
 
 Two workloads, each with 64 trials, 8 latents, a network diffusion and one
 solver step per 0.01 s bin, measured for `heun` (every step stored),
-`heun` with `solver.checkpoint_bins` near sqrt(bins), and `reversible_heun`:
+`heun` with `solver.checkpoint_bins` near sqrt(bins), `reversible_heun`, and,
+for the training step, `reversible_heun` streamed over segments of about
+sqrt(bins) bins or of 100 bins:
 
 - `solver`: the gradient of a loss of the latent path and path KL with respect
   to the model parameters, the recognition context and x0, through the solver
@@ -20,10 +22,13 @@ against log(bins).
 
     python benchmarks/reversible_memory.py
     python benchmarks/reversible_memory.py --workload solver --sizes 100 1000 10000
+    python benchmarks/reversible_memory.py --workload step --solvers reversible_heun-streamed-100 --sizes 300 1000
 
 `beyond` is the temporary memory less one path and one context. For the
 solver workload these are the T-long buffers a reverse pass cannot avoid:
-the path it returns and the context gradient it accumulates.
+the path it returns and the context gradient it accumulates. `data` is the
+size of the counts and their mask (trials x bins x 50, twice), arguments of
+the step that are not counted in its temporary memory, given for scale.
 """
 
 from __future__ import annotations
@@ -44,13 +49,27 @@ from neuroude.train import make_optimizer, make_train_step
 
 TRIALS, LATENTS, CONTEXT, N_NEURONS, BIN_WIDTH = 64, 8, 16, 50, 0.01
 SIZES = [100, 300, 1000, 3000, 10000]
-SOLVERS = ("heun", "heun-checkpointed", "reversible_heun")
+# Solver setting -> (method, bins per streamed segment: "sqrt" for about sqrt(bins), a number, or 0 for none).
+SETTINGS = {
+    "heun": ("heun", 0),
+    "heun-checkpointed": ("heun", "sqrt"),
+    "reversible_heun": ("reversible_heun", 0),
+    "reversible_heun-streamed": ("reversible_heun", "sqrt"),
+    "reversible_heun-streamed-100": ("reversible_heun", 100),
+}
+SOLVERS = tuple(SETTINGS)
+# The solver workload calls the solver directly, where checkpoint_bins does nothing for reversible Heun.
+SOLVER_WORKLOAD = ("heun", "heun-checkpointed", "reversible_heun")
+
+
+def segment_bins(rule, bins: int) -> int:
+    return max(1, round(math.sqrt(bins))) if rule == "sqrt" else min(rule, bins)
 
 
 def build(solver: str, bins: int):
     """Return the model and config of one solver setting."""
-    method = "reversible_heun" if solver == "reversible_heun" else "heun"
-    checkpoint_bins = max(1, round(math.sqrt(bins))) if solver == "heun-checkpointed" else 0
+    method, rule = SETTINGS[solver]
+    checkpoint_bins = segment_bins(rule, bins)
     config = parse_config({
         "model": {
             "latent_size": LATENTS, "drift_width": 64, "drift_depth": 1, "diffusion": "network",
@@ -103,7 +122,8 @@ def measure(workload: str, solver: str, bins: int) -> dict:
     memory = compile_program(solver, bins).memory_analysis()
     mib = 2**20
     return {
-        "workload": workload, "solver": solver, "bins": bins, "temp_mib": memory.temp_size_in_bytes / mib,
+        "workload": workload, "solver": solver, "bins": bins, "segment": segment_bins(SETTINGS[solver][1], bins),
+        "temp_mib": memory.temp_size_in_bytes / mib, "data_mib": 2 * TRIALS * bins * N_NEURONS * 4 / mib,
         "path_mib": TRIALS * bins * LATENTS * 4 / mib, "context_mib": TRIALS * bins * CONTEXT * 4 / mib,
     }
 
@@ -117,6 +137,8 @@ def summarise(workload: str, rows: list[dict]) -> None:
     print(f"\n{workload}: temporary memory (MiB) by bins")
     for solver in SOLVERS:
         group = [row for row in rows if row["solver"] == solver]
+        if len(group) < 2:
+            continue
         bins = [row["bins"] for row in group]
         beyond = [row["temp_mib"] - row["path_mib"] - row["context_mib"] for row in group]
         line = f"  {solver}: exponent {growth_exponent(bins, [row['temp_mib'] for row in group]):.2f}"
@@ -124,14 +146,16 @@ def summarise(workload: str, rows: list[dict]) -> None:
             line += f", beyond path and context {growth_exponent(bins, beyond):.2f}"
         print(line)
         for row, rest in zip(group, beyond):
-            print(f"    bins={row['bins']:6d}  temp {row['temp_mib']:9.1f}  path {row['path_mib']:7.1f}  "
-                  f"context {row['context_mib']:7.1f}  beyond {rest:9.1f}")
+            print(f"    bins={row['bins']:6d}  segment {row['segment']:4d}  temp {row['temp_mib']:9.1f}  "
+                  f"path {row['path_mib']:7.1f}  context {row['context_mib']:7.1f}  beyond {rest:9.1f}  "
+                  f"data {row['data_mib']:7.1f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workload", choices=("solver", "step"), action="append", help="default: both")
     parser.add_argument("--sizes", type=int, nargs="+", default=SIZES, help="numbers of bins")
+    parser.add_argument("--solvers", nargs="+", choices=SOLVERS, help="default: all that apply to the workload")
     parser.add_argument("--json", help="also write every row to this JSON file")
     arguments = parser.parse_args()
 
@@ -139,7 +163,9 @@ def main() -> None:
     for workload in arguments.workload or ["solver", "step"]:
         rows = []
         for bins in arguments.sizes:
-            for solver in SOLVERS:
+            for solver in arguments.solvers or (SOLVER_WORKLOAD if workload == "solver" else SOLVERS):
+                if workload == "solver" and solver not in SOLVER_WORKLOAD:
+                    continue
                 rows.append(measure(workload, solver, bins))
                 print(json.dumps(rows[-1]), flush=True)
         results[workload] = rows

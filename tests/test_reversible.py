@@ -13,9 +13,9 @@ from conftest import tiny_config, tiny_recording
 from neuroude.build import build_model
 from neuroude.config import TrainingConfig
 from neuroude.dynamics import trainable_filter
-from neuroude.errors import ConfigError
-from neuroude.reversible import solve_reversible_heun
+from neuroude.reversible import parasitic_growth, solve_reversible_heun, stability_warning
 from neuroude.solve import brownian_increments, solve_fixed_step
+from neuroude.streaming import can_stream
 from neuroude.train import make_optimizer, make_train_step
 
 MU, SIGMA, X0, T = 1.0, 0.5, 1.0, 1.0
@@ -128,9 +128,15 @@ def reversible_config():
     return tiny_config(solver={"method": "reversible_heun", "n_substeps": 2})
 
 
-def test_model_loss_gradient_matches_autodiff(reversible_config, monkeypatch):
+@pytest.fixture(scope="module")
+def reversible_model(reversible_config):
     recording = tiny_recording()
-    model = build_model(reversible_config, recording.n_channels, recording.n_inputs, jax.random.PRNGKey(0), 0.5)
+    return build_model(reversible_config, recording.n_channels, recording.n_inputs, jax.random.PRNGKey(0), 0.5)
+
+
+def test_model_loss_gradient_matches_autodiff(reversible_model, monkeypatch):
+    recording = tiny_recording()
+    model = reversible_model
     y, u = jnp.asarray(recording.y[:4]), jnp.asarray(recording.u[:4])
     params, static = eqx.partition(model, trainable_filter(model))
 
@@ -149,9 +155,9 @@ def test_model_loss_gradient_matches_autodiff(reversible_config, monkeypatch):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-3, atol=1e-5)
 
 
-def test_training_steps_update_parameters(reversible_config):
+def test_training_steps_update_parameters(reversible_model):
     recording = tiny_recording()
-    model = build_model(reversible_config, recording.n_channels, recording.n_inputs, jax.random.PRNGKey(0), 0.5)
+    model = reversible_model
     params, static = eqx.partition(model, trainable_filter(model))
     optimizer = make_optimizer(TrainingConfig(warmup_steps=0))
     opt_state = optimizer.init(params)
@@ -166,9 +172,48 @@ def test_training_steps_update_parameters(reversible_config):
     assert all(changed)
 
 
-def test_checkpoint_bins_rejected():
-    with pytest.raises(ConfigError, match="solver.checkpoint_bins is 4"):
-        tiny_config(solver={"method": "reversible_heun", "checkpoint_bins": 4})
+def with_noise(model, scale=0.1):
+    """Return `model` with noise on every parameter, so the posterior correction and the path KL are not zero."""
+    leaves, tree = jax.tree_util.tree_flatten(model)
+    keys = jax.random.split(jax.random.PRNGKey(5), len(leaves))
+    return jax.tree_util.tree_unflatten(tree, [
+        leaf + scale * jax.random.normal(key, leaf.shape, leaf.dtype) if eqx.is_inexact_array(leaf) else leaf
+        for leaf, key in zip(leaves, keys)
+    ])
+
+
+def test_streamed_loss_and_gradients_match_whole_trial():
+    # 23 bins in segments of 5: the last segment runs past the trial's end, and the segments must pass on z.
+    # A slow leak (1 s) keeps the parasitic mode of reversible Heun small over the trial.
+    def make(checkpoint_bins):
+        config = tiny_config(model={"interpolation": "linear", "drift_time_constant": 1.0},
+                             solver={"method": "reversible_heun", "n_substeps": 2, "checkpoint_bins": checkpoint_bins})
+        return with_noise(build_model(config, 3, 1, jax.random.PRNGKey(0), 0.5))
+
+    whole, streamed = make(0), make(5)
+    assert can_stream(streamed)
+    assert not can_stream(whole)
+    recording = tiny_recording(n_trials=3, n_time=23)
+    y, u = jnp.asarray(recording.y, jnp.float32), jnp.asarray(recording.u, jnp.float32)
+
+    @eqx.filter_jit
+    def loss_and_grad(model):
+        def loss(model):
+            return model.loss(y, u, jnp.ones_like(y), 0.0, 0.01, jax.random.PRNGKey(3), 1.0, 2)
+
+        return eqx.filter_value_and_grad(loss, has_aux=True)(model)
+
+    (want_loss, want_terms), want_grads = loss_and_grad(whole)
+    (loss, terms), grads = loss_and_grad(streamed)
+
+    assert float(want_terms["kl_path"]) > 0.0
+    for name, value in want_terms.items():
+        np.testing.assert_allclose(terms[name], value, rtol=2e-5, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(float(loss), float(want_loss), rtol=2e-5)
+    want_leaves = jax.tree_util.tree_leaves(want_grads)
+    assert all(float(jnp.max(jnp.abs(leaf))) > 0 for leaf in want_leaves)
+    for got, want in zip(jax.tree_util.tree_leaves(grads), want_leaves):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(want)) + 1e-3))
 
 
 def test_decay_excites_growing_parasitic_mode():
@@ -180,3 +225,16 @@ def test_decay_excites_growing_parasitic_mode():
     error = np.abs(np.asarray(path[:, 0]) - np.exp(-lam * step * np.arange(41)))
     a = lam * step
     np.testing.assert_allclose(error[40] / error[39], a + np.sqrt(1 + a**2), rtol=1e-3)
+    # The growth that the fitting workflow's warning predicts is the one the solver shows.
+    rate, growth = parasitic_growth(jnp.array([[-lam]]), step, 10)
+    assert rate == pytest.approx(lam)
+    np.testing.assert_allclose(error[40] / error[30], growth, rtol=1e-3)
+
+
+def test_stability_warning_for_fast_decay(reversible_model):
+    # The drift's leak alone decays at 1 / 0.02 s (the default time constant): 100 steps of 5 ms let the
+    # parasitic mode grow about 10^10 times, the 2 steps of one bin 1.6 times.
+    warning = stability_warning(reversible_model, 51, 0.01)
+    assert "solver.method 'reversible_heun'" in warning
+    assert "51 bins" in warning
+    assert stability_warning(reversible_model, 2, 0.01) is None

@@ -316,7 +316,8 @@ class SolverConfig(Section):
     atol: float = Field(1e-6, gt=0, description="absolute tolerance of adaptive solvers")
     checkpoint_bins: int = Field(
         0, ge=0,
-        description="bins per segment recomputed in the backward pass (euler, heun); 0 stores every step",
+        description="bins per segment recomputed in the backward pass (euler, heun, reversible_heun); "
+        "0 stores every step",
     )
     max_state: float = Field(
         1e6, gt=0, description="bound on |latent state| at bin times; a training step whose path exceeds it is skipped"
@@ -454,11 +455,6 @@ class RunConfig(Section):
             raise ValueError(
                 "solver.method 'reversible_heun' cannot integrate conduction delays (model.network.fibre_lengths), "
                 "because its backward pass has no history of past states to rebuild; use 'euler' or 'heun'"
-            )
-        if self.solver.method == "reversible_heun" and self.solver.checkpoint_bins:
-            raise ValueError(
-                f"solver.checkpoint_bins is {self.solver.checkpoint_bins}, but solver.method 'reversible_heun' "
-                "rebuilds its states in the backward pass and stores none; set solver.checkpoint_bins to 0"
             )
         return self
 

@@ -91,11 +91,6 @@ class LatentUDE(eqx.Module):
             raise ConfigError(f"n_substeps is {n_substeps}; expected an integer >= 1")
         if checkpoint_bins < 0:
             raise ConfigError(f"checkpoint_bins is {checkpoint_bins}; expected 0 (off) or a number of bins >= 1")
-        if checkpoint_bins and method in REVERSIBLE_METHODS:
-            raise ConfigError(
-                f"checkpoint_bins is {checkpoint_bins}, but method {method!r} rebuilds its states in the backward "
-                "pass and stores none; set checkpoint_bins to 0"
-            )
         if recognition.latent_size != latent_size:
             raise ConfigError(
                 f"the recognition model infers {recognition.latent_size} latent states; expected latent_size {latent_size}"

@@ -26,6 +26,10 @@ states, independent of the number of steps.
 The gradients are those of the discretised forward pass up to rounding: the
 rebuilt states differ from the forward ones by floating-point error only.
 
+`reversible_heun_window` takes the same steps over a window of a trial's bins,
+from and to a carry `(y, z, path KL)`, so the streamed loss
+(`neuroude.streaming`) runs reversible Heun segment by segment.
+
 NOTE: the method cannot damp a decaying solution. For dx/dt = -lam x a step is
 linear in (y, z) with determinant -1, so a parasitic mode grows by
 a + sqrt(1 + a^2) per step (a = lam h), about exp(lam t) over a time t for small a. With
@@ -36,15 +40,17 @@ fastest decay rate times the trial duration is small.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .errors import ConfigError
-from .solve import Fields, _step_position, brownian_increments
+from .solve import REVERSIBLE_METHODS, Fields, brownian_increments
 
 
 class _Steps(eqx.Module):
@@ -52,30 +58,47 @@ class _Steps(eqx.Module):
 
     `drift`, `diffusion` and `kl_rate` are the fields at `z`, cached so each
     forward step evaluates the fields once. `kl` is the path KL so far.
+    Step `i` counts from the start of the integration, and `start` is the index
+    of step 0 within the trial. A step's time is that of its trial-wide index,
+    while `fields` reads bin `i // n_substeps`. With `limit`, steps whose
+    trial-wide index is `limit` or more leave the state unchanged, as padding.
     """
 
-    position: Callable = eqx.field(static=True)
+    t0: float = eqx.field(static=True)
     step: float = eqx.field(static=True)
+    n_substeps: int = eqx.field(static=True)
+    n_bins: int = eqx.field(static=True)
+    limit: int | None = eqx.field(static=True, default=None)
 
-    def forward(self, fields, state, i, dw):
+    def position(self, i, start):
+        k = jnp.minimum(i // self.n_substeps, self.n_bins - 1)
+        frac = (i % self.n_substeps) / self.n_substeps
+        return self.t0 + (start + i) * self.step, k, frac
+
+    def forward(self, fields, state, i, dw, start):
         y, z, drift, diffusion, rate, kl = state
         h = self.step
-        t, k, frac = self.position(i + 1)
+        t, k, frac = self.position(i + 1, start)
         z_next = 2 * y - z + drift * h + diffusion * dw
         drift_next, diffusion_next, rate_next = fields(t, z_next, k, frac)
         y_next = y + 0.5 * (drift + drift_next) * h + 0.5 * (diffusion + diffusion_next) * dw
         kl_next = kl + 0.5 * (rate + rate_next) * h
-        return y_next, z_next, drift_next, diffusion_next, rate_next, kl_next
+        return self._unless_padding((y_next, z_next, drift_next, diffusion_next, rate_next, kl_next), state, i, start)
 
-    def inverse(self, fields, state_next, i, dw):
+    def inverse(self, fields, state_next, i, dw, start):
         y_next, z_next, drift_next, diffusion_next, rate_next, kl_next = state_next
         h = self.step
-        t, k, frac = self.position(i)
+        t, k, frac = self.position(i, start)
         z = 2 * y_next - z_next - drift_next * h - diffusion_next * dw
         drift, diffusion, rate = fields(t, z, k, frac)
         y = y_next - 0.5 * (drift + drift_next) * h - 0.5 * (diffusion + diffusion_next) * dw
         kl = kl_next - 0.5 * (rate + rate_next) * h
-        return y, z, drift, diffusion, rate, kl
+        return self._unless_padding((y, z, drift, diffusion, rate, kl), state_next, i, start)
+
+    def _unless_padding(self, new, old, i, start):
+        if self.limit is None:
+            return new
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(start + i < self.limit, a, b), new, old)
 
 
 def solve_reversible_heun(
@@ -106,16 +129,55 @@ def solve_reversible_heun(
     if n_bins == 1:
         return x0[None], jnp.zeros((), x0.dtype)
 
-    step = bin_width / n_substeps
-    steps = _Steps(_step_position(t0, step, n_bins, n_substeps), step)
-    t, k, frac = steps.position(0)
-    drift, diffusion, rate = fields(t, x0, k, frac)
-    state0 = (x0, x0, drift, diffusion, rate, jnp.zeros((), x0.dtype))
+    steps = _Steps(t0, bin_width / n_substeps, n_substeps, n_bins)
+    state0 = _start_state(steps, fields, x0, x0, jnp.zeros((), x0.dtype), 0)
 
     integrate = _integrate if reconstruct else _run_forward
-    at_bins, final = integrate((fields, state0), steps, n_bins, n_substeps, key, first_bin)
+    at_bins, final = integrate((fields, state0), steps, n_bins, n_substeps, key, first_bin, 0)
     path_kl = final[5]
     return jnp.concatenate([x0[None], at_bins]), path_kl
+
+
+def reversible_heun_window(
+    fields: Fields,
+    carry: tuple[Float[Array, " d"], Float[Array, " d"], Float[Array, ""]],
+    t0: float,
+    bin_width: float,
+    n_bins: int,
+    n_substeps: int,
+    key: PRNGKeyArray | None,
+    first_bin: int | Array,
+    n_steps: int,
+) -> tuple[Float[Array, "n_bins d"], tuple[Float[Array, " d"], Float[Array, " d"], Float[Array, ""]]]:
+    """Integrate `n_bins` bins of a trial from bin `first_bin` on, by reversible Heun; return the states at their ends.
+
+    `carry` is `(y, z, path KL)` at the window's first bin, and the second
+    return value is the same triple at its end, ready for the next window. A
+    trial integrated window by window this way takes the steps of
+    `solve_reversible_heun` on the whole trial, with the same Brownian
+    increments. `fields` reads bins counted from the window's first bin (`k = 0`
+    there, up to `n_bins`), while its times are those of the trial (`t0` is the
+    trial's start). Steps from the trial's `n_steps`-th on leave the state
+    unchanged, so the last window may run past the trial's end.
+
+    The fields at `z` are evaluated again at the window's start rather than
+    carried, so a carry has `2 d + 1` numbers. The custom VJP of
+    `solve_reversible_heun` covers the window, so reverse mode stores no step of
+    it; `fields` must be a PyTree, as there.
+    """
+    y, z, kl = carry
+    first_step = first_bin * n_substeps
+    steps = _Steps(t0, bin_width / n_substeps, n_substeps, n_bins + 1, limit=n_steps)
+    state0 = _start_state(steps, fields, y, z, kl, first_step)
+    at_bins, final = _integrate((fields, state0), steps, n_bins + 1, n_substeps, key, first_bin, first_step)
+    return at_bins, (final[0], final[1], final[5])
+
+
+def _start_state(steps: _Steps, fields, y, z, kl, start):
+    """Return the solver state `(y, z, fields at z, kl)` at step 0."""
+    t, k, frac = steps.position(0, start)
+    drift, diffusion, rate = fields(t, z, k, frac)
+    return y, z, drift, diffusion, rate, kl
 
 
 def _bin_increments(key, first_bin, b, n_substeps: int, step: float, like: Array) -> Array:
@@ -124,7 +186,7 @@ def _bin_increments(key, first_bin, b, n_substeps: int, step: float, like: Array
     return brownian_increments(key, bins, n_substeps, like.shape[0], step, like.dtype)
 
 
-def _run_forward(primals, steps: _Steps, n_bins: int, n_substeps: int, key, first_bin):
+def _run_forward(primals, steps: _Steps, n_bins: int, n_substeps: int, key, first_bin, first_step):
     """Run all steps forward; return `(states at bin ends, final state)`."""
     fields, state0 = primals
 
@@ -133,7 +195,7 @@ def _run_forward(primals, steps: _Steps, n_bins: int, n_substeps: int, key, firs
 
         def one_step(state, inputs):
             j, dw = inputs
-            return steps.forward(fields, state, b * n_substeps + j, dw), None
+            return steps.forward(fields, state, b * n_substeps + j, dw, first_step), None
 
         state, _ = jax.lax.scan(one_step, state, (jnp.arange(n_substeps), increments))
         return state, state[0]
@@ -146,14 +208,14 @@ _integrate = eqx.filter_custom_vjp(_run_forward)
 
 
 @_integrate.def_fwd
-def _integrate_fwd(perturbed, primals, steps, n_bins, n_substeps, key, first_bin):
-    at_bins, final = _run_forward(primals, steps, n_bins, n_substeps, key, first_bin)
+def _integrate_fwd(perturbed, primals, steps, n_bins, n_substeps, key, first_bin, first_step):
+    at_bins, final = _run_forward(primals, steps, n_bins, n_substeps, key, first_bin, first_step)
     # The final state is the only residual: the backward pass rebuilds every earlier one from it.
     return (at_bins, final), final
 
 
 @_integrate.def_bwd
-def _integrate_bwd(final, cotangents, perturbed, primals, steps, n_bins, n_substeps, key, first_bin):
+def _integrate_bwd(final, cotangents, perturbed, primals, steps, n_bins, n_substeps, key, first_bin, first_step):
     fields, _ = primals
     dynamic, static = eqx.partition(fields, eqx.is_inexact_array)
     at_bins_cotangent, final_cotangent = cotangents
@@ -169,10 +231,10 @@ def _integrate_bwd(final, cotangents, perturbed, primals, steps, n_bins, n_subst
     def step_back(carry, inputs):
         state, state_cotangent, fields_cotangent = carry
         i, dw = inputs
-        previous = steps.inverse(fields, state, i, dw)
+        previous = steps.inverse(fields, state, i, dw, first_step)
 
         def forward(dynamic, state):
-            return steps.forward(eqx.combine(dynamic, static), state, i, dw)
+            return steps.forward(eqx.combine(dynamic, static), state, i, dw, first_step)
 
         _, pullback = jax.vjp(forward, dynamic, previous)
         dynamic_part, previous_cotangent = pullback(state_cotangent)
@@ -198,3 +260,43 @@ def _integrate_bwd(final, cotangents, perturbed, primals, steps, n_bins, n_subst
 
 def _zeros_if_none(cotangent, shape, dtype):
     return jnp.zeros(shape, dtype) if cotangent is None else cotangent
+
+
+def parasitic_growth(jacobian: Array, step: float, n_steps: int) -> tuple[float, float]:
+    """Return the fastest decay rate of a drift with this Jacobian (1/s) and the growth of the parasitic mode over `n_steps`.
+
+    For `dx/dt = -lam x` the parasitic mode grows by `a + sqrt(1 + a^2) = exp(asinh(a))`
+    per step, `a = lam h`. `lam` is taken as minus the most negative real part of
+    the Jacobian's eigenvalues.
+
+    NOTE: an eigenvalue with an imaginary part (a damped oscillation) is treated
+    as if it were real; its parasitic mode was not analysed.
+    """
+    eigenvalues = np.linalg.eigvals(np.asarray(jacobian, np.float64))
+    rate = max(0.0, -float(np.min(eigenvalues.real))) if eigenvalues.size else 0.0
+    return rate, math.exp(min(n_steps * math.asinh(rate * step), 700.0))
+
+
+def stability_warning(model, n_bins: int, bin_width: float, limit: float = 10.0) -> str | None:
+    """Return a warning when reversible Heun's parasitic mode can grow more than `limit` times over one trial, else None.
+
+    The drift is linearised at the mean of the x0 prior with zero drive, as the
+    model is before fitting. Fitting changes the drift and the states it visits,
+    so this is a check of the starting point only.
+    """
+    if model.method not in REVERSIBLE_METHODS or n_bins < 2:
+        return None
+    location = getattr(model.recognition, "state_location", None)
+    x = jnp.zeros(model.latent_size) if location is None else jnp.asarray(location, jnp.float32)
+    drive = jnp.zeros(model.encoder.output_size)
+    jacobian = jax.jacfwd(lambda x: model.sde.drift(0.0, x, drive))(x)
+    step = bin_width / model.n_substeps
+    rate, growth = parasitic_growth(jacobian, step, (n_bins - 1) * model.n_substeps)
+    if growth <= limit:
+        return None
+    return (
+        f"solver.method 'reversible_heun': the drift decays at up to {rate:.3g}/s at the initial state, and the "
+        f"method cannot damp decay, so its parasitic mode can grow {growth:.3g} times over a trial of {n_bins} bins "
+        f"(steps of {step:.3g} s); the path may blow up. Use 'heun' with solver.checkpoint_bins, or slower dynamics "
+        "(for example a larger model.drift_time_constant)"
+    )

@@ -32,7 +32,7 @@ from .errors import ConfigError
 
 FIXED_STEP_METHODS = ("euler", "heun")
 # Fixed step too, but integrated by `reversible.solve_reversible_heun` under a custom VJP, so it has no
-# forward mode and no scan body for `streaming` or the delay line.
+# forward mode and no scan body for the delay line. `streaming` runs it window by window instead.
 REVERSIBLE_METHODS = ("reversible_heun",)
 ADAPTIVE_METHODS = ("tsit5", "dopri5", "kvaerno5")
 ADJOINTS = ("checkpoint", "backsolve")

@@ -17,7 +17,9 @@ With `solver.checkpoint_bins = L`, a trial of `T` bins is cut into
 Both segment functions are under `jax.checkpoint`, so reverse mode stores the
 segment inputs (one GRU state, and per sample one latent state, the observation
 model's state and a few sums) and
-recomputes a segment's per-bin arrays when the backward pass reaches it. Memory
+recomputes a segment's per-bin arrays when the backward pass reaches it. With
+reversible Heun the segments also pass on its second state `z`, and a
+segment's backward pass rebuilds its solver steps instead of storing them. Memory
 for the backward pass then grows like `S + L`, which is `2 sqrt(T)` for
 `L = sqrt(T)`, instead of `T`. The values and gradients equal the plain
 computation's up to the order of floating-point sums.
@@ -32,7 +34,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .dynamics.hybrid import ResidualDrift
 from .observation.windows import can_run_windows, start_state, window_log_prob
 from .recognition import initial_state_kl
-from .solve import FIXED_STEP_METHODS, brownian_increments, fixed_step_body
+from .reversible import reversible_heun_window
+from .solve import FIXED_STEP_METHODS, REVERSIBLE_METHODS, brownian_increments, fixed_step_body
 
 
 def can_stream(model) -> bool:
@@ -48,7 +51,7 @@ def can_stream(model) -> bool:
     return (
         model.checkpoint_bins > 0
         and getattr(model.sde.drift, "delays", None) is None
-        and model.method in FIXED_STEP_METHODS
+        and model.method in FIXED_STEP_METHODS + REVERSIBLE_METHODS
         and hasattr(model.recognition, "run_window")
         and can_run_windows(model.observation)
         and (behaviour is None or getattr(behaviour, "time_separable", False))
@@ -97,6 +100,8 @@ def streamed_elbo_terms(
 
     x0, noise_keys = jax.vmap(one_start)(jax.random.split(key, n_samples))
     observation_state0 = jax.vmap(lambda x: start_state(model.observation, model.observed(x[None])[0]))(x0)
+    # Reversible Heun's second state `z` starts equal to the solution.
+    carry0 = (x0, x0) if model.method in REVERSIBLE_METHODS else x0
 
     if model.sde.is_ode:
         right_states = jnp.zeros((n_segments, 0), y.dtype)
@@ -109,7 +114,7 @@ def streamed_elbo_terms(
     zero = jnp.zeros((n_samples,), y.dtype)
     sums0 = {"kl_path": zero, "log_likelihood": zero, "residual_penalty": zero, "behaviour_log_likelihood": zero}
     (_, _, sums), peaks = jax.lax.scan(
-        jax.checkpoint(path_segment), (x0, observation_state0, sums0), (jnp.arange(n_segments), right_states)
+        jax.checkpoint(path_segment), (carry0, observation_state0, sums0), (jnp.arange(n_segments), right_states)
     )
 
     drift = model.sde.drift
@@ -149,10 +154,6 @@ def _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0:
     """Return the scan body that integrates and scores one segment of bins for every posterior sample."""
     n_bins = y.shape[0]
     behaviour, behaviour_mask = behaviour
-    n_substeps = model.n_substeps
-    step = bin_width / n_substeps
-    n_steps = (n_bins - 1) * n_substeps
-    latent_size = model.latent_size
     drift = model.sde.drift
     has_penalty = isinstance(drift, ResidualDrift) and drift.residual_penalty != 0.0
 
@@ -172,17 +173,8 @@ def _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0:
             hiddens = jnp.concatenate([hiddens, right_state[None]])
             context = jax.vmap(model.recognition.to_context)(hiddens)
 
-        # The segment's drive and context start at its first bin, so the solver's bin index is shifted.
         fields = model._fields(drive, context)
-        solver_step = fixed_step_body(
-            lambda t, x, k, frac: fields(t, x, k - first, frac), t0, step, n_bins, n_substeps, model.method
-        )
-
-        def masked_step(carry, inputs):
-            # Steps past the last bin (padding of the last segment) leave the carry unchanged.
-            new_carry, _ = solver_step(carry, inputs)
-            carry = jax.tree_util.tree_map(lambda new, old: jnp.where(inputs[0] < n_steps, new, old), new_carry, carry)
-            return carry, carry[0]
+        solve = _segment_solver(model, fields, first, t0, bin_width, n_bins, segment)
 
         observed_mask = _rows(mask, first, segment, n_bins) * valid[:, None]
         behaviour_rows = None if behaviour is None else _rows(behaviour, first, segment, n_bins)
@@ -190,12 +182,9 @@ def _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0:
 
         def one_sample(x, observation_state, kl, noise_key):
             noise_key = None if model.sde.is_ode else noise_key
-            bins = first + jnp.arange(segment)
-            increments = brownian_increments(noise_key, bins, n_substeps, latent_size, step, x.dtype)
-            steps = first * n_substeps + jnp.arange(segment * n_substeps)
-            (x_next, kl), states = jax.lax.scan(masked_step, (x, kl), (steps, increments))
-            # The state at the segment's first bin is the carry, and the scan gives the states one bin later.
-            path = jnp.concatenate([x[None], states[n_substeps - 1 :: n_substeps][:-1]])
+            x_next, kl, ends = solve(x, kl, noise_key)
+            # The state at the segment's first bin is the carry, and the solver gives the states one bin later.
+            path = jnp.concatenate([_solution(x)[None], ends[:-1]])
 
             terms = {"kl_path": kl}
             # Padding bins past the trial's end advance the observation state too, but no later segment reads it.
@@ -203,10 +192,10 @@ def _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0:
                 model.observation, observation_state, y_rows, model.observed(path), observed_mask
             )
             terms["residual_penalty"] = (
-                _penalty_sum(model, path, drive[:segment], valid) if has_penalty else jnp.zeros((), x.dtype)
+                _penalty_sum(model, path, drive[:segment], valid) if has_penalty else jnp.zeros((), path.dtype)
             )
             terms["behaviour_log_likelihood"] = (
-                jnp.zeros((), x.dtype) if behaviour_rows is None
+                jnp.zeros((), path.dtype) if behaviour_rows is None
                 else model.behaviour.log_prob(behaviour_rows, path, behaviour_observed)
             )
             return x_next, observation_state, terms, jnp.max(jnp.abs(path), axis=1)
@@ -219,6 +208,51 @@ def _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0:
         return (x_next, observation_state, new_sums), jnp.max(peaks, axis=0)
 
     return body
+
+
+def _segment_solver(model, fields, first, t0: float, bin_width: float, n_bins: int, segment: int):
+    """Return `(x, kl, noise_key) -> (x, kl, states at the ends of the bins)` over one segment of `segment` bins.
+
+    `x` is the latent state, or `(y, z)` for reversible Heun, whose second state
+    joins the segments so that they take the steps of the unsegmented solver.
+    """
+    n_substeps = model.n_substeps
+    step = bin_width / n_substeps
+    n_steps = (n_bins - 1) * n_substeps
+    if model.method in REVERSIBLE_METHODS:
+
+        def reversible(x, kl, noise_key):
+            ends, (y, z, kl) = reversible_heun_window(
+                fields, (*x, kl), t0, bin_width, segment, n_substeps, noise_key, first, n_steps
+            )
+            return (y, z), kl, ends
+
+        return reversible
+
+    # The segment's drive and context start at its first bin, so the solver's bin index is shifted.
+    solver_step = fixed_step_body(
+        lambda t, x, k, frac: fields(t, x, k - first, frac), t0, step, n_bins, n_substeps, model.method
+    )
+
+    def masked_step(carry, inputs):
+        # Steps past the last bin (padding of the last segment) leave the carry unchanged.
+        new_carry, _ = solver_step(carry, inputs)
+        carry = jax.tree_util.tree_map(lambda new, old: jnp.where(inputs[0] < n_steps, new, old), new_carry, carry)
+        return carry, carry[0]
+
+    def fixed_step(x, kl, noise_key):
+        bins = first + jnp.arange(segment)
+        increments = brownian_increments(noise_key, bins, n_substeps, model.latent_size, step, x.dtype)
+        steps = first * n_substeps + jnp.arange(segment * n_substeps)
+        (x, kl), states = jax.lax.scan(masked_step, (x, kl), (steps, increments))
+        return x, kl, states[n_substeps - 1 :: n_substeps]
+
+    return fixed_step
+
+
+def _solution(x):
+    """Return the solution in a segment's carry: `y` of reversible Heun's `(y, z)`, else the state itself."""
+    return x[0] if isinstance(x, tuple) else x
 
 
 def _penalty_sum(model, path: Float[Array, "L d"], drive: Float[Array, "L m"], valid: Float[Array, " L"]):

@@ -23,6 +23,7 @@ from .errors import ConfigError, DataFileError
 from .evaluate import evaluate, predict_recording
 from .model import LatentUDE
 from .observation import GaussianObservation, PoissonObservation
+from .reversible import stability_warning
 from .runs import RunFolder, atomic_open, write_json, write_text
 from .train import FitState, fit, load_trained, multiple_shooting, select_devices
 from .uncertainty import check_run_settings, run_constant_intervals
@@ -167,6 +168,9 @@ def fit_run(
     try:
         write_text(run.config, dump_config(config))
         logger.info("fitting %s to %s", type(model.sde.drift).__name__, recording.metadata.get("source", "recording"))
+        warning = stability_warning(model, recording.y.shape[1], recording.dt)
+        if warning is not None:
+            logger.warning(warning)
         result = fit(model, recording, config, split, run, resume=resume, quiet=quiet)
         metrics = write_evaluation(run, result.model, recording, split, config, result.state)
     finally:
