@@ -17,29 +17,35 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import logging
 from pathlib import Path
 
 from neuroude import fit_run
 from neuroude.config import parse_config
+from neuroude.data import load_npz, save_npz
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPOSITORY.parent / "shared" / "data" / "hippocampus-wmaze" / "recording.npz"
 POSITION = ("x_px", "y_px")  # behaviour channels of the hippocampus recordings that hold the position
 
 
-def make_config(data: Path, steps: int, latent_size: int, seed: int, time_constant: float, diffusion_scale: float):
+def make_config(data: Path, steps: int, latent_size: int, seed: int, time_constant: float, diffusion_scale: float,
+                behaviour_weight: float | None = None):
     """Return the run configuration of the comparison.
 
     Bins are 50 ms. Two Euler steps per bin keep the integration stable for drift time
-    constants of a few bins or more.
+    constants of a few bins or more. With `behaviour_weight`, a behaviour head reads
+    position and speed (standardised on the training windows) from the latent path and is
+    fitted jointly with the spikes, its log-likelihood weighted by `behaviour_weight`.
     """
+    behaviour = None if behaviour_weight is None else {"weight": behaviour_weight, "standardize": True}
     return parse_config({
         "data": {"source": "npz", "path": str(data), "heldout_neurons": 0.2},
         "model": {
             "latent_size": latent_size, "drift": "mlp", "drift_width": 64, "drift_time_constant": time_constant,
             "diffusion": "additive", "diffusion_scale": diffusion_scale, "encoder": "identity", "n_init_bins": 10,
-            "observation": "poisson", "recognition_hidden": 64, "context_size": 16,
+            "observation": "poisson", "recognition_hidden": 64, "context_size": 16, "behaviour": behaviour,
         },
         "solver": {"method": "euler", "n_substeps": 2},
         "training": {
@@ -49,6 +55,23 @@ def make_config(data: Path, steps: int, latent_size: int, seed: int, time_consta
         "evaluation": {"n_samples": 8, "skip_bins": 10},
         "seed": seed,
     })
+
+
+def keep_behaviour(data: Path, names: list[str], target: Path) -> Path:
+    """Write a copy of the recording at `data` with only the behaviour variables `names`, so the head fits only those."""
+    recording = load_npz(data)
+    available = list(recording.metadata["behaviour_names"])
+    missing = [name for name in names if name not in available]
+    if missing:
+        raise SystemExit(f"--behaviour-variables names {missing}, which the recording lacks; it has {available}")
+    columns = [available.index(name) for name in names]
+    selected = dataclasses.replace(
+        recording, behaviour=recording.behaviour[..., columns],
+        behaviour_mask=None if recording.behaviour_mask is None else recording.behaviour_mask[..., columns],
+        metadata={**recording.metadata, "behaviour_names": list(names)},
+    )
+    save_npz(selected, target)
+    return target
 
 
 def best_validation_score(run_folder: Path) -> float:
@@ -70,15 +93,23 @@ def main() -> None:
     parser.add_argument("--time-constant", type=float, default=0.5, help="seconds; time scale of the drift network")
     parser.add_argument("--diffusion-scale", type=float, default=0.3, help="initial scale of the additive diffusion")
     parser.add_argument("--seed", type=int, default=0, help="sets the trial split, initialisation and noise")
+    parser.add_argument("--behaviour-weight", type=float, default=None,
+                        help="fit a behaviour head (position and speed) jointly, with this weight; off by default")
+    parser.add_argument("--behaviour-variables", nargs="+", default=None,
+                        help="behaviour variables the head fits and the decoders score (default: all); "
+                             "the others are dropped from a copy of the recording written beside --out")
     parser.add_argument("--out", type=Path, default=Path("runs/cosmoothing-hippocampus"), help="run folder")
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     for handler in logging.getLogger().handlers:
         handler.setLevel(logging.WARNING)  # the run's log.txt keeps the progress messages
 
+    data = arguments.data.resolve()
+    if arguments.behaviour_variables:
+        data = keep_behaviour(data, arguments.behaviour_variables, arguments.out.with_name(arguments.out.name + ".npz"))
     config = make_config(
-        arguments.data.resolve(), arguments.steps, arguments.latent_size, arguments.seed,
-        arguments.time_constant, arguments.diffusion_scale,
+        data, arguments.steps, arguments.latent_size, arguments.seed,
+        arguments.time_constant, arguments.diffusion_scale, arguments.behaviour_weight,
     )
     run = fit_run(config, arguments.out, overwrite=True, quiet=True)
     scores = run.metrics["test"]["co_smoothing"]

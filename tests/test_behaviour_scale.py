@@ -1,4 +1,4 @@
-"""Warnings for behaviour variables on a scale far from one, which the behaviour head fits raw."""
+"""Warnings for behaviour variables on a scale far from one, which a head with standardize false fits raw."""
 
 import logging
 
@@ -29,7 +29,7 @@ def test_pixel_scale_warned_by_name(caplog):
     assert len(warnings) == 1
     assert "behaviour speed has standard deviation" in warnings[0]
     assert "expected a standard deviation in [0.01, 100]" in warnings[0]
-    assert "Standardise the behaviour" in caplog.text
+    assert "Set model.behaviour.standardize: true" in caplog.text
 
 
 def test_tiny_scale_warned():
@@ -69,7 +69,7 @@ def test_fit_warns_on_raw_behaviour(tmp_path, caplog):
     save_npz(recording, tmp_path / "raw.npz")
     config = tiny_config(
         data={"source": "npz", "path": str(tmp_path / "raw.npz")},
-        model={"behaviour": {"weight": 1.0}},
+        model={"behaviour": {"weight": 1.0, "standardize": False}},
         training={"steps": 1, "batch_size": 4, "eval_every": 1},
     )
     with caplog.at_level(logging.WARNING, logger="neuroude"):

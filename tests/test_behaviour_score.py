@@ -1,19 +1,25 @@
 """Held-out R^2 of the jointly fitted behaviour head in metrics.json."""
 
+import csv
 import json
+import logging
+import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from neuroude.behaviour_score import _head_on_paths, _r_squared_per_variable
 from neuroude.data import Recording, save_npz
+from neuroude.decoding import head_prediction
 from neuroude.evaluate import predict_recording
 from neuroude.metrics import r_squared, score_window
 
 from conftest import tiny_config
 
 N_TRIALS, N_TIME = 10, 12
+PIXEL_OFFSET, PIXEL_SCALE = 1000.0, 400.0
 
 
 def test_r_squared_per_variable_known_values():
@@ -42,8 +48,14 @@ def fitted(tmp_path_factory):
     u = np.sin(np.linspace(0, 6, N_TIME))[None, :, None] + 0.1 * rng.normal(size=(N_TRIALS, N_TIME, 1))
     y = 2.0 * u + 0.3 * rng.normal(size=(N_TRIALS, N_TIME, 3))
     behaviour = np.concatenate([np.cumsum(u, axis=1) * 0.1, -u], axis=2) + 0.05 * rng.normal(size=(N_TRIALS, N_TIME, 2))
+    # In pixels, as a video tracker gives them; the head must fit them without diverging.
+    behaviour = PIXEL_OFFSET + PIXEL_SCALE * behaviour
+    behaviour_mask = np.ones(behaviour.shape, bool)
+    # Filler where the tracker lost the animal: it must not enter the statistics or the scores.
+    behaviour[0, :4, 0] = 1e7
+    behaviour_mask[0, :4, 0] = False
     recording = Recording(
-        y=y, ts=np.arange(N_TIME) * 0.1, u=u, behaviour=behaviour,
+        y=y, ts=np.arange(N_TIME) * 0.1, u=u, behaviour=behaviour, behaviour_mask=behaviour_mask,
         metadata={"behaviour_names": ["position", "velocity"]},
     )
     save_npz(recording, folder / "behaviour.npz")
@@ -51,10 +63,31 @@ def fitted(tmp_path_factory):
         data={"source": "npz", "path": str(folder / "behaviour.npz")},
         model={"observation": "gaussian", "behaviour": {"weight": 1.0}, "diffusion": "none",
                "drift_time_constant": 0.5},
-        training={"steps": 2, "batch_size": 4},
+        training={"steps": 20, "batch_size": 4, "eval_every": 10},
     )
-    run = fit_run(config, folder / "run", quiet=True)
+    logger = logging.getLogger("neuroude")
+    handler = RecordingHandler()
+    logger.addHandler(handler)
+    try:
+        run = fit_run(config, folder / "run", quiet=True)
+    finally:
+        logger.removeHandler(handler)
+    FIT_WARNINGS.extend(handler.warnings)
     return run, json.loads((folder / "run" / "metrics.json").read_text())
+
+
+FIT_WARNINGS = []
+
+
+class RecordingHandler(logging.Handler):
+    """Keeps the warnings of the module's fit, which a module-scoped fixture cannot read with caplog."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.warnings = []
+
+    def emit(self, record):
+        self.warnings.append(record.getMessage())
 
 
 def test_metrics_have_behaviour_r_squared(fitted):
@@ -81,3 +114,74 @@ def test_prediction_score_matches_head_on_prior_paths(fitted):
     skip = run.config.evaluation.skip_bins
     velocity = r_squared(score_window(test.behaviour[..., 1:], skip), score_window(expected[..., 1:], skip))
     assert metrics["behaviour_r_squared"]["prediction"]["velocity"] == pytest.approx(velocity, rel=1e-4)
+
+
+# -- standardisation (model.behaviour.standardize, on by default) -------------------------------
+
+
+def test_statistics_come_from_observed_training_entries(fitted):
+    run, _ = fitted
+    train = run.recording.select(run.split["train"])
+    observed = train.behaviour_observed
+    for index in range(2):
+        values = train.behaviour[..., index][observed[..., index]].astype(np.float64)
+        assert run.model.behaviour.offset[index] == pytest.approx(values.mean(), rel=1e-6)
+        assert run.model.behaviour.scale[index] == pytest.approx(values.std(), rel=1e-6)
+    every_trial = run.recording.behaviour[..., 1].astype(np.float64)
+    assert run.model.behaviour.offset[1] != pytest.approx(every_trial.mean(), rel=1e-6)
+
+
+def test_pixel_scale_fit_stays_finite(fitted):
+    run, metrics = fitted
+    with open(run.folder.root / "history.csv", newline="") as file:
+        values = [float(row["behaviour_log_likelihood"]) for row in csv.DictReader(file)]
+    assert len(values) == 20
+    assert np.all(np.isfinite(values))
+    assert metrics["training"]["nonfinite_steps"] == 0
+    # The scale warning is for heads that fit raw values.
+    assert not [message for message in FIT_WARNINGS if "has standard deviation" in message]
+    # On the standardised scale the per-trial log-likelihood is of order -(bins x variables). On
+    # the pixel scale it would start near -(400^2 / 2) per entry.
+    assert values[-1] > -10 * N_TIME * 2
+
+
+def test_head_predictions_in_original_units(fitted):
+    run, _ = fitted
+    paths = np.random.default_rng(3).normal(size=(2, 3, N_TIME, 2))
+    prediction = head_prediction(run.model, paths)
+    head = run.model.behaviour
+    weight, bias = np.asarray(head.readout.weight, np.float64), np.asarray(head.readout.bias, np.float64)
+    by_hand = np.asarray(head.offset) + np.asarray(head.scale) * (paths @ weight.T + bias)
+    np.testing.assert_allclose(prediction.samples, by_hand, rtol=1e-6)
+    from_module = np.asarray(jax.vmap(jax.vmap(head.mean))(jnp.asarray(paths, jnp.float32)))
+    np.testing.assert_allclose(from_module, by_hand, rtol=1e-4)
+    np.testing.assert_allclose(prediction.noise_std, np.exp(np.asarray(head.log_std)) * np.asarray(head.scale), rtol=1e-6)
+
+
+def test_saved_run_round_trips(fitted):
+    from neuroude.workflow import load_run
+
+    run, _ = fitted
+    loaded = load_run(run.folder.root)
+    assert loaded.model.behaviour.offset == run.model.behaviour.offset
+    assert loaded.model.behaviour.scale == run.model.behaviour.scale
+    x = jnp.ones((4, 2), jnp.float32)
+    np.testing.assert_allclose(loaded.model.behaviour.mean(x), run.model.behaviour.mean(x))
+
+
+def test_run_saved_before_the_key_fits_raw_behaviour(fitted, tmp_path):
+    # A config.yaml written before model.behaviour.standardize existed has no such key; that run fitted raw values.
+    from neuroude.config import load_config
+    from neuroude.workflow import load_run
+
+    run, _ = fitted
+    old = tmp_path / "old-run"
+    shutil.copytree(run.folder.root, old)
+    saved = (old / "config.yaml").read_text()
+    assert "standardize: true" in saved
+    (old / "config.yaml").write_text(saved.replace("    standardize: true\n", ""))
+
+    assert load_config(old / "config.yaml").model.behaviour.standardize is True
+    loaded = load_run(old)
+    assert loaded.config.model.behaviour.standardize is False
+    assert not loaded.model.behaviour.standardised

@@ -25,6 +25,7 @@ from .errors import ConfigError, DataError, DataFileError
 from .metrics import heldout_channel_split
 from .model import LatentUDE
 from .observation import (
+    BehaviourHead,
     BernoulliObservation,
     BoldObservation,
     CalciumObservation,
@@ -185,7 +186,7 @@ def _single_observation(
     return GaussianObservation(readout_size, n_channels, key=key)
 
 
-def _behaviour_head(config: ModelConfig, n_behaviour: int, key) -> GaussianObservation | None:
+def _behaviour_head(config: ModelConfig, n_behaviour: int, statistics, key) -> BehaviourHead | None:
     if config.behaviour is None:
         return None
     if n_behaviour < 1:
@@ -194,7 +195,7 @@ def _behaviour_head(config: ModelConfig, n_behaviour: int, key) -> GaussianObser
             "add behaviour to the recording or remove model.behaviour"
         )
     # The head reads the whole latent state: behaviour may depend on states the neural readout does not see.
-    return GaussianObservation(config.latent_size, n_behaviour, key=key)
+    return BehaviourHead(config.latent_size, n_behaviour, statistics if config.behaviour.standardize else None, key=key)
 
 
 def build_model(
@@ -206,13 +207,17 @@ def build_model(
     bin_width: float | None = None,
     n_behaviour: int = 0,
     has_masked_entries: bool = False,
+    behaviour_statistics: tuple | None = None,
 ) -> LatentUDE:
     """Build the model described by `config` for a recording with `n_channels` outputs and `n_inputs` stimuli.
 
     `mean_count` (expected counts per bin, or the fraction of ones for Bernoulli
     data) initialises the readout's offset. `bin_width` (seconds) is required by
     the calcium and bold observation models, and `n_behaviour` (behaviour
-    variables) by a configured behaviour head. `has_masked_entries` (the recording's mask
+    variables) by a configured behaviour head. `behaviour_statistics`, the pair (means,
+    standard deviations) of `observation.behaviour_statistics` on the training trials,
+    standardises that head under `model.behaviour.standardize`; without it the head fits
+    the raw values. `has_masked_entries` (the recording's mask
     has a False entry) turns on the recognition model's mask input under
     `model.recognition_mask: auto`.
     """
@@ -240,7 +245,7 @@ def build_model(
     readout_size = model_config.latent_size if observed_states is None else len(observed_states)
     observation = _observation(model_config, readout_size, n_channels, mean_count, bin_width, keys[4])
     # A key folded from `key`, so adding the head leaves every other module's initialisation unchanged.
-    behaviour = _behaviour_head(model_config, n_behaviour, jax.random.fold_in(key, 6))
+    behaviour = _behaviour_head(model_config, n_behaviour, behaviour_statistics, jax.random.fold_in(key, 6))
 
     model = LatentUDE(
         encoder, recognition, sde, observation, model_config.latent_size, model_config.context_size,

@@ -155,7 +155,7 @@ def _enable_fit_precision(config, out: str, resume: bool) -> None:
     # A resumed fit uses the configuration saved in its run folder.
     saved = RunFolder(out).config
     if resume and saved.is_file():
-        config = load_config(saved)
+        config = load_config(saved, saved_run=True)
     enable_requested_precision(config.training.precision)
 
 

@@ -165,6 +165,11 @@ class BehaviourConfig(Section):
     """A Gaussian head that reads the recording's behaviour from the latent path, fitted with the neural data."""
 
     weight: float = Field(1.0, gt=0, description="weight of the behaviour log-likelihood in the loss")
+    standardize: bool = Field(
+        True,
+        description="fit each behaviour variable minus its mean, divided by its standard deviation, both taken "
+        "from the observed entries of the training trials; predictions stay in the recording's units",
+    )
 
 
 OBSERVATIONS = ("poisson", "gaussian", "negative_binomial", "bernoulli", "calcium", "bold")
@@ -514,8 +519,20 @@ def parse_config(raw: dict | None) -> RunConfig:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
 
 
-def load_config(path: str | os.PathLike) -> RunConfig:
-    """Read and validate a YAML run configuration."""
+def _keep_saved_behaviour(raw) -> None:
+    # Runs saved before model.behaviour.standardize existed fitted the raw behaviour.
+    model = raw.get("model") if isinstance(raw, dict) else None
+    behaviour = model.get("behaviour") if isinstance(model, dict) else None
+    if isinstance(behaviour, dict) and "standardize" not in behaviour:
+        behaviour["standardize"] = False
+
+
+def load_config(path: str | os.PathLike, saved_run: bool = False) -> RunConfig:
+    """Read and validate a YAML run configuration.
+
+    With `saved_run`, the file is the `config.yaml` of a run folder, and keys added since
+    the run was written take the value that reproduces how it was fitted.
+    """
     path = Path(path)
     if path.is_dir():
         raise DataFileError(f"config path {path} is a directory; expected a YAML file")
@@ -533,6 +550,8 @@ def load_config(path: str | os.PathLike) -> RunConfig:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    if saved_run:
+        _keep_saved_behaviour(raw)
     try:
         config = parse_config(raw)
     except ConfigError as error:

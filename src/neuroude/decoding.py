@@ -265,12 +265,16 @@ def fit_ridge_decoder(
 
 
 def head_prediction(model, paths: np.ndarray) -> BehaviourPrediction:
-    """Decode paths (trials, S, time, d) with the model's behaviour head; its noise is the head's fitted std."""
-    readout = model.behaviour.readout
-    weights = np.asarray(readout.weight, np.float64).T
-    bias = np.asarray(readout.bias, np.float64)
-    noise_std = np.exp(np.asarray(model.behaviour.log_std, np.float64))
-    return BehaviourPrediction(paths @ weights + bias, noise_std)
+    """Decode paths (trials, S, time, d) with the model's behaviour head; its noise is the head's fitted std.
+
+    Both are in the recording's units, also when the head fits standardised behaviour.
+    """
+    head = model.behaviour
+    weights = np.asarray(head.readout.weight, np.float64).T
+    bias = np.asarray(head.readout.bias, np.float64)
+    standardised = paths @ weights + bias
+    mean = np.asarray(head.offset, np.float64) + np.asarray(head.scale, np.float64) * standardised
+    return BehaviourPrediction(mean, head.noise_std())
 
 
 # -- scores ----------------------------------------------------------------------------

@@ -93,7 +93,10 @@ def _stage_outputs(model: LatentUDE, y, stimulus, mask, t0, bin_width, keys, n_s
     return jax.vmap(one_trial)(y, stimulus, mask, keys, *behaviour)
 
 
-BEHAVIOUR_HINT = "; behaviour on a large scale (raw pixels, for example) can overflow it, so check the behaviour units"
+BEHAVIOUR_HINT = (
+    "; behaviour on a large scale (raw pixels, for example) can overflow it, so check the behaviour units "
+    "or set model.behaviour.standardize: true"
+)
 
 # Stages in pipeline order: output name, module, description, whether the output has a time axis.
 STAGES = (

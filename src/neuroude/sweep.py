@@ -279,7 +279,7 @@ def _check_saved_config(combination: Combination, run: RunFolder) -> str | None:
     if not run.config.is_file():
         return None
     try:
-        saved = load_config(run.config)
+        saved = load_config(run.config, saved_run=True)
     except NeuroudeError as error:
         return f"{run.config} could not be read ({error}); delete the folder to fit this combination again"
     exclude = {"training": {"steps"}}

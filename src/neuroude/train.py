@@ -307,7 +307,8 @@ def fit(
 
     y, stimulus, mask = cast_floating(_data_arrays(recording), dtype)
     behaviour = cast_floating(_behaviour_array(model, recording), dtype)
-    if behaviour is not None:
+    # A standardised head fits unit-scale values whatever the recording's units.
+    if behaviour is not None and not getattr(model.behaviour, "standardised", False):
         train_trials = np.asarray(split["train"])
         warn_behaviour_scale(recording.behaviour[train_trials], recording.behaviour_observed[train_trials],
                              recording.metadata.get("behaviour_names"))

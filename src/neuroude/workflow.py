@@ -22,7 +22,7 @@ from .distributed import initialize_distributed
 from .errors import ConfigError, DataFileError
 from .evaluate import evaluate, predict_recording
 from .model import LatentUDE
-from .observation import GaussianObservation, PoissonObservation
+from .observation import GaussianObservation, PoissonObservation, behaviour_statistics
 from .reversible import stability_warning
 from .runs import RunFolder, atomic_open, write_json, write_text
 from .train import FitState, fit, load_trained, multiple_shooting, select_devices
@@ -115,13 +115,23 @@ def _split(recording, config: RunConfig) -> dict[str, list[int]]:
 
 
 def _model_for(recording, config: RunConfig, split) -> LatentUDE:
-    mean_count = float(recording.select(split["train"]).y.mean())
+    train = recording.select(split["train"])
+    mean_count = float(train.y.mean())
     n_behaviour = 0 if recording.behaviour is None else recording.behaviour.shape[2]
     return build_model(
         config, recording.n_channels, recording.n_inputs, jax.random.PRNGKey(config.seed), mean_count,
         bin_width=recording.dt, n_behaviour=n_behaviour,
         has_masked_entries=recording.mask is not None and not bool(recording.mask.all()),
+        behaviour_statistics=_behaviour_statistics(train, config),
     )
+
+
+def _behaviour_statistics(train, config: RunConfig):
+    """Return the training trials' behaviour means and standard deviations when the behaviour head standardises."""
+    settings = config.model.behaviour
+    if settings is None or not settings.standardize or train.behaviour is None:
+        return None
+    return behaviour_statistics(train.behaviour, train.behaviour_observed, train.metadata.get("behaviour_names"))
 
 
 def fit_run(
@@ -140,7 +150,7 @@ def fit_run(
     run = RunFolder(out)
     run.check_writable(resume, overwrite)
     if resume:
-        saved = load_config(run.config)
+        saved = load_config(run.config, saved_run=True)
         ignored = _differing_keys(saved.model_dump(mode="json"), config.model_dump(mode="json"))
         if steps is not None:
             ignored = [key for key in ignored if key != "training.steps"]
@@ -224,7 +234,7 @@ def load_run(path: str | os.PathLike, checkpoint_name: str = "best") -> Run:
     """Load a fitted run: its configuration, data, split, model (`best` or `last` checkpoint) and metrics."""
     run = RunFolder(path)
     run.require_fitted()
-    config = load_config(run.config)
+    config = load_config(run.config, saved_run=True)
     recording = load_data(config)
     split = _split(recording, config)
     model, _ = load_trained(run, _model_for(recording, config, split), config, checkpoint_name)

@@ -13,6 +13,7 @@ from neuroude.build import build_model, load_data
 from neuroude.config import load_config
 from neuroude.data import load_recording
 from neuroude.dynamics.parameters import trainable_filter
+from neuroude.observation import behaviour_statistics
 from neuroude.train import make_optimizer, make_train_step
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -71,7 +72,14 @@ def test_config_trains_three_steps(name):
         setattr(config.model, key, value)
 
     recording = load_data(config)
-    model = build_model(config, recording.n_channels, recording.n_inputs, jax.random.PRNGKey(0), float(recording.y.mean()))
+    n_behaviour = 0 if recording.behaviour is None else recording.behaviour.shape[2]
+    # Statistics over every trial: this check has no split, and `neuroude fit` uses the training trials.
+    statistics = None if n_behaviour == 0 else behaviour_statistics(recording.behaviour, recording.behaviour_observed)
+    model = build_model(
+        config, recording.n_channels, recording.n_inputs, jax.random.PRNGKey(0), float(recording.y.mean()),
+        n_behaviour=n_behaviour, behaviour_statistics=statistics,
+    )
+    assert (config.model.behaviour is not None) == (n_behaviour > 0)
     params, static = eqx.partition(model, trainable_filter(model))
     optimizer = make_optimizer(config.training)
     opt_state = optimizer.init(params)
@@ -80,10 +88,13 @@ def test_config_trains_three_steps(name):
     y = jnp.asarray(recording.y[:BATCH])
     stimulus = jnp.zeros(y.shape[:2] + (0,), y.dtype)
     mask = jnp.ones_like(y)
+    behaviour = None
+    if n_behaviour:
+        behaviour = (jnp.asarray(recording.behaviour[:BATCH]), jnp.asarray(recording.behaviour_observed[:BATCH], y.dtype))
     start = params
     for step in range(3):
         params, opt_state, terms, finite, _ = train_step(
-            params, opt_state, y, stimulus, mask, jax.random.PRNGKey(step), jnp.float32(1.0)
+            params, opt_state, y, stimulus, mask, jax.random.PRNGKey(step), jnp.float32(1.0), behaviour
         )
         assert bool(finite), f"step {step}: loss {float(terms['loss'])}"
 

@@ -1,5 +1,6 @@
 """Observation models: the likelihood of a recording given the latent path."""
 
+from .behaviour import BehaviourHead, behaviour_statistics
 from .bernoulli import BernoulliObservation
 from .bold import BoldObservation
 from .calcium import CalciumObservation
@@ -10,6 +11,7 @@ from .negative_binomial import NegativeBinomialObservation
 from .poisson import PoissonObservation
 
 __all__ = [
+    "BehaviourHead",
     "BernoulliObservation",
     "BoldObservation",
     "CalciumObservation",
@@ -17,5 +19,6 @@ __all__ = [
     "GroupedObservation",
     "NegativeBinomialObservation",
     "PoissonObservation",
+    "behaviour_statistics",
     "check_recording",
 ]

@@ -65,8 +65,8 @@ def warn_behaviour_scale(behaviour: np.ndarray, observed: np.ndarray, names=None
             f"behaviour {name} has standard deviation {std:.4g} and largest absolute value {largest:.4g} on the "
             f"training trials; expected a standard deviation in [{low:g}, {high:g}] and values within "
             f"±{BEHAVIOUR_MAX_ABS:g}. The behaviour head fits it on this raw scale, which can make the loss overflow "
-            "or let behaviour dominate or vanish from it. Standardise the behaviour (subtract its mean, divide "
-            "by its standard deviation) or convert it to other units before fitting."
+            "or let behaviour dominate or vanish from it. Set model.behaviour.standardize: true, which fits it "
+            "minus its mean and divided by its standard deviation, or convert it to other units before fitting."
         )
         logger.warning(message)
         warnings.append(message)
