@@ -3,6 +3,8 @@
 import gc
 import importlib.util
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import jax
@@ -34,6 +36,23 @@ def release_compiled_programs():
 # Commands run in-process would turn on the persistent compilation cache for the rest of the session and
 # write to the user's cache folder, so it stays off here. test_cache.py turns it on in child processes.
 os.environ["NEUROUDE_COMPILATION_CACHE"] = "off"
+
+# The session keeps its own persistent compilation cache in a temporary folder, for every program however
+# quick to compile. jax.clear_caches() above drops the compiled programs after each module. Without this
+# folder, each module compiled the same small programs again: building one tiny model draws random arrays
+# of 15 shapes, which took 4.4 s of CPU time to compile and takes 0.6 s to read back. Tests and modules
+# that fit the same model also read each other's training steps. JAX reads the setting at its first
+# compilation, so it is set here, before test modules are collected (some compile while they are imported).
+# NOTE: a session that is killed leaves the folder behind in the temporary directory.
+COMPILATION_CACHE = Path(tempfile.mkdtemp(prefix="neuroude-tests-jax-cache-"))
+jax.config.update("jax_compilation_cache_dir", str(COMPILATION_CACHE))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+# -1 turns off the size limit, where 0 would let JAX choose one for the file system.
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(COMPILATION_CACHE, ignore_errors=True)
 
 
 def load_example(name: str):

@@ -3,6 +3,7 @@
 import logging
 
 import numpy as np
+import pytest
 
 from conftest import tiny_config
 from neuroude.data import Recording, save_npz
@@ -57,7 +58,17 @@ def test_unobserved_entries_ignored():
     assert warn_behaviour_scale(values, observed) == []
 
 
-def test_fit_warns_on_raw_behaviour(tmp_path, caplog):
+class StopBeforeTraining(Exception):
+    """Raised in place of building the training step, once the fit's checks of its data have run."""
+
+
+def stop_before_training(*args, **kwargs):
+    raise StopBeforeTraining
+
+
+def test_fit_warns_on_raw_behaviour(tmp_path, caplog, monkeypatch):
+    # The warning is issued before the first training step, so the fit stops there rather than compiling one.
+    import neuroude.train as train_module
     from neuroude.workflow import fit_run
 
     rng = np.random.default_rng(1)
@@ -72,7 +83,8 @@ def test_fit_warns_on_raw_behaviour(tmp_path, caplog):
         model={"behaviour": {"weight": 1.0, "standardize": False}},
         training={"steps": 1, "batch_size": 4, "eval_every": 1},
     )
-    with caplog.at_level(logging.WARNING, logger="neuroude"):
+    monkeypatch.setattr(train_module, "make_train_step", stop_before_training)
+    with caplog.at_level(logging.WARNING, logger="neuroude"), pytest.raises(StopBeforeTraining):
         fit_run(config, tmp_path / "run", quiet=True)
 
     assert "behaviour x has standard deviation" in caplog.text

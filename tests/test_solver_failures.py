@@ -112,6 +112,9 @@ def test_solver_error_step_skipped(tmp_path, monkeypatch, caplog):
     assert not all(expected_failed)
 
     inputs = _record_step_inputs(monkeypatch)
+    # The validation score after the last step is not what this test checks, and compiling the Kvaerno5
+    # forward solve for it took a fifth of the test's time, so it is a constant here.
+    monkeypatch.setattr(train_module, "validation_metric", lambda *args: 0.0)
     run = RunFolder(tmp_path / "run")
     run.prepare(resume=False, overwrite=False)
     with jax.enable_x64(True):

@@ -1,5 +1,7 @@
 """Fitting loop: schedules, checkpoints, exact resumption and the non-finite guard."""
 
+import shutil
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -115,9 +117,17 @@ def final_parameters(run_dir):
         return stream.read()
 
 
-def test_resumed_fit_matches_uninterrupted(tmp_path, monkeypatch):
-    config = npz_config(tmp_path)
-    fit_run(config, tmp_path / "whole", quiet=True)
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory):
+    """Return the config and folder of one uninterrupted fit of `npz_config`, shared by the tests that only read it."""
+    folder = tmp_path_factory.mktemp("whole_run")
+    config = npz_config(folder)
+    fit_run(config, folder / "whole", quiet=True)
+    return config, folder / "whole"
+
+
+def test_resumed_fit_matches_uninterrupted(tmp_path, monkeypatch, whole_run):
+    config, whole = whole_run
 
     original_update = FitProgress.update
 
@@ -133,8 +143,8 @@ def test_resumed_fit_matches_uninterrupted(tmp_path, monkeypatch):
 
     resumed = fit_run(config, tmp_path / "split", resume=True, quiet=True)
     assert resumed.metrics["training"]["steps_run"] == 6
-    assert final_parameters(tmp_path / "whole") == final_parameters(tmp_path / "split")
-    whole_history = (tmp_path / "whole" / "history.csv").read_text().splitlines()
+    assert final_parameters(whole) == final_parameters(tmp_path / "split")
+    whole_history = (whole / "history.csv").read_text().splitlines()
     split_history = (tmp_path / "split" / "history.csv").read_text().splitlines()
     assert [line.split(",")[:3] for line in whole_history] == [line.split(",")[:3] for line in split_history]
 
@@ -205,13 +215,12 @@ def test_error_before_checkpoint_keeps_history(tmp_path, monkeypatch):
     assert [row.split(",")[0] for row in rows[1:]] == ["1", "2", "3"]
 
 
-def test_existing_run_not_overwritten(tmp_path):
-    config = npz_config(tmp_path, training={"steps": 2})
-    fit_run(config, tmp_path / "run", quiet=True)
-    before = final_parameters(tmp_path / "run")
+def test_existing_run_not_overwritten(whole_run):
+    config, folder = whole_run
+    before = final_parameters(folder)
     with pytest.raises(RunFolderError, match="already contains a run"):
-        fit_run(config, tmp_path / "run", quiet=True)
-    assert final_parameters(tmp_path / "run") == before
+        fit_run(config, folder, quiet=True)
+    assert final_parameters(folder) == before
 
 
 def test_resume_without_checkpoint_rejected(tmp_path):
@@ -219,12 +228,12 @@ def test_resume_without_checkpoint_rejected(tmp_path):
         fit_run(npz_config(tmp_path), tmp_path / "empty", resume=True, quiet=True)
 
 
-def test_resume_extends_fit_with_saved_config(tmp_path, caplog):
-    config = npz_config(tmp_path, training={"steps": 2})
-    fit_run(config, tmp_path / "run", quiet=True)
+def test_resume_extends_fit_with_saved_config(tmp_path, caplog, whole_run):
+    config, whole = whole_run
+    shutil.copytree(whole, tmp_path / "run")
     different = npz_config(tmp_path, model={"latent_size": 3})
-    resumed = fit_run(different, tmp_path / "run", resume=True, quiet=True, steps=4)
-    assert resumed.metrics["training"]["steps_run"] == 4
+    resumed = fit_run(different, tmp_path / "run", resume=True, quiet=True, steps=config.training.steps + 2)
+    assert resumed.metrics["training"]["steps_run"] == config.training.steps + 2
     assert resumed.config.model.latent_size == 2
     assert "resuming with the configuration saved" in caplog.text
 
