@@ -28,7 +28,10 @@ DEFAULT_DATA = REPOSITORY.parent / "shared" / "data" / "hippocampus-wmaze" / "re
 POSITION = ("x_px", "y_px")  # behaviour channels of the hippocampus recordings that hold the position
 
 
-def make_config(data: Path, steps: int, latent_size: int, seed: int, time_constant: float, diffusion_scale: float):
+def make_config(
+    data: Path, steps: int, latent_size: int, seed: int, time_constant: float, diffusion_scale: float,
+    coordinated_dropout: float = 0.0,
+):
     """Return the run configuration of the comparison.
 
     Bins are 50 ms. Two Euler steps per bin keep the integration stable for drift time
@@ -45,6 +48,7 @@ def make_config(data: Path, steps: int, latent_size: int, seed: int, time_consta
         "training": {
             "steps": steps, "batch_size": 16, "learning_rate": 3e-3, "kl_warmup_steps": steps // 3,
             "eval_every": max(steps // 15, 1), "patience": 6, "checkpoint_every": max(steps // 5, 1),
+            "coordinated_dropout": coordinated_dropout,
         },
         "evaluation": {"n_samples": 8, "skip_bins": 10},
         "seed": seed,
@@ -70,6 +74,9 @@ def main() -> None:
     parser.add_argument("--time-constant", type=float, default=0.5, help="seconds; time scale of the drift network")
     parser.add_argument("--diffusion-scale", type=float, default=0.3, help="initial scale of the additive diffusion")
     parser.add_argument("--seed", type=int, default=0, help="sets the trial split, initialisation and noise")
+    parser.add_argument("--coordinated-dropout", type=float, default=0.0,
+                        help="training.coordinated_dropout: fraction of held-in entries hidden from the recognition "
+                        "model in each training step")
     parser.add_argument("--out", type=Path, default=Path("runs/cosmoothing-hippocampus"), help="run folder")
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -78,7 +85,7 @@ def main() -> None:
 
     config = make_config(
         arguments.data.resolve(), arguments.steps, arguments.latent_size, arguments.seed,
-        arguments.time_constant, arguments.diffusion_scale,
+        arguments.time_constant, arguments.diffusion_scale, arguments.coordinated_dropout,
     )
     run = fit_run(config, arguments.out, overwrite=True, quiet=True)
     scores = run.metrics["test"]["co_smoothing"]
