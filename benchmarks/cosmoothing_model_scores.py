@@ -46,7 +46,11 @@ def main() -> None:
     names = list(recording.metadata["behaviour_names"])
     behaviour = {name: score_window(split.behaviour, skip) for name, split in splits.items()}
     latents = {name: score_window(posterior[name][1], skip) for name in splits}
-    decoding = _decode(latents, behaviour, names)
+    observed = {
+        name: None if split.behaviour_mask is None else score_window(split.behaviour_mask, skip)
+        for name, split in splits.items()
+    }
+    decoding = _decode(latents, behaviour, names, observed)
     print(f"position R^2 (x, y mean): {(decoding['x_px'] + decoding['y_px']) / 2:.3f}; "
           f"speed R^2: {decoding['speed_px_per_s']:.3f}")
 
