@@ -30,7 +30,7 @@ POSITION = ("x_px", "y_px")  # behaviour channels of the hippocampus recordings 
 
 def make_config(
     data: Path, steps: int, latent_size: int, seed: int, time_constant: float, diffusion_scale: float,
-    coordinated_dropout: float = 0.0,
+    coordinated_dropout: float = 0.0, kl_weight_max: float = 1.0,
 ):
     """Return the run configuration of the comparison.
 
@@ -48,7 +48,7 @@ def make_config(
         "training": {
             "steps": steps, "batch_size": 16, "learning_rate": 3e-3, "kl_warmup_steps": steps // 3,
             "eval_every": max(steps // 15, 1), "patience": 6, "checkpoint_every": max(steps // 5, 1),
-            "coordinated_dropout": coordinated_dropout,
+            "coordinated_dropout": coordinated_dropout, "kl_weight_max": kl_weight_max,
         },
         "evaluation": {"n_samples": 8, "skip_bins": 10},
         "seed": seed,
@@ -77,6 +77,8 @@ def main() -> None:
     parser.add_argument("--coordinated-dropout", type=float, default=0.0,
                         help="training.coordinated_dropout: fraction of held-in entries hidden from the recognition "
                         "model in each training step")
+    parser.add_argument("--kl-weight-max", type=float, default=1.0,
+                        help="training.kl_weight_max: the weight of the KL after the warm-up")
     parser.add_argument("--out", type=Path, default=Path("runs/cosmoothing-hippocampus"), help="run folder")
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -86,6 +88,7 @@ def main() -> None:
     config = make_config(
         arguments.data.resolve(), arguments.steps, arguments.latent_size, arguments.seed,
         arguments.time_constant, arguments.diffusion_scale, arguments.coordinated_dropout,
+        arguments.kl_weight_max,
     )
     run = fit_run(config, arguments.out, overwrite=True, quiet=True)
     scores = run.metrics["test"]["co_smoothing"]

@@ -387,6 +387,10 @@ class TrainingConfig(Section):
         "linear", description="how the KL weight beta rises to 1: once, in repeated ramps, or not (always 1)"
     )
     kl_warmup_steps: int = Field(300, ge=0, description="steps to raise beta from 0 to 1; the cycle length if cyclical")
+    kl_weight_max: float = Field(
+        1.0, gt=0, le=1, description="value that beta, the weight of the KL in the loss, rises to; below 1 the loss "
+        "is no longer the negative ELBO, and the posterior may carry more information from the data"
+    )
     n_samples: int = Field(1, ge=1, description="Monte-Carlo paths per trial in the ELBO")
     eval_every: int = Field(50, ge=1, description="steps between evaluations of the validation metric")
     patience: int = Field(8, ge=1, description="evaluations without improvement before stopping early")

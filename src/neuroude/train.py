@@ -71,7 +71,14 @@ def solver_failure_message(error: BaseException) -> str | None:
 
 
 def kl_weight(step: int, config: TrainingConfig) -> float:
-    """Return beta at `step`: linear warm-up from 0 to 1, a repeating linear ramp (cyclical), or 1."""
+    """Return beta at `step`: linear warm-up from 0, a repeating linear ramp (cyclical), or constant.
+
+    Beta rises to `config.kl_weight_max`, which is 1 unless set lower.
+    """
+    return config.kl_weight_max * _kl_ramp(step, config)
+
+
+def _kl_ramp(step: int, config: TrainingConfig) -> float:
     if config.kl_schedule == "constant" or config.kl_warmup_steps == 0:
         return 1.0
     if config.kl_schedule == "linear":
