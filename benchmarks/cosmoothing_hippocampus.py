@@ -30,8 +30,10 @@ DEFAULT_DATA = REPOSITORY.parent / "shared" / "data" / "hippocampus-wmaze" / "re
 POSITION = ("x_px", "y_px")  # behaviour channels of the hippocampus recordings that hold the position
 
 
-def make_config(data: Path, steps: int, latent_size: int, seed: int, time_constant: float, diffusion_scale: float,
-                behaviour_weight: float | None = None):
+def make_config(
+    data: Path, steps: int, latent_size: int, seed: int, time_constant: float, diffusion_scale: float,
+    behaviour_weight: float | None = None, coordinated_dropout: float = 0.0, kl_weight_max: float = 1.0,
+):
     """Return the run configuration of the comparison.
 
     Bins are 50 ms. Two Euler steps per bin keep the integration stable for drift time
@@ -51,6 +53,7 @@ def make_config(data: Path, steps: int, latent_size: int, seed: int, time_consta
         "training": {
             "steps": steps, "batch_size": 16, "learning_rate": 3e-3, "kl_warmup_steps": steps // 3,
             "eval_every": max(steps // 15, 1), "patience": 6, "checkpoint_every": max(steps // 5, 1),
+            "coordinated_dropout": coordinated_dropout, "kl_weight_max": kl_weight_max,
         },
         "evaluation": {"n_samples": 8, "skip_bins": 10},
         "seed": seed,
@@ -98,6 +101,11 @@ def main() -> None:
     parser.add_argument("--behaviour-variables", nargs="+", default=None,
                         help="behaviour variables the head fits and the decoders score (default: all); "
                              "the others are dropped from a copy of the recording written beside --out")
+    parser.add_argument("--coordinated-dropout", type=float, default=0.0,
+                        help="training.coordinated_dropout: fraction of held-in entries hidden from the recognition "
+                        "model in each training step")
+    parser.add_argument("--kl-weight-max", type=float, default=1.0,
+                        help="training.kl_weight_max: the weight of the KL after the warm-up")
     parser.add_argument("--out", type=Path, default=Path("runs/cosmoothing-hippocampus"), help="run folder")
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -110,6 +118,7 @@ def main() -> None:
     config = make_config(
         data, arguments.steps, arguments.latent_size, arguments.seed,
         arguments.time_constant, arguments.diffusion_scale, arguments.behaviour_weight,
+        arguments.coordinated_dropout, arguments.kl_weight_max,
     )
     run = fit_run(config, arguments.out, overwrite=True, quiet=True)
     scores = run.metrics["test"]["co_smoothing"]

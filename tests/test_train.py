@@ -14,7 +14,7 @@ from conftest import tiny_config, tiny_recording
 from neuroude.config import TrainingConfig
 from neuroude.data import save_npz
 from neuroude.dynamics import trainable_filter
-from neuroude.errors import DataFileError, RunFolderError, TrainingError
+from neuroude.errors import ConfigError, DataFileError, RunFolderError, TrainingError
 from neuroude.progress import FitProgress
 from neuroude.runs import RunFolder, load_checkpoint, save_checkpoint
 from neuroude.train import kl_weight, make_optimizer, make_train_step
@@ -33,6 +33,20 @@ def test_linear_kl_warmup():
     assert kl_weight(0, config) == 0.0
     assert kl_weight(5, config) == 0.5
     assert kl_weight(20, config) == 1.0
+
+
+def test_kl_weight_max_scales_beta():
+    config = TrainingConfig(kl_schedule="linear", kl_warmup_steps=10, kl_weight_max=0.3)
+    assert kl_weight(0, config) == 0.0
+    assert kl_weight(5, config) == pytest.approx(0.15)
+    assert kl_weight(20, config) == pytest.approx(0.3)
+    assert kl_weight(3, TrainingConfig(kl_schedule="constant", kl_weight_max=0.3)) == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("value", [0.0, 1.5])
+def test_kl_weight_max_out_of_range(value):
+    with pytest.raises(ConfigError, match="training.kl_weight_max"):
+        tiny_config(training={"kl_weight_max": value})
 
 
 def test_cyclical_kl_schedule_repeats():

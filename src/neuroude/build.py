@@ -218,8 +218,8 @@ def build_model(
     standard deviations) of `observation.behaviour_statistics` on the training trials,
     standardises that head under `model.behaviour.standardize`; without it the head fits
     the raw values. `has_masked_entries` (the recording's mask
-    has a False entry) turns on the recognition model's mask input under
-    `model.recognition_mask: auto`.
+    has a False entry) and `training.coordinated_dropout > 0` turn on the recognition
+    model's mask input under `model.recognition_mask: auto`.
     """
     model_config = config.model
     keys = jax.random.split(key, 6)
@@ -230,7 +230,9 @@ def build_model(
 
     heldin = _heldin_channels(config, n_channels)
     recognition_size = n_channels if heldin is None else len(heldin)
-    reads_mask = has_masked_entries if model_config.recognition_mask == "auto" else model_config.recognition_mask
+    # Coordinated dropout hides entries through the mask, so `auto` turns the mask input on for it too.
+    needs_mask = has_masked_entries or config.training.coordinated_dropout > 0
+    reads_mask = needs_mask if model_config.recognition_mask == "auto" else model_config.recognition_mask
     if reads_mask:
         # One mask column per channel read, beside the masked values.
         recognition_size *= 2

@@ -393,6 +393,10 @@ class TrainingConfig(Section):
         "linear", description="how the KL weight beta rises to 1: once, in repeated ramps, or not (always 1)"
     )
     kl_warmup_steps: int = Field(300, ge=0, description="steps to raise beta from 0 to 1; the cycle length if cyclical")
+    kl_weight_max: float = Field(
+        1.0, gt=0, le=1, description="value that beta, the weight of the KL in the loss, rises to; below 1 the loss "
+        "is no longer the negative ELBO, and the posterior may carry more information from the data"
+    )
     n_samples: int = Field(1, ge=1, description="Monte-Carlo paths per trial in the ELBO")
     eval_every: int = Field(50, ge=1, description="steps between evaluations of the validation metric")
     patience: int = Field(8, ge=1, description="evaluations without improvement before stopping early")
@@ -400,6 +404,11 @@ class TrainingConfig(Section):
     max_nonfinite: int = Field(20, ge=1, description="skipped steps in a row (non-finite, or a solver error) before the fit stops")
     nonfinite_lr_factor: float = Field(
         0.5, gt=0, le=1, description="learning rate multiplier applied after each skipped non-finite step; 1 keeps it"
+    )
+    coordinated_dropout: float = Field(
+        0.0, ge=0, lt=1, description="coordinated dropout: fraction of the recognition model's input entries hidden "
+        "from it in each training step, whose likelihood alone is then scored, weighted by 1 / rate (held-out "
+        "neurons count in full); poisson and gaussian observations only; 0 turns it off"
     )
     shooting_penalty: float = Field(
         1.0, ge=0, description="weight of the squared gap between one segment's end state and the next segment's "
@@ -460,6 +469,18 @@ class RunConfig(Section):
             raise ValueError(
                 "solver.method 'reversible_heun' cannot integrate conduction delays (model.network.fibre_lengths), "
                 "because its backward pass has no history of past states to rebuild; use 'euler' or 'heun'"
+            )
+        if self.training.coordinated_dropout > 0 and self.model.observation not in ("poisson", "gaussian"):
+            raise ValueError(
+                f"training.coordinated_dropout is {self.training.coordinated_dropout}, but model.observation is "
+                f"{self.model.observation!r}; dropout weights the likelihood of each entry, which only the 'poisson' "
+                "and 'gaussian' models support, so set it to 0 or use one of them"
+            )
+        if self.training.coordinated_dropout > 0 and self.model.recognition_mask is False:
+            raise ValueError(
+                f"training.coordinated_dropout is {self.training.coordinated_dropout}, but model.recognition_mask is "
+                "false; the recognition model must read the mask to tell a hidden entry from a zero count, so set "
+                "model.recognition_mask to 'auto' or true"
             )
         return self
 

@@ -224,8 +224,12 @@ class LatentUDE(eqx.Module):
         behaviour: Float[Array, "T b"] | None = None,
         shooting: MultipleShooting | None = None,
         behaviour_mask: Float[Array, "T b"] | None = None,
+        input_mask: Float[Array, "T n"] | None = None,
     ) -> dict[str, Float[Array, ""]]:
         """Return the ELBO terms of one trial, averaged over `n_samples` posterior paths.
+
+        `mask` selects the entries of `y` whose likelihood is scored, and `input_mask` (`mask`
+        when None) those the recognition model reads. They differ under coordinated dropout.
 
         Keys: `log_likelihood`, `kl_initial`, `kl_path`, `residual_penalty`,
         `behaviour_log_likelihood` when the model has a behaviour head,
@@ -236,11 +240,15 @@ class LatentUDE(eqx.Module):
         With `checkpoint_bins > 0` the terms are computed segment by segment where the model
         allows it (`neuroude.streaming`), so the backward pass stores no array as long as the trial.
         """
+        if input_mask is None:
+            input_mask = mask
         if shooting is None and can_stream(self):
-            return streamed_elbo_terms(self, y, stimulus, mask, t0, bin_width, key, n_samples, behaviour, behaviour_mask)
+            return streamed_elbo_terms(
+                self, y, stimulus, mask, t0, bin_width, key, n_samples, behaviour, behaviour_mask, input_mask
+            )
 
         drive = self.encode(stimulus)
-        readable = self.recognition_input(y, mask)
+        readable = self.recognition_input(y, input_mask)
         mean0, std0 = self.recognition.initial_state(readable, drive)
         kl_initial = initial_state_kl(self.recognition, mean0, std0)
         context = None if self.sde.is_ode else self.recognition.context(readable, drive, self.checkpoint_bins)
@@ -301,6 +309,7 @@ class LatentUDE(eqx.Module):
         behaviour: Float[Array, "B T b"] | None = None,
         shooting: MultipleShooting | None = None,
         behaviour_mask: Float[Array, "B T b"] | None = None,
+        input_mask: Float[Array, "B T n"] | None = None,
     ) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
         """Return the negative ELBO per trial averaged over the batch, and its terms.
 
@@ -311,7 +320,8 @@ class LatentUDE(eqx.Module):
         With a constant posterior, each trial's terms use one draw of the constants from it
         (the KL of the constants is added by the fitting loop; see `constant_posterior`).
         With `shooting`, the paths are integrated in segments and their continuity penalty is added
-        (a training objective only; see `neuroude.shooting`).
+        (a training objective only; see `neuroude.shooting`). `input_mask`, when given, is the
+        mask the recognition model reads in place of `mask` (see `trial_elbo_terms`).
 
         The terms are batch means, except `state_peak`, which stays (B, T).
         """
@@ -321,19 +331,22 @@ class LatentUDE(eqx.Module):
             behaviour = jnp.zeros(y.shape[:2] + (0,), y.dtype)
         if behaviour_mask is None:
             behaviour_mask = jnp.ones_like(behaviour)
+        if input_mask is None:
+            input_mask = mask
         keys = jax.random.split(key, y.shape[0])
 
-        def one_trial(yi, si, mi, ki, bi, bmi):
+        def one_trial(yi, si, mi, ki, bi, bmi, ii):
             model = self
             if self.constant_posterior is not None:
                 ki, constants_key = jax.random.split(ki)
                 model = self.constant_posterior.draw(self, constants_key)
             has_head = self.behaviour is not None
             return model.trial_elbo_terms(
-                yi, si, mi, t0, bin_width, ki, n_samples, bi if has_head else None, shooting, bmi if has_head else None
+                yi, si, mi, t0, bin_width, ki, n_samples, bi if has_head else None, shooting, bmi if has_head else None,
+                ii,
             )
 
-        terms = jax.vmap(one_trial)(y, stimulus, mask, keys, behaviour, behaviour_mask)
+        terms = jax.vmap(one_trial)(y, stimulus, mask, keys, behaviour, behaviour_mask, input_mask)
         state_peak = terms.pop("state_peak")
         terms = {name: jnp.mean(value) for name, value in terms.items()}
         kl = terms["kl_initial"] + terms["kl_path"]

@@ -74,8 +74,13 @@ def streamed_elbo_terms(
     n_samples: int = 1,
     behaviour: Float[Array, "T b"] | None = None,
     behaviour_mask: Float[Array, "T b"] | None = None,
+    input_mask: Float[Array, "T n"] | None = None,
 ) -> dict[str, Float[Array, ""]]:
-    """Return the ELBO terms of `LatentUDE.trial_elbo_terms`, computed segment by segment."""
+    """Return the ELBO terms of `LatentUDE.trial_elbo_terms`, computed segment by segment.
+
+    The recognition model reads the entries of `input_mask` (`mask` when None) and the
+    likelihood scores those of `mask`, as in `trial_elbo_terms`.
+    """
     if behaviour is not None and behaviour_mask is None:
         behaviour_mask = jnp.ones_like(behaviour)
     n_bins = y.shape[0]
@@ -83,7 +88,7 @@ def streamed_elbo_terms(
     n_segments = -(-n_bins // segment)
     recognition = model.recognition
 
-    readable = model.recognition_input(y, mask)
+    readable = model.recognition_input(y, mask if input_mask is None else input_mask)
 
     def features(first, drive_rows):
         return jnp.concatenate([_rows(readable, first, drive_rows.shape[0], n_bins), drive_rows], axis=-1)

@@ -71,7 +71,14 @@ def solver_failure_message(error: BaseException) -> str | None:
 
 
 def kl_weight(step: int, config: TrainingConfig) -> float:
-    """Return beta at `step`: linear warm-up from 0 to 1, a repeating linear ramp (cyclical), or 1."""
+    """Return beta at `step`: linear warm-up from 0, a repeating linear ramp (cyclical), or constant.
+
+    Beta rises to `config.kl_weight_max`, which is 1 unless set lower.
+    """
+    return config.kl_weight_max * _kl_ramp(step, config)
+
+
+def _kl_ramp(step: int, config: TrainingConfig) -> float:
     if config.kl_schedule == "constant" or config.kl_warmup_steps == 0:
         return 1.0
     if config.kl_schedule == "linear":
@@ -98,9 +105,38 @@ def make_optimizer(config: TrainingConfig) -> optax.GradientTransformation:
     )
 
 
+def coordinated_dropout_masks(
+    step_key: jax.Array, mask: jax.Array, rate: float, heldin_channels: tuple[int, ...] | None
+) -> tuple[jax.Array, jax.Array]:
+    """Return the mask the recognition model reads and the weights of the scored likelihood under coordinated dropout.
+
+    Each observed entry of a held-in channel (every channel when `heldin_channels` is None) is
+    hidden from the recognition model with probability `rate`, independently per trial, bin
+    and channel, and only the hidden ones are scored. The model then cannot lower the loss by
+    passing an entry from its input to its output, and must predict each entry from the
+    others. Held-out channels are never read, so all their observed entries are scored,
+    with weight 1.
+
+    Both masks are scaled so that their expectation is the plain mask. A kept entry is read
+    with weight `1 / (1 - rate)`, so the recognition model's input `concat(y * m, m)` has
+    on average the values it has in evaluation, where every entry is read with weight 1.
+    A hidden entry is scored with weight `1 / rate`, so the expected log likelihood, and
+    with it the balance against the KL, is that of the full data. The draw uses a key
+    folded from the training step's key `step_key`, so the paths' noise is the same as
+    without dropout.
+    """
+    hidden = jax.random.bernoulli(jax.random.fold_in(step_key, 1), rate, mask.shape).astype(mask.dtype)
+    reads, scored = mask * (1 - hidden) / (1 - rate), mask * hidden / rate
+    if heldin_channels is not None:
+        is_heldin = jnp.zeros(mask.shape[-1], bool).at[jnp.asarray(heldin_channels)].set(True)
+        scored = jnp.where(is_heldin, scored, mask)
+    return reads, scored
+
+
 def make_train_step(
     static, optimizer, t0: float, bin_width: float, n_samples: int, skip_nonfinite: bool = True,
     max_state: float = math.inf, penalty=None, shooting: MultipleShooting | None = None,
+    coordinated_dropout: float = 0.0,
 ):
     """Return the jitted training step: loss, gradient and optimiser update, all in one XLA program.
 
@@ -113,6 +149,8 @@ def make_train_step(
     the parameters and optimiser state unchanged. `penalty(model)`, when given,
     is added to the loss (the constants' prior, see `uncertainty.prior_penalty`). `shooting`, when
     given, integrates the paths in segments and adds their continuity penalty (see `neuroude.shooting`).
+    `coordinated_dropout > 0` hides that fraction of the recognition model's input entries in each
+    step and scores only those, reweighted (see `coordinated_dropout_masks`).
 
     NOTE: the bound is checked at bin times only, so a state that exceeds it between bins and comes
     back is not caught; with n_substeps = 1 every solver step is a bin time.
@@ -125,11 +163,16 @@ def make_train_step(
             values, behaviour_mask = behaviour, None
         else:
             values, behaviour_mask = behaviour
+        scored, reads = mask, None
+        if coordinated_dropout > 0:
+            heldin = getattr(static, "heldin_channels", None)
+            reads, scored = coordinated_dropout_masks(key, mask, coordinated_dropout, heldin)
 
         def loss_fn(trainable):
             model = eqx.combine(trainable, static)
             loss, terms = model.loss(
-                y, stimulus, mask, t0, bin_width, key, beta, n_samples, values, shooting, behaviour_mask=behaviour_mask
+                y, stimulus, scored, t0, bin_width, key, beta, n_samples, values, shooting,
+                behaviour_mask=behaviour_mask, input_mask=reads,
             )
             if penalty is not None:
                 loss = loss + penalty(model)
@@ -333,7 +376,8 @@ def fit(
         penalty = posterior_penalty(model, len(train_indices))
     shooting = multiple_shooting(config, y.shape[1])
     train_step = make_train_step(static, optimizer, t0, bin_width, training.n_samples,
-                                 max_state=config.solver.max_state, penalty=penalty, shooting=shooting)
+                                 max_state=config.solver.max_state, penalty=penalty, shooting=shooting,
+                                 coordinated_dropout=training.coordinated_dropout)
     schedule = learning_rate_schedule(training)
     base_key = jax.random.PRNGKey(config.seed)
     metric_name = "bits per spike" if config.model.observation == "poisson" else "R^2"
