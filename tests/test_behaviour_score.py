@@ -185,3 +185,38 @@ def test_run_saved_before_the_key_fits_raw_behaviour(fitted, tmp_path):
     loaded = load_run(old)
     assert loaded.config.model.behaviour.standardize is False
     assert not loaded.model.behaviour.standardised
+
+
+# -- figure of recorded against predicted behaviour ------------------------------------------------
+
+
+def test_behaviour_label_spells_out_units():
+    from neuroude.plots import behaviour_label
+
+    assert behaviour_label("x_px") == "x (px)"
+    assert behaviour_label("speed_px_per_s") == "speed (px/s)"
+    assert behaviour_label("position") == "position"
+    assert behaviour_label("px") == "px"
+
+
+def test_fit_writes_behaviour_figure(fitted):
+    run, _ = fitted
+    figure = run.folder.figures / "behaviour.png"
+    assert figure.is_file()
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_behaviour_figure_shows_scored_prediction(fitted):
+    # The figure's prediction must be the one metrics.json scores, so its R^2 matches.
+    from neuroude.decoding import head_test_prediction
+
+    run, metrics = fitted
+    train, validation, test = (run.recording.select(run.split[name]) for name in ("train", "validation", "test"))
+    key = jax.random.fold_in(jax.random.PRNGKey(run.config.seed + 1), 2)
+    prediction = head_test_prediction(run.model, train, validation, test, run.config.evaluation.n_samples, key)
+
+    skip = run.config.evaluation.skip_bins
+    mean = score_window(prediction.mean, skip)
+    observed = score_window(test.behaviour_observed, skip)
+    velocity = r_squared(score_window(test.behaviour, skip)[..., 1:], mean[..., 1:], observed[..., 1:])
+    assert metrics["behaviour_decoding"]["behaviour_head"]["r_squared"]["velocity"] == pytest.approx(velocity, rel=1e-4)

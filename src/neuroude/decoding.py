@@ -277,6 +277,18 @@ def head_prediction(model, paths: np.ndarray) -> BehaviourPrediction:
     return BehaviourPrediction(mean, head.noise_std())
 
 
+def head_test_prediction(model, train, validation, test, n_samples: int, key) -> BehaviourPrediction:
+    """Decode the whole test trials with the behaviour head on posterior paths.
+
+    The paths are those `behaviour_decoding_scores` scores when given the same `key` and
+    `n_samples`, so a figure of this prediction shows what metrics.json scores.
+    """
+    # NOTE: this samples the paths of every split again (to reproduce the scored ones), which costs
+    # a second posterior pass over the recording but no new compilation.
+    paths = _split_paths(model, {"train": train, "validation": validation, "test": test}, key, n_samples)["test"]
+    return head_prediction(model, np.asarray(paths, np.float64))
+
+
 # -- scores ----------------------------------------------------------------------------
 
 

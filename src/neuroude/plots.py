@@ -184,3 +184,57 @@ def plot_calibration(decoding: dict, path) -> Path:
     axis.set_title("calibration of decoded behaviour")
     axis.legend(loc="upper left", fontsize=8)
     return _save(figure, path)
+
+
+# Unit suffixes of behaviour names ("x_px", "speed_px_per_s"), written out on the axis labels.
+UNIT_SUFFIXES = ("px_per_s", "cm_per_s", "m_per_s", "mm_per_s", "deg_per_s", "rad_per_s", "px", "cm", "mm", "m",
+                 "deg", "rad", "s", "hz")
+
+
+def behaviour_label(name: str) -> str:
+    """Return an axis label for a behaviour name, its unit suffix in brackets: "speed_px_per_s" -> "speed (px/s)"."""
+    for suffix in UNIT_SUFFIXES:
+        stem = name[: -len(suffix) - 1]
+        if name.lower().endswith("_" + suffix) and stem:
+            return f"{stem} ({name[len(stem) + 1:].replace('_per_', '/')})"
+    return name
+
+
+def plot_behaviour(recording, prediction, path, names: list[str], skip_bins: int, trial_indices=None,
+                   max_trials: int = 3, level: float = 0.9) -> Path:
+    """Plot recorded behaviour of test trials against the behaviour head's prediction, one row per variable.
+
+    `prediction` is a `decoding.BehaviourPrediction` of `recording`'s trials, in the recording's
+    units. Entries where `behaviour_mask` is False are not drawn.
+    """
+    n_trials = min(max_trials, recording.n_trials)
+    n_variables = recording.behaviour.shape[2]
+    figure, axes = plt.subplots(n_variables, n_trials, figsize=(3.8 * n_trials, 1.9 * n_variables + 0.8),
+                                squeeze=False, sharex=True)
+    ts = recording.ts - recording.ts[0]
+    recorded = np.where(recording.behaviour_observed, recording.behaviour, np.nan)
+    mean = prediction.mean
+    lower, upper = prediction.interval(level)
+    labels = _trial_labels(recording, trial_indices)
+
+    for trial in range(n_trials):
+        axes[0, trial].set_title(f"test {labels[trial]}", fontsize=9)
+        for variable in range(n_variables):
+            axis = axes[variable, trial]
+            axis.plot(ts, recorded[trial, :, variable], color="0.2", lw=1.0, label="recorded")
+            axis.plot(ts, mean[trial, :, variable], color="C3", lw=1.0, label="predicted mean")
+            axis.fill_between(ts, lower[trial, :, variable], upper[trial, :, variable], color="C3", alpha=0.25,
+                              lw=0, label=f"{100 * level:g}% interval")
+            axis.axvspan(ts[0], ts[min(skip_bins, len(ts) - 1)], color="C0", alpha=0.12, lw=0)
+            if trial == 0:
+                axis.set_ylabel(behaviour_label(str(names[variable])))
+        axes[-1, trial].set_xlabel("time in trial (s)")
+
+    axes[0, 0].legend(frameon=False, fontsize=7)
+    figure.suptitle(
+        "behaviour on test trials: recorded, and the behaviour head's prediction from posterior latent paths\n"
+        f"(mean and {100 * level:g}% interval; blue: first {skip_bins} bins, not scored)",
+        fontsize=9,
+    )
+    figure.tight_layout()
+    return _save(figure, path)

@@ -19,6 +19,7 @@ from . import plots
 from .build import build_model, load_data
 from .config import RunConfig, dump_config, load_config
 from .distributed import initialize_distributed
+from .decoding import head_test_prediction
 from .errors import ConfigError, DataFileError
 from .evaluate import evaluate, predict_recording
 from .model import LatentUDE
@@ -227,7 +228,19 @@ def write_evaluation(run: RunFolder, model, recording, split, config: RunConfig,
     plots.plot_latents(test_prediction["paths"], test.ts, run.figures / "latent_paths.png", test_trials)
     if "behaviour_decoding" in metrics:
         plots.plot_calibration(metrics["behaviour_decoding"], run.figures / "behaviour_calibration.png")
+    if model.behaviour is not None and test.behaviour is not None:
+        plot_behaviour_figure(model, recording, split, config, run.figures / "behaviour.png")
     return metrics
+
+
+def plot_behaviour_figure(model, recording, split, config: RunConfig, path) -> Path:
+    """Draw the test trials' recorded behaviour against the head's prediction on the paths metrics.json scores."""
+    # evaluate() gives behaviour_decoding_scores this key.
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), 2)
+    train, validation, test = (recording.select(split[name]) for name in ("train", "validation", "test"))
+    prediction = head_test_prediction(model, train, validation, test, config.evaluation.n_samples, key)
+    names = test.metadata.get("behaviour_names") or [f"behaviour_{index}" for index in range(test.behaviour.shape[2])]
+    return plots.plot_behaviour(test, prediction, path, names, config.evaluation.skip_bins, split["test"])
 
 
 def load_run(path: str | os.PathLike, checkpoint_name: str = "best") -> Run:
