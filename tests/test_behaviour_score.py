@@ -220,3 +220,37 @@ def test_behaviour_figure_shows_scored_prediction(fitted):
     observed = score_window(test.behaviour_observed, skip)
     velocity = r_squared(score_window(test.behaviour, skip)[..., 1:], mean[..., 1:], observed[..., 1:])
     assert metrics["behaviour_decoding"]["behaviour_head"]["r_squared"]["velocity"] == pytest.approx(velocity, rel=1e-4)
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def report_page(fitted):
+    from neuroude.report import write_report
+
+    run, _ = fitted
+    return write_report(run.folder.root).read_text()
+
+
+def test_report_shows_behaviour_figure_and_table(report_page, fitted):
+    _, metrics = fitted
+    behaviour_part = report_page.split("<h2>Behaviour</h2>")[1].split("<h2>")[0]
+    assert 'alt="Behaviour (behaviour.png)"' in behaviour_part
+    assert "posterior" in behaviour_part
+    assert "<td>velocity</td>" in behaviour_part
+    head_r_squared = metrics["behaviour_r_squared"]["posterior"]["velocity"]
+    assert f"<td>{head_r_squared:.4g}</td>" in behaviour_part
+    coverage = metrics["behaviour_decoding"]["behaviour_head"]["coverage"]["0.9"]
+    assert f"<td>{coverage:.4g}</td>" in behaviour_part
+    assert "<h2>Behaviour calibration</h2>" in report_page
+
+
+def test_report_keeps_behaviour_out_of_other_figures(report_page):
+    other = report_page.split("<h2>Other figures</h2>")[1] if "<h2>Other figures</h2>" in report_page else ""
+    assert "behaviour.png" not in other
+    assert "behaviour_calibration.png" not in other
+
+
+def test_report_summary_names_behaviour_variables(report_page):
+    assert "behaviour: 2 variables (position, velocity)" in report_page

@@ -181,7 +181,7 @@ def plot_calibration(decoding: dict, path) -> Path:
     axis.set_ylim(0, 1)
     axis.set_xlabel("nominal interval level")
     axis.set_ylabel("fraction of test behaviour inside")
-    axis.set_title("calibration of decoded behaviour")
+    axis.set_title("calibration of decoded behaviour, test trials")
     axis.legend(loc="upper left", fontsize=8)
     return _save(figure, path)
 

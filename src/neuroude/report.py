@@ -30,7 +30,7 @@ from .config import dump_config
 from .evaluate import predict_recording
 from .runs import write_text
 from .summary import describe_config, describe_model, find_constants, published_default
-from .workflow import Run, _model_for, load_run
+from .workflow import Run, _model_for, load_run, plot_behaviour_figure
 
 logger = logging.getLogger("neuroude")
 
@@ -42,7 +42,7 @@ REPORT_NAME = "report.html"
 # report's until the report is rewritten.
 REPORT_FIGURES = (
     "data_overview.png", "training.png", "heldout_predictions.png", "latent_paths.png", "initial_states.png",
-    "diffusion.png", "constants.png",
+    "diffusion.png", "behaviour.png", "behaviour_calibration.png", "constants.png",
 )
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
 
@@ -264,6 +264,89 @@ def _constants_section(run: Run, figures: Path) -> Section | None:
     return Section("Mechanistic constants", path, caption, _constants_table(rows, identifiability))
 
 
+def _behaviour_sections(run: Run, figures: Path) -> list[Section]:
+    if run.recording.behaviour is None:
+        return []
+    metrics = run.metrics or {}
+    sections = []
+    if run.model.behaviour is not None:
+        path = plot_behaviour_figure(run.model, run.recording, run.split, run.config, figures / "behaviour.png")
+        sections.append(Section(
+            "Behaviour", path,
+            "Recorded behaviour of the first test trials (black) against the behaviour head's prediction, in the "
+            "recording's units: the mean over latent paths sampled from the posterior given each trial's neural "
+            "data (never its behaviour), with the central 90% interval of the predictive distribution (path "
+            "samples plus the head's noise). These are the predictions scored in the table below.",
+            behaviour_table(metrics),
+        ))
+    elif "behaviour_decoding" in metrics:
+        sections.append(Section("Behaviour", None, "The model has no behaviour head (model.behaviour); behaviour is "
+                                "only decoded by ridge regression from posterior latent paths.",
+                                behaviour_table(metrics)))
+    if "behaviour_decoding" in metrics:
+        sections.append(Section(
+            "Behaviour calibration",
+            plots.plot_calibration(metrics["behaviour_decoding"], figures / "behaviour_calibration.png"),
+            "Fraction of test behaviour values inside each decoder's central predictive interval against the "
+            "interval's nominal level, pooled over variables. A calibrated decoder lies on the diagonal; below it "
+            "the intervals are too narrow.",
+        ))
+    return sections
+
+
+BEHAVIOUR_COLUMNS = (
+    ("head, posterior paths", ("behaviour_r_squared", "posterior")),
+    ("head, prior paths", ("behaviour_r_squared", "prediction")),
+    ("ridge, posterior paths", ("behaviour_decoding", "ridge", "r_squared")),
+)
+
+
+def _lookup(metrics: dict, keys: tuple) -> dict:
+    for key in keys:
+        metrics = metrics.get(key) if isinstance(metrics, dict) else None
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def behaviour_table(metrics: dict) -> str:
+    """Render the held-out behaviour R^2 per variable and the interval coverage of each decoder as HTML."""
+    decoding = metrics.get("behaviour_decoding") or {}
+    columns = [(title, _lookup(metrics, keys)) for title, keys in BEHAVIOUR_COLUMNS]
+    columns = [(title, scores) for title, scores in columns if scores]
+    if not columns:
+        return "<p>metrics.json has no behaviour scores; run <code>neuroude evaluate RUN_DIR</code> to write them.</p>"
+    names = list(decoding.get("names") or [name for name in columns[0][1] if name != "mean"]) + ["mean"]
+
+    lines = ["<table><tr><th>variable</th>" + "".join(f"<th>R^2, {html.escape(title)}</th>" for title, _ in columns)
+             + "</tr>"]
+    for name in names:
+        cells = "".join(f"<td>{_number(scores.get(name))}</td>" for _, scores in columns)
+        lines.append(f"<tr><td>{html.escape(str(name))}</td>{cells}</tr>")
+    lines.append("</table>")
+
+    decoders = [(label, decoding[method]) for method, label in (("behaviour_head", "behaviour head"),
+                                                                   ("ridge", "ridge")) if method in decoding]
+    if decoders:
+        levels = sorted(decoders[0][1].get("coverage", {}), key=float)
+        lines.append("<table><tr><th>decoder</th>"
+                     + "".join(f"<th>coverage of the {100 * float(level):g}% interval</th>" for level in levels)
+                     + "</tr>")
+        for label, scores in decoders:
+            cells = "".join(f"<td>{_number(scores['coverage'].get(level))}</td>" for level in levels)
+            lines.append(f"<tr><td>{label}</td>{cells}</tr>")
+        lines.append("</table>")
+    lines.append(
+        "<p>R^2 on the test trials, per behaviour variable. <em>Head, posterior paths</em>: the jointly fitted "
+        "behaviour head applied to latent paths sampled from the posterior given the trial's neural data, so it "
+        "measures how well the fitted latent decodes behaviour from the recording. <em>Head, prior paths</em>: the "
+        "head on paths sampled from the prior SDE from the inferred initial state and the stimulus, the paths of "
+        "the neural predictions. <em>Ridge, posterior paths</em>: a ridge regression from the same kind of posterior "
+        "paths to behaviour, fitted on the training trials; it shows how much behaviour the latent carries "
+        "whatever the head learned. Coverage is the fraction of test values inside the central predictive "
+        "interval, pooled over variables; a calibrated decoder gives the nominal level.</p>"
+    )
+    return "\n".join(lines)
+
+
 # -- HTML ---------------------------------------------------------------------
 
 
@@ -400,12 +483,15 @@ def write_report(path: str | os.PathLike, checkpoint_name: str = "best") -> Path
     sections = [Section(
         "Data", report_plots.plot_data_overview(run.recording, figures / "data_overview.png",
                                                 run.config.model.observation),
-        "The first trials of the recording: the stimulus and the recorded "
+        "The first trials of the recording: "
+        + ("the stimulus and " if run.recording.u is not None else "")
+        + "the recorded "
         + ("spike counts per bin." if run.config.model.observation == "poisson" else "traces."),
     )]
     sections.append(_training_section(run, figures))
     sections.extend(_prediction_sections(run, figures))
     sections.append(_initial_state_section(run, figures))
+    sections.extend(_behaviour_sections(run, figures))
     constants = _constants_section(run, figures)
     if constants is not None:
         sections.append(constants)

@@ -438,6 +438,14 @@ class Recording:
             raise ConfigError(f"fractions sum to {sum(values)}; expected them to sum to 1")
         return values
 
+    def _behaviour_description(self) -> str:
+        if self.behaviour is None:
+            return "none"
+        count = self.behaviour.shape[2]
+        text = f"{count} variable{'s' if count != 1 else ''}"
+        names = self.metadata.get("behaviour_names")
+        return f"{text} ({', '.join(str(name) for name in names)})" if names else text
+
     def summary(self) -> str:
         """Describe shapes, timing, value ranges and metadata on several lines."""
         lines = [
@@ -446,7 +454,7 @@ class Recording:
             f"values {self.y.min():.4g} to {self.y.max():.4g}, mean {self.y.mean():.4g}",
             f"  ts: {self.ts[0]:.6g} to {self.ts[-1]:.6g} s" + (f", dt {self.dt:.6g} s" if self.n_time > 1 else ""),
             f"  u: {'none' if self.u is None else f'{self.n_inputs} input channels'}",
-            f"  behaviour: {'none' if self.behaviour is None else f'{self.behaviour.shape[2]} channels'}"
+            f"  behaviour: {self._behaviour_description()}"
             + ("" if self.behaviour_mask is None else f", {self.behaviour_mask.mean():.1%} observed"),
             f"  mask: {'all observed' if self.mask is None else f'{self.mask.mean():.1%} observed'}",
         ]
