@@ -254,3 +254,14 @@ def test_report_keeps_behaviour_out_of_other_figures(report_page):
 
 def test_report_summary_names_behaviour_variables(report_page):
     assert "behaviour: 2 variables (position, velocity)" in report_page
+
+
+def test_model_summary_rows_add_up_to_total(fitted):
+    from neuroude.summary import count_parameters
+
+    run, _ = fitted
+    text = run.model.summary()
+    rows = text.split("parameters per module:\n")[1].splitlines()
+    counts = [int(row.split()[2]) for row in rows if row.startswith("    ") and row.split()[2].isdigit()]
+    assert any(row.split()[0] == "behaviour" for row in rows)
+    assert sum(counts) == count_parameters(run.model)[0]

@@ -14,7 +14,10 @@ from .dynamics.mechanistic.network import FixedMatrix
 from .dynamics.neural import NeuralDrift
 from .dynamics.parameters import Constant, trainable_filter
 
-MODULE_NAMES = ("encoder", "recognition", "sde.drift", "sde.diffusion", "correction", "observation")
+MODULE_NAMES = (
+    "encoder", "recognition", "sde.drift", "sde.diffusion", "correction", "observation", "behaviour",
+    "constant_posterior",
+)
 
 
 def count_parameters(tree) -> tuple[int, int]:
