@@ -81,3 +81,23 @@ def test_inspect_bad_file(tmp_path, capsys, content):
     assert code == 2
     assert "neuroude data: error:" in err
     assert "notes.txt" in err
+
+
+def test_inspect_npz_names_y_and_behaviour(tmp_path, capsys):
+    path = tmp_path / "track.npz"
+    np.savez(path, spikes=np.ones((2, 3, 4)), dt=0.05, behaviour=np.zeros((2, 3, 3)),
+             behaviour_names=np.array(["x_px", "y_px", "speed_px_per_s"]))
+    code, out, _ = inspect(path, capsys)
+
+    assert code == 0
+    assert "y (neural data) from array 'spikes': 2 trials x 3 bins x 4 channels" in out
+    assert "behaviour from array 'behaviour': 3 variables (x_px, y_px, speed_px_per_s)" in out
+
+
+def test_inspect_npz_without_behaviour(tmp_path, capsys):
+    path = tmp_path / "recording.npz"
+    save_npz(Recording(y=np.ones((2, 3, 1)), ts=[0.0, 0.1, 0.2]), path)
+    _, out, _ = inspect(path, capsys)
+
+    assert "y (neural data) from array 'y'" in out
+    assert "behaviour: none" in out

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from neuroude.data.loaders import detect_format
-from neuroude.data.npz import open_npz, read_member
+from neuroude.data.npz import BEHAVIOUR_KEYS, Y_KEYS, open_npz, read_member
 from neuroude.errors import DataFileError, NeuroudeError
 
 # Bin width tried when checking that an NWB file loads, in seconds.
@@ -37,14 +37,20 @@ def _limited(lines: list[str]) -> list[str]:
 
 
 def _try_load(path: Path, options: dict) -> list[str]:
+    lines, _ = _load_attempt(path, options)
+    return lines
+
+
+def _load_attempt(path: Path, options: dict) -> tuple[list[str], object | None]:
+    """Load the file with `options`; return the lines that say whether it loads, and the recording or None."""
     from neuroude.data.loaders import load_recording
 
     shown = ", ".join(f"{key}={value!r}" for key, value in options.items()) or "no options"
     try:
         recording = load_recording(path, **options)
     except NeuroudeError as error:
-        return [f"loadable with {shown}: no ({error})"]
-    return [f"loadable with {shown}: yes, {recording!r}"]
+        return [f"loadable with {shown}: no ({error})"], None
+    return [f"loadable with {shown}: yes, {recording!r}"], recording
 
 
 def _describe_npz(path: Path) -> list[str]:
@@ -54,7 +60,29 @@ def _describe_npz(path: Path) -> list[str]:
         for name in archive.files:
             array = read_member(archive, name, path)
             lines.append(_array_line(name, array.shape, array.dtype))
-    return _limited(lines) + _try_load(path, {})
+        names = list(archive.files)
+    loaded, recording = _load_attempt(path, {})
+    if recording is None:
+        return _limited(lines) + loaded
+    return _limited(lines) + loaded + _npz_roles(names, recording)
+
+
+def _npz_roles(names: list[str], recording) -> list[str]:
+    """Say which arrays of an npz file became the recording's y, u and behaviour."""
+    y_name = next(name for name in Y_KEYS if name in names)
+    lines = [f"  y (neural data) from array {y_name!r}: {recording.n_trials} trials x {recording.n_time} bins x "
+             f"{recording.n_channels} channels"]
+    if recording.u is not None:
+        lines.append(f"  u (stimulus) from array 'u': {recording.n_inputs} inputs")
+    if recording.behaviour is None:
+        lines.append("  behaviour: none (no array named " + " or ".join(repr(key) for key in BEHAVIOUR_KEYS) + ")")
+        return lines
+    behaviour_name = next(name for name in BEHAVIOUR_KEYS if name in names)
+    count = recording.behaviour.shape[2]
+    variables = recording.metadata.get("behaviour_names") or [f"behaviour_{index}" for index in range(count)]
+    lines.append(f"  behaviour from array {behaviour_name!r}: {count} variable{'s' if count != 1 else ''} "
+                 f"({', '.join(str(name) for name in variables)})")
+    return lines
 
 
 def _describe_nwb(path: Path) -> list[str]:
