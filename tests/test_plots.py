@@ -106,3 +106,15 @@ def test_fit_and_report_draw_same_training_figure(drawn, tmp_path):
     assert line_data(drawn[0]) == line_data(drawn[1])
     kl_lines = {label: colour for label, colour, _ in line_data(drawn[0])[2]}
     assert kl_lines == {"initial state": "C1", "path": "C0"}
+
+
+def test_data_overview_title_counts_one_channel(drawn, tmp_path):
+    report_plots.plot_data_overview(tiny_recording(n_trials=3, n_channels=1), tmp_path / "d.png", "poisson")
+    assert "3 trials, 1 channel," in drawn[0]._suptitle.get_text()
+
+
+def test_skipped_steps_axis_starts_at_zero(drawn, tmp_path):
+    history = plots.history_columns(history_rows())
+    report_plots.plot_training_history(history, tmp_path / "t.png", "bits per spike")
+    skipped = next(axis for axis in drawn[0].axes if axis.get_title().startswith("skipped steps"))
+    assert skipped.get_ylim() == (0.0, 1.0)

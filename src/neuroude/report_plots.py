@@ -58,9 +58,13 @@ def plot_data_overview(recording, path, observation: str, max_trials: int = 3) -
         axis.set_xlabel("time in trial (s)")
     if image is not None:
         figure.colorbar(image, ax=list(axes[-1]), label="counts per bin", fraction=0.05)
-    figure.suptitle(f"recorded data: {recording.n_trials} trials, {recording.n_channels} channels, "
+    figure.suptitle(f"recorded data: {_count(recording.n_trials, 'trial')}, {_count(recording.n_channels, 'channel')}, "
                     f"bins of {recording.dt:g} s", fontsize=9)
     return _save(figure, path)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 # Fixed colours, so a term keeps its colour whether or not the other terms are drawn.
@@ -105,6 +109,9 @@ def plot_training_history(history: dict[str, np.ndarray], path, metric_name: str
             axis.plot(steps[evaluated], values[evaluated], "o-", ms=3)
         else:
             axis.plot(steps, values, lw=0.8)
+        if name == "skipped_steps" and not np.nanmax(values, initial=0.0) > 0:
+            # Without this, matplotlib centres a flat zero line on a -0.04..0.04 axis.
+            axis.set_ylim(0, 1)
     for axis in axes[1]:
         axis.set_xlabel("step")
     figure.tight_layout()
