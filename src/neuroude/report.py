@@ -42,8 +42,10 @@ REPORT_NAME = "report.html"
 # report's until the report is rewritten.
 REPORT_FIGURES = (
     "data_overview.png", "training.png", "heldout_predictions.png", "latent_paths.png", "initial_states.png",
-    "diffusion.png", "behaviour.png", "behaviour_calibration.png", "constants.png",
+    "diffusion.png", "constants.png",
 )
+# Drawn only for a recording with behaviour, between the initial states and the constants.
+BEHAVIOUR_FIGURES = ("behaviour.png", "behaviour_calibration.png")
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
 
 
@@ -426,8 +428,9 @@ def other_figures(figures: Path) -> list[Path]:
     """Return the images in `figures` that the report does not draw itself, sorted by name."""
     if not figures.is_dir():
         return []
+    drawn = REPORT_FIGURES + BEHAVIOUR_FIGURES
     return sorted(path for path in figures.iterdir()
-                  if path.suffix.lower() in IMAGE_TYPES and path.name not in REPORT_FIGURES and path.is_file())
+                  if path.suffix.lower() in IMAGE_TYPES and path.name not in drawn and path.is_file())
 
 
 STYLE = """

@@ -42,7 +42,7 @@ def _try_load(path: Path, options: dict) -> list[str]:
 
 
 def _load_attempt(path: Path, options: dict) -> tuple[list[str], object | None]:
-    """Load the file with `options`; return the lines that say whether it loads, and the recording or None."""
+    """Load the file with `options` and return the lines that report whether it loads, with the recording or None."""
     from neuroude.data.loaders import load_recording
 
     shown = ", ".join(f"{key}={value!r}" for key, value in options.items()) or "no options"
@@ -68,7 +68,7 @@ def _describe_npz(path: Path) -> list[str]:
 
 
 def _npz_roles(names: list[str], recording) -> list[str]:
-    """Say which arrays of an npz file became the recording's y, u and behaviour."""
+    """Return lines naming the npz arrays that became the recording's y, u and behaviour."""
     y_name = next(name for name in Y_KEYS if name in names)
     lines = [f"  y (neural data) from array {y_name!r}: {recording.n_trials} trials x {recording.n_time} bins x "
              f"{recording.n_channels} channels"]
