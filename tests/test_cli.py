@@ -247,3 +247,19 @@ def test_progress_bar_off_when_stderr_not_terminal(monkeypatch):
                         None, 0.0, 0)
     assert progress._progress.disable
     assert sys.stderr.getvalue() == ""
+
+def test_interrupted_fit_hint_follows_checkpoint(tmp_path, monkeypatch, capsys):
+    import neuroude.workflow
+
+    def interrupted_fit(config, out, *args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(neuroude.workflow, "fit_run", interrupted_fit)
+    out = tmp_path / "early"
+    assert main(["fit", "--out", str(out), "--quiet"]) == 130
+    assert "no checkpoint was saved, so start the fit again without --resume" in capsys.readouterr().err
+
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "last.eqx").write_bytes(b"neuroude-checkpoint 2\n")
+    assert main(["fit", "--out", str(out), "--quiet"]) == 130
+    assert "interrupted; continue the fit with --resume" in capsys.readouterr().err

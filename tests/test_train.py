@@ -1,5 +1,6 @@
 """Fitting loop: schedules, checkpoints, exact resumption and the non-finite guard."""
 
+import json
 import shutil
 
 import equinox as eqx
@@ -161,6 +162,37 @@ def test_resumed_fit_matches_uninterrupted(tmp_path, monkeypatch, whole_run):
     whole_history = (whole / "history.csv").read_text().splitlines()
     split_history = (tmp_path / "split" / "history.csv").read_text().splitlines()
     assert [line.split(",")[:3] for line in whole_history] == [line.split(",")[:3] for line in split_history]
+
+
+def test_interrupt_before_first_step_resumable(tmp_path, monkeypatch, whole_run):
+    config, whole = whole_run
+
+    def interrupt_while_compiling(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "make_train_step", interrupt_while_compiling)
+    with pytest.raises(KeyboardInterrupt):
+        fit_run(config, tmp_path / "early", quiet=True)
+    monkeypatch.undo()
+
+    with open(RunFolder(tmp_path / "early").last_checkpoint, "rb") as stream:
+        stream.readline()
+        assert json.loads(stream.readline())["step"] == 0
+    resumed = fit_run(config, tmp_path / "early", resume=True, quiet=True)
+    assert resumed.metrics["training"]["steps_run"] == 6
+    assert final_parameters(whole) == final_parameters(tmp_path / "early")
+
+
+def test_folder_without_checkpoint_reused(tmp_path):
+    # An interrupt before the fit saved anything leaves config.yaml and log.txt, which hold nothing to lose.
+    run = RunFolder(tmp_path / "early")
+    run.root.mkdir()
+    run.config.write_text("seed: 0\n")
+    run.log.write_text("started\n")
+
+    run.prepare(resume=False, overwrite=False)
+    assert not run.log.exists()
+    assert run.checkpoints.is_dir()
 
 
 def test_nonfinite_steps_stop_fit_and_keep_checkpoint(tmp_path, monkeypatch):

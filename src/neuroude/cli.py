@@ -136,14 +136,30 @@ def _fit(arguments) -> int:
         config.seed = arguments.seed
     if arguments.steps is not None and arguments.steps < 1:
         raise ConfigError(f"--steps is {arguments.steps}; expected an integer >= 1")
-    name = Path(arguments.config).stem if arguments.config else "receptor-neuron"
-    out = arguments.out or str(Path("runs") / name)
+    out = _fit_folder(arguments)
     _enable_fit_precision(config, out, arguments.resume)
 
     run = fit_run(config, out, arguments.resume, arguments.overwrite, arguments.quiet, arguments.steps)
     _print_metrics(run.metrics)
     print(f"run folder: {run.folder.root}")
     return 0
+
+
+def _fit_folder(arguments) -> str:
+    """Return the run folder of `neuroude fit`: --out, or runs/ followed by the config file's name."""
+    name = Path(arguments.config).stem if arguments.config else "receptor-neuron"
+    return arguments.out or str(Path("runs") / name)
+
+
+def _interrupt_hint(arguments) -> str:
+    """Return what to do after a Ctrl-C: resume a fit that saved a checkpoint, else start it again."""
+    if arguments.command != "fit":
+        return ""
+    from .runs import RunFolder
+
+    if RunFolder(_fit_folder(arguments)).last_checkpoint.is_file():
+        return "; continue the fit with --resume"
+    return "; no checkpoint was saved, so start the fit again without --resume"
 
 
 def _enable_fit_precision(config, out: str, resume: bool) -> None:
@@ -424,8 +440,7 @@ def _run_command(argv: list[str] | None) -> int:
         print(f"neuroude {arguments.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        hint = "; continue the fit with --resume" if arguments.command == "fit" else ""
-        print(f"neuroude {arguments.command}: interrupted{hint}", file=sys.stderr)
+        print(f"neuroude {arguments.command}: interrupted{_interrupt_hint(arguments)}", file=sys.stderr)
         return 130
     return 1
 

@@ -339,73 +339,81 @@ def fit(
         state = FitState(**header)
         logger.info("resumed from %s at step %d", run.last_checkpoint, state.step)
 
-    # One device keeps the default placement, so a single-device fit makes no sharding calls.
-    # NOTE: a fit resumed on a different device count sums the loss in another order, so it is not bit-exact,
-    # and the validation metric runs replicated on every device rather than sharded.
-    data_parallel = DataParallel.over(devices) if len(devices) > 1 else None
-    if data_parallel is not None:
-        params, opt_state = data_parallel.put((params, opt_state), data_parallel.replicated)
-        logger.info("data parallel over %d devices, %d trials per device per step",
-                    len(devices), training.batch_size // len(devices))
-
-    y, stimulus, mask = cast_floating(_data_arrays(recording), dtype)
-    behaviour = cast_floating(_behaviour_array(model, recording), dtype)
-    # A standardised head fits unit-scale values whatever the recording's units.
-    if behaviour is not None and not getattr(model.behaviour, "standardised", False):
-        train_trials = np.asarray(split["train"])
-        warn_behaviour_scale(recording.behaviour[train_trials], recording.behaviour_observed[train_trials],
-                             recording.metadata.get("behaviour_names"))
-    t0, bin_width = float(recording.ts[0]), float(recording.dt)
-    train_indices = np.asarray(split["train"])
-    validation = recording.select(split["validation"])
-    if training.batch_size > len(train_indices):
-        # The default batch size exceeds the packaged example's 12 training trials, and drawing with replacement
-        # is intended there, so only a batch size the user chose gets a warning.
-        chose = training.batch_size != type(training).model_fields["batch_size"].default
-        logger.log(
-            logging.WARNING if chose else logging.INFO,
-            "training.batch_size is %d, larger than the %d training trials; each minibatch draws trials with "
-            "replacement, so a trial can appear more than once in a step",
-            training.batch_size, len(train_indices),
-        )
-
-    prior = constant_prior(model, config.model.constant_priors)
-    penalty = prior_penalty(prior, len(train_indices))
-    if model.constant_posterior is not None:
-        # The KL of the constants' posterior contains the prior term, so it replaces the prior penalty.
-        penalty = posterior_penalty(model, len(train_indices))
-    shooting = multiple_shooting(config, y.shape[1])
-    train_step = make_train_step(static, optimizer, t0, bin_width, training.n_samples,
-                                 max_state=config.solver.max_state, penalty=penalty, shooting=shooting,
-                                 coordinated_dropout=training.coordinated_dropout)
-    schedule = learning_rate_schedule(training)
-    base_key = jax.random.PRNGKey(config.seed)
-    metric_name = "bits per spike" if config.model.observation == "poisson" else "R^2"
-
     def checkpoint(path):
         save_checkpoint(path, state.to_dict(), (params, opt_state))
         write_text(run.history, _history_csv(state.history))
 
-    def evaluate_now():
-        model_now = eqx.combine(params, static)
-        key = jax.random.fold_in(jax.random.fold_in(base_key, 1), state.step)
-        metric = validation_metric(model_now, validation, config, key)
-        state.evaluations.append({"step": state.step, "validation_metric": metric})
-        last = state.history[-1]
-        last["validation_metric"] = metric
-        logger.info(
-            "step %d: loss %.2f, log-likelihood %.2f, KL initial %.3f, KL path %.3f, beta %.2f, "
-            "validation %s %.4f, skipped steps %d",
-            state.step, last["loss"], last["log_likelihood"], last["kl_initial"], last["kl_path"], last["beta"],
-            metric_name, metric, state.nonfinite_total,
-        )
-        if metric > state.best_metric:
-            state.best_metric, state.best_step = metric, state.step
-            state.evaluations_without_improvement = 0
-            checkpoint(run.best_checkpoint)
-        else:
-            state.evaluations_without_improvement += 1
-        return metric
+    # A Ctrl-C during the setup below (placing arrays, building the prior and train step) saves the current
+    # parameters, the initial ones on a new fit, so a fit interrupted before its first step can be resumed.
+    try:
+        # One device keeps the default placement, so a single-device fit makes no sharding calls.
+        # NOTE: a fit resumed on a different device count sums the loss in another order, so it is not bit-exact,
+        # and the validation metric runs replicated on every device rather than sharded.
+        data_parallel = DataParallel.over(devices) if len(devices) > 1 else None
+        if data_parallel is not None:
+            params, opt_state = data_parallel.put((params, opt_state), data_parallel.replicated)
+            logger.info("data parallel over %d devices, %d trials per device per step",
+                        len(devices), training.batch_size // len(devices))
+
+        y, stimulus, mask = cast_floating(_data_arrays(recording), dtype)
+        behaviour = cast_floating(_behaviour_array(model, recording), dtype)
+        # A standardised head fits unit-scale values whatever the recording's units.
+        if behaviour is not None and not getattr(model.behaviour, "standardised", False):
+            train_trials = np.asarray(split["train"])
+            warn_behaviour_scale(recording.behaviour[train_trials], recording.behaviour_observed[train_trials],
+                                 recording.metadata.get("behaviour_names"))
+        t0, bin_width = float(recording.ts[0]), float(recording.dt)
+        train_indices = np.asarray(split["train"])
+        validation = recording.select(split["validation"])
+        if training.batch_size > len(train_indices):
+            # The default batch size exceeds the packaged example's 12 training trials, and drawing with replacement
+            # is intended there, so only a batch size the user chose gets a warning.
+            chose = training.batch_size != type(training).model_fields["batch_size"].default
+            logger.log(
+                logging.WARNING if chose else logging.INFO,
+                "training.batch_size is %d, larger than the %d training trials; each minibatch draws trials with "
+                "replacement, so a trial can appear more than once in a step",
+                training.batch_size, len(train_indices),
+            )
+
+        prior = constant_prior(model, config.model.constant_priors)
+        penalty = prior_penalty(prior, len(train_indices))
+        if model.constant_posterior is not None:
+            # The KL of the constants' posterior contains the prior term, so it replaces the prior penalty.
+            penalty = posterior_penalty(model, len(train_indices))
+        shooting = multiple_shooting(config, y.shape[1])
+        train_step = make_train_step(static, optimizer, t0, bin_width, training.n_samples,
+                                     max_state=config.solver.max_state, penalty=penalty, shooting=shooting,
+                                     coordinated_dropout=training.coordinated_dropout)
+        schedule = learning_rate_schedule(training)
+        base_key = jax.random.PRNGKey(config.seed)
+        metric_name = "bits per spike" if config.model.observation == "poisson" else "R^2"
+
+        def evaluate_now():
+            model_now = eqx.combine(params, static)
+            key = jax.random.fold_in(jax.random.fold_in(base_key, 1), state.step)
+            metric = validation_metric(model_now, validation, config, key)
+            state.evaluations.append({"step": state.step, "validation_metric": metric})
+            last = state.history[-1]
+            last["validation_metric"] = metric
+            logger.info(
+                "step %d: loss %.2f, log-likelihood %.2f, KL initial %.3f, KL path %.3f, beta %.2f, "
+                "validation %s %.4f, skipped steps %d",
+                state.step, last["loss"], last["log_likelihood"], last["kl_initial"], last["kl_path"], last["beta"],
+                metric_name, metric, state.nonfinite_total,
+            )
+            if metric > state.best_metric:
+                state.best_metric, state.best_step = metric, state.step
+                state.evaluations_without_improvement = 0
+                checkpoint(run.best_checkpoint)
+            else:
+                state.evaluations_without_improvement += 1
+            return metric
+    except KeyboardInterrupt:
+        checkpoint(run.last_checkpoint)
+        logger.warning("fit interrupted at step %d, before its next training step; continue it with --resume",
+                       state.step)
+        raise
 
     started = time.perf_counter() - state.seconds
     with FitProgress(training.steps, quiet=quiet, start=state.step) as progress, open_tensorboard(run) as board:
