@@ -14,6 +14,7 @@ import neuroude.train as train_module
 from conftest import tiny_config, tiny_recording
 from neuroude.config import TrainingConfig
 from neuroude.data import save_npz
+from neuroude.diagnose import Diagnosis
 from neuroude.dynamics import trainable_filter
 from neuroude.errors import ConfigError, DataFileError, RunFolderError, TrainingError
 from neuroude.progress import FitProgress
@@ -227,11 +228,33 @@ def test_nonfinite_steps_stop_fit_and_keep_checkpoint(tmp_path, monkeypatch):
     assert "the first non-finite value came from the process model in trial" in message
     assert "at t = 0.01 s" in message
     assert "beyond solver.max_state = 1e+06" in message
+    assert "last.eqx, was kept as it was" in message
+    assert "raise solver.n_substeps" in message
     # The history keeps the rows after the checkpoint at step 2, the non-finite ones included.
     rows = (run.root / "history.csv").read_text().splitlines()
     last = dict(zip(rows[0].split(","), rows[-1].split(",")))
     assert len(rows) - 1 > 2
     assert last["finite"] == "False"
+
+
+def test_reversible_heun_stop_message(tmp_path):
+    # With reversible Heun the advice names the solver, and a fit that saved nothing says so.
+    config = npz_config(tmp_path, solver={"method": "reversible_heun"})
+    state = train_module.FitState(step=3, nonfinite_in_a_row=3)
+    diagnosis = Diagnosis("process model", "the latent state is NaN", trial=0, time=0.02)
+    run = RunFolder(tmp_path / "run")
+
+    message = train_module._stop_message(state, config, diagnosis, np.array([5]), run)
+    assert "No checkpoint was saved before the fit stopped" in message
+    assert "kept as it was" not in message
+    assert "reversible_heun, which is unstable" in message
+    assert "Use solver.method: heun" in message
+    assert "raising solver.n_substeps does not help" in message
+    assert "in trial 5 at t = 0.02 s" in message
+
+    solver_message = train_module._solver_stop_message(state, config, "step size underflow.", run)
+    assert "Use solver.method: heun" in solver_message
+    assert "No checkpoint was saved" in solver_message
 
 
 def test_error_before_checkpoint_keeps_history(tmp_path, monkeypatch):

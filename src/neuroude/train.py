@@ -460,12 +460,12 @@ def fit(
 
                 if must_stop:
                     if failure is not None:
-                        raise TrainingError(_solver_stop_message(state, training, failure))
+                        raise TrainingError(_solver_stop_message(state, config, failure, run))
                     model_now = eqx.combine(params, static)
                     # NOTE: with multiple shooting the diagnosis replays one continuous path, not the segments.
                     diagnosis = locate_nonfinite(model_now, *batch, t0, bin_width, key, training.n_samples,
                                                  config.solver.max_state, batch_behaviour)
-                    raise TrainingError(_stop_message(state, training, diagnosis, indices))
+                    raise TrainingError(_stop_message(state, config, diagnosis, indices, run))
 
                 metric = None
                 if state.step % training.eval_every == 0 or state.step == training.steps:
@@ -562,27 +562,52 @@ def _failed_step_terms() -> dict[str, float]:
     return {name: math.nan for name in TERM_NAMES}
 
 
-def _solver_stop_message(state: FitState, training: TrainingConfig, failure: str) -> str:
+def _solver_stop_message(state: FitState, config: RunConfig, failure: str, run: RunFolder) -> str:
+    training = config.training
+    remedy = (
+        "Tighten solver.rtol and solver.atol, lower training.learning_rate, or set training.precision to float64 "
+        "if it is float32."
+    )
     return (
         f"{state.nonfinite_in_a_row} training steps in a row were skipped (limit training.max_nonfinite = "
         f"{training.max_nonfinite}); the last one failed because the solver raised an error: {failure} "
-        "The last checkpoint was kept as it was. Tighten solver.rtol and solver.atol, lower "
-        "training.learning_rate, or set training.precision to float64 if it is float32."
+        f"{_checkpoint_sentence(run)} {_reversible_heun_remedy(config) or remedy}"
     )
 
 
-def _stop_message(state: FitState, training: TrainingConfig, diagnosis, indices: np.ndarray) -> str:
+def _stop_message(state: FitState, config: RunConfig, diagnosis, indices: np.ndarray, run: RunFolder) -> str:
+    training = config.training
     where = ""
     if diagnosis.trial is not None:
         where = f" in trial {int(indices[diagnosis.trial])}"
         if diagnosis.time is not None:
             where += f" at t = {diagnosis.time:.6g} s"
+    remedy = "Lower training.learning_rate, raise solver.n_substeps, or check the data for extreme values."
     return (
         f"{state.nonfinite_in_a_row} training steps in a row had a non-finite loss or gradient "
-        f"(limit training.max_nonfinite = {training.max_nonfinite}); the last checkpoint was kept as it was. "
+        f"(limit training.max_nonfinite = {training.max_nonfinite}). {_checkpoint_sentence(run)} "
         f"Diagnosis of the last step: the first non-finite value came from the {diagnosis.module}{where}: "
-        f"{diagnosis.detail}. "
-        "Lower training.learning_rate, raise solver.n_substeps, or check the data for extreme values."
+        f"{diagnosis.detail}. {_reversible_heun_remedy(config) or remedy}"
+    )
+
+
+def _checkpoint_sentence(run: RunFolder) -> str:
+    """Return what a stopped fit left to continue from: its last checkpoint, or nothing."""
+    if run.last_checkpoint.is_file():
+        return f"The last checkpoint, {run.last_checkpoint}, was kept as it was."
+    overwrite = " with --overwrite" if run.best_checkpoint.is_file() else ""
+    return f"No checkpoint was saved before the fit stopped, so start a new fit{overwrite} after the change below."
+
+
+def _reversible_heun_remedy(config: RunConfig) -> str | None:
+    """Return the advice for a failing fit with the reversible Heun solver, or None for other solvers."""
+    if config.solver.method != "reversible_heun":
+        return None
+    return (
+        "solver.method is reversible_heun, which is unstable on fast-decaying dynamics: its error grows about as "
+        "exp(lambda t) for a decay rate lambda whatever the step size, so raising solver.n_substeps does not help. "
+        "Use solver.method: heun (with solver.checkpoint_bins to bound the memory of the backward pass), or slower "
+        "dynamics such as a larger model.drift_time_constant."
     )
 
 
