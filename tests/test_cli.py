@@ -263,3 +263,13 @@ def test_interrupted_fit_hint_follows_checkpoint(tmp_path, monkeypatch, capsys):
     (out / "checkpoints" / "last.eqx").write_bytes(b"neuroude-checkpoint 2\n")
     assert main(["fit", "--out", str(out), "--quiet"]) == 130
     assert "interrupted; continue the fit with --resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("typo", ["--stesp", "--step"])
+def test_unknown_fit_option_suggests_steps(typo, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["fit", typo, "30"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert err.startswith("usage: neuroude fit ")
+    assert f"unrecognized arguments: {typo}; did you mean --steps" in err

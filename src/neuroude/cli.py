@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import signal
 import sys
@@ -123,7 +124,48 @@ def _parser() -> argparse.ArgumentParser:
                        help="most fits running at once (default: as many as the CPUs allow)")
     sweep.add_argument("--cpus-per-fit", type=float, default=1.0, help="CPUs Ray reserves for each fit (default 1)")
     sweep.add_argument("--gpus-per-fit", type=float, default=0.0, help="GPUs Ray reserves for each fit (default 0)")
+
+    # A prefix such as --step would otherwise be taken for --steps without a word, hiding a typo.
+    for command_parser in _all_parsers(parser):
+        command_parser.allow_abbrev = False
     return parser
+
+
+def _all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Return `parser` and every subcommand parser below it."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                found.extend(_all_parsers(child))
+    return found
+
+
+def _command_parser(parser: argparse.ArgumentParser, arguments) -> argparse.ArgumentParser:
+    """Return the parser of the (sub)command that `arguments` selected, such as `fit` or `data inspect`."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = getattr(arguments, action.dest, None)
+            if chosen in action.choices:
+                return _command_parser(action.choices[chosen], arguments)
+    return parser
+
+
+def _parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    """Parse `argv`; an unknown option exits with code 2, the subcommand's usage and the nearest option name."""
+    parser = _parser()
+    arguments, unknown = parser.parse_known_args(argv)
+    if not unknown:
+        return arguments
+
+    command_parser = _command_parser(parser, arguments)
+    options = [name for action in command_parser._actions for name in action.option_strings]
+    message = f"unrecognized arguments: {' '.join(unknown)}"
+    for token in unknown:
+        guess = difflib.get_close_matches(token.split("=")[0], options, n=1) if token.startswith("-") else []
+        if guess:
+            message += f"; did you mean {guess[0]} in place of {token}?"
+    command_parser.error(message)
 
 
 def _fit(arguments) -> int:
@@ -398,7 +440,7 @@ class _InterruptRecorder:
 
 
 def _run_command(argv: list[str] | None) -> int:
-    arguments = _parser().parse_args(argv)
+    arguments = _parse_arguments(argv)
     _log_to_terminal(getattr(arguments, "quiet", False), arguments.log_level)
     try:
         if arguments.command != "models":
