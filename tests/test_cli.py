@@ -66,6 +66,7 @@ def test_evaluate_and_sample(fitted_run, capsys):
     assert "re-evaluating" in (fitted_run / "log.txt").read_text()
 
     assert main(["sample", str(fitted_run), "--n", "3"]) == 0
+    assert capsys.readouterr().out == f"written: {fitted_run / 'samples_test.npz'}\n"
     with np.load(fitted_run / "samples_test.npz", allow_pickle=False) as samples:
         assert samples["expected"].shape[1] == 3
         assert samples["observations"].shape == samples["expected"].shape

@@ -152,7 +152,7 @@ def _command_parser(parser: argparse.ArgumentParser, arguments) -> argparse.Argu
 
 
 def _parse_arguments(argv: list[str] | None) -> argparse.Namespace:
-    """Parse `argv`; an unknown option exits with code 2, the subcommand's usage and the nearest option name."""
+    """Parse `argv`. An unknown option exits with code 2, printing the subcommand's usage and the nearest option."""
     parser = _parser()
     arguments, unknown = parser.parse_known_args(argv)
     if not unknown:
@@ -470,7 +470,7 @@ def _run_command(argv: list[str] | None) -> int:
 
             if arguments.n < 1:
                 raise NeuroudeError(f"--n is {arguments.n}; expected an integer >= 1")
-            print(sample_run(arguments.run_dir, arguments.n, arguments.split, arguments.seed))
+            print(f"written: {sample_run(arguments.run_dir, arguments.n, arguments.split, arguments.seed)}")
             return 0
         if arguments.command == "control":
             return _control(arguments)
