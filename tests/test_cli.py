@@ -66,6 +66,7 @@ def test_evaluate_and_sample(fitted_run, capsys):
     assert "re-evaluating" in (fitted_run / "log.txt").read_text()
 
     assert main(["sample", str(fitted_run), "--n", "3"]) == 0
+    assert capsys.readouterr().out == f"written: {fitted_run / 'samples_test.npz'}\n"
     with np.load(fitted_run / "samples_test.npz", allow_pickle=False) as samples:
         assert samples["expected"].shape[1] == 3
         assert samples["observations"].shape == samples["expected"].shape
@@ -247,3 +248,29 @@ def test_progress_bar_off_when_stderr_not_terminal(monkeypatch):
                         None, 0.0, 0)
     assert progress._progress.disable
     assert sys.stderr.getvalue() == ""
+
+def test_interrupted_fit_hint_follows_checkpoint(tmp_path, monkeypatch, capsys):
+    import neuroude.workflow
+
+    def interrupted_fit(config, out, *args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(neuroude.workflow, "fit_run", interrupted_fit)
+    out = tmp_path / "early"
+    assert main(["fit", "--out", str(out), "--quiet"]) == 130
+    assert "no checkpoint was saved, so start the fit again without --resume" in capsys.readouterr().err
+
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "last.eqx").write_bytes(b"neuroude-checkpoint 2\n")
+    assert main(["fit", "--out", str(out), "--quiet"]) == 130
+    assert "interrupted; continue the fit with --resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("typo", ["--stesp", "--step"])
+def test_unknown_fit_option_suggests_steps(typo, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["fit", typo, "30"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert err.startswith("usage: neuroude fit ")
+    assert f"unrecognized arguments: {typo}; did you mean --steps" in err

@@ -198,8 +198,9 @@ def test_compare_checks_run_folders_first(tmp_path, capsys):
     write_recording(tmp_path / "a.npz")
     first = write_config(tmp_path / "first.yaml", tmp_path / "a.npz")
     second = write_config(tmp_path / "second.yaml", tmp_path / "a.npz")
-    (tmp_path / "out" / "second").mkdir(parents=True)
+    (tmp_path / "out" / "second" / "checkpoints").mkdir(parents=True)
     (tmp_path / "out" / "second" / "config.yaml").write_text("seed: 0\n")
+    (tmp_path / "out" / "second" / "checkpoints" / "last.eqx").write_bytes(b"neuroude-checkpoint 2\n")
 
     code = main(["compare", str(first), str(second), "--out", str(tmp_path / "out"), "--steps", "1"])
     assert code == 2

@@ -1,5 +1,6 @@
 """Fitting loop: schedules, checkpoints, exact resumption and the non-finite guard."""
 
+import json
 import shutil
 
 import equinox as eqx
@@ -13,6 +14,7 @@ import neuroude.train as train_module
 from conftest import tiny_config, tiny_recording
 from neuroude.config import TrainingConfig
 from neuroude.data import save_npz
+from neuroude.diagnose import Diagnosis
 from neuroude.dynamics import trainable_filter
 from neuroude.errors import ConfigError, DataFileError, RunFolderError, TrainingError
 from neuroude.progress import FitProgress
@@ -163,6 +165,37 @@ def test_resumed_fit_matches_uninterrupted(tmp_path, monkeypatch, whole_run):
     assert [line.split(",")[:3] for line in whole_history] == [line.split(",")[:3] for line in split_history]
 
 
+def test_interrupt_before_first_step_resumable(tmp_path, monkeypatch, whole_run):
+    config, whole = whole_run
+
+    def interrupt_while_compiling(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "make_train_step", interrupt_while_compiling)
+    with pytest.raises(KeyboardInterrupt):
+        fit_run(config, tmp_path / "early", quiet=True)
+    monkeypatch.undo()
+
+    with open(RunFolder(tmp_path / "early").last_checkpoint, "rb") as stream:
+        stream.readline()
+        assert json.loads(stream.readline())["step"] == 0
+    resumed = fit_run(config, tmp_path / "early", resume=True, quiet=True)
+    assert resumed.metrics["training"]["steps_run"] == 6
+    assert final_parameters(whole) == final_parameters(tmp_path / "early")
+
+
+def test_folder_without_checkpoint_reused(tmp_path):
+    # An interrupt before the fit saved anything leaves config.yaml and log.txt, which hold nothing to lose.
+    run = RunFolder(tmp_path / "early")
+    run.root.mkdir()
+    run.config.write_text("seed: 0\n")
+    run.log.write_text("started\n")
+
+    run.prepare(resume=False, overwrite=False)
+    assert not run.log.exists()
+    assert run.checkpoints.is_dir()
+
+
 def test_nonfinite_steps_stop_fit_and_keep_checkpoint(tmp_path, monkeypatch):
     config = npz_config(tmp_path, training={"max_nonfinite": 2, "steps": 10})
     real_make = train_module.make_train_step
@@ -195,11 +228,33 @@ def test_nonfinite_steps_stop_fit_and_keep_checkpoint(tmp_path, monkeypatch):
     assert "the first non-finite value came from the process model in trial" in message
     assert "at t = 0.01 s" in message
     assert "beyond solver.max_state = 1e+06" in message
+    assert "last.eqx, was kept as it was" in message
+    assert "raise solver.n_substeps" in message
     # The history keeps the rows after the checkpoint at step 2, the non-finite ones included.
     rows = (run.root / "history.csv").read_text().splitlines()
     last = dict(zip(rows[0].split(","), rows[-1].split(",")))
     assert len(rows) - 1 > 2
     assert last["finite"] == "False"
+
+
+def test_reversible_heun_stop_message(tmp_path):
+    # With reversible Heun the advice names the solver, and a fit that saved nothing says so.
+    config = npz_config(tmp_path, solver={"method": "reversible_heun"})
+    state = train_module.FitState(step=3, nonfinite_in_a_row=3)
+    diagnosis = Diagnosis("process model", "the latent state is NaN", trial=0, time=0.02)
+    run = RunFolder(tmp_path / "run")
+
+    message = train_module._stop_message(state, config, diagnosis, np.array([5]), run)
+    assert "No checkpoint was saved before the fit stopped" in message
+    assert "kept as it was" not in message
+    assert "reversible_heun, which is unstable" in message
+    assert "Use solver.method: heun" in message
+    assert "raising solver.n_substeps does not help" in message
+    assert "in trial 5 at t = 0.02 s" in message
+
+    solver_message = train_module._solver_stop_message(state, config, "step size underflow.", run)
+    assert "Use solver.method: heun" in solver_message
+    assert "No checkpoint was saved" in solver_message
 
 
 def test_error_before_checkpoint_keeps_history(tmp_path, monkeypatch):

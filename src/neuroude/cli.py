@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import signal
 import sys
@@ -123,7 +124,48 @@ def _parser() -> argparse.ArgumentParser:
                        help="most fits running at once (default: as many as the CPUs allow)")
     sweep.add_argument("--cpus-per-fit", type=float, default=1.0, help="CPUs Ray reserves for each fit (default 1)")
     sweep.add_argument("--gpus-per-fit", type=float, default=0.0, help="GPUs Ray reserves for each fit (default 0)")
+
+    # A prefix such as --step would otherwise be taken for --steps without a word, hiding a typo.
+    for command_parser in _all_parsers(parser):
+        command_parser.allow_abbrev = False
     return parser
+
+
+def _all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Return `parser` and every subcommand parser below it."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                found.extend(_all_parsers(child))
+    return found
+
+
+def _command_parser(parser: argparse.ArgumentParser, arguments) -> argparse.ArgumentParser:
+    """Return the parser of the (sub)command that `arguments` selected, such as `fit` or `data inspect`."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = getattr(arguments, action.dest, None)
+            if chosen in action.choices:
+                return _command_parser(action.choices[chosen], arguments)
+    return parser
+
+
+def _parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    """Parse `argv`. An unknown option exits with code 2, printing the subcommand's usage and the nearest option."""
+    parser = _parser()
+    arguments, unknown = parser.parse_known_args(argv)
+    if not unknown:
+        return arguments
+
+    command_parser = _command_parser(parser, arguments)
+    options = [name for action in command_parser._actions for name in action.option_strings]
+    message = f"unrecognized arguments: {' '.join(unknown)}"
+    for token in unknown:
+        guess = difflib.get_close_matches(token.split("=")[0], options, n=1) if token.startswith("-") else []
+        if guess:
+            message += f"; did you mean {guess[0]} in place of {token}?"
+    command_parser.error(message)
 
 
 def _fit(arguments) -> int:
@@ -136,14 +178,30 @@ def _fit(arguments) -> int:
         config.seed = arguments.seed
     if arguments.steps is not None and arguments.steps < 1:
         raise ConfigError(f"--steps is {arguments.steps}; expected an integer >= 1")
-    name = Path(arguments.config).stem if arguments.config else "receptor-neuron"
-    out = arguments.out or str(Path("runs") / name)
+    out = _fit_folder(arguments)
     _enable_fit_precision(config, out, arguments.resume)
 
     run = fit_run(config, out, arguments.resume, arguments.overwrite, arguments.quiet, arguments.steps)
     _print_metrics(run.metrics)
     print(f"run folder: {run.folder.root}")
     return 0
+
+
+def _fit_folder(arguments) -> str:
+    """Return the run folder of `neuroude fit`: --out, or runs/ followed by the config file's name."""
+    name = Path(arguments.config).stem if arguments.config else "receptor-neuron"
+    return arguments.out or str(Path("runs") / name)
+
+
+def _interrupt_hint(arguments) -> str:
+    """Return what to do after a Ctrl-C: resume a fit that saved a checkpoint, else start it again."""
+    if arguments.command != "fit":
+        return ""
+    from .runs import RunFolder
+
+    if RunFolder(_fit_folder(arguments)).last_checkpoint.is_file():
+        return "; continue the fit with --resume"
+    return "; no checkpoint was saved, so start the fit again without --resume"
 
 
 def _enable_fit_precision(config, out: str, resume: bool) -> None:
@@ -382,7 +440,7 @@ class _InterruptRecorder:
 
 
 def _run_command(argv: list[str] | None) -> int:
-    arguments = _parser().parse_args(argv)
+    arguments = _parse_arguments(argv)
     _log_to_terminal(getattr(arguments, "quiet", False), arguments.log_level)
     try:
         if arguments.command != "models":
@@ -412,7 +470,7 @@ def _run_command(argv: list[str] | None) -> int:
 
             if arguments.n < 1:
                 raise NeuroudeError(f"--n is {arguments.n}; expected an integer >= 1")
-            print(sample_run(arguments.run_dir, arguments.n, arguments.split, arguments.seed))
+            print(f"written: {sample_run(arguments.run_dir, arguments.n, arguments.split, arguments.seed)}")
             return 0
         if arguments.command == "control":
             return _control(arguments)
@@ -424,8 +482,7 @@ def _run_command(argv: list[str] | None) -> int:
         print(f"neuroude {arguments.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        hint = "; continue the fit with --resume" if arguments.command == "fit" else ""
-        print(f"neuroude {arguments.command}: interrupted{hint}", file=sys.stderr)
+        print(f"neuroude {arguments.command}: interrupted{_interrupt_hint(arguments)}", file=sys.stderr)
         return 130
     return 1
 

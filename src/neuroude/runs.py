@@ -220,7 +220,12 @@ class RunFolder:
     best_checkpoint = property(lambda self: self.root / "checkpoints" / "best.eqx")
 
     def holds_run(self) -> bool:
-        return self.config.is_file() or self.last_checkpoint.is_file() or self.best_checkpoint.is_file()
+        """Return whether the folder contains a checkpoint, the only output a new fit would lose.
+
+        A fit interrupted before it saved one leaves only config.yaml and log.txt behind, which a
+        new fit may replace without --overwrite.
+        """
+        return self.last_checkpoint.is_file() or self.best_checkpoint.is_file()
 
     def require_resumable(self) -> None:
         """Raise unless the folder contains a configuration and a last checkpoint to continue from."""
@@ -255,7 +260,7 @@ class RunFolder:
         try:
             if resume:
                 self.remove_stale_temporaries()
-            elif self.holds_run():
+            elif self.holds_run() or self.config.is_file():
                 for stale in (self.last_checkpoint, self.best_checkpoint, self.metrics, self.history, self.log):
                     stale.unlink(missing_ok=True)
             self.checkpoints.mkdir(parents=True, exist_ok=True)

@@ -339,73 +339,81 @@ def fit(
         state = FitState(**header)
         logger.info("resumed from %s at step %d", run.last_checkpoint, state.step)
 
-    # One device keeps the default placement, so a single-device fit makes no sharding calls.
-    # NOTE: a fit resumed on a different device count sums the loss in another order, so it is not bit-exact,
-    # and the validation metric runs replicated on every device rather than sharded.
-    data_parallel = DataParallel.over(devices) if len(devices) > 1 else None
-    if data_parallel is not None:
-        params, opt_state = data_parallel.put((params, opt_state), data_parallel.replicated)
-        logger.info("data parallel over %d devices, %d trials per device per step",
-                    len(devices), training.batch_size // len(devices))
-
-    y, stimulus, mask = cast_floating(_data_arrays(recording), dtype)
-    behaviour = cast_floating(_behaviour_array(model, recording), dtype)
-    # A standardised head fits unit-scale values whatever the recording's units.
-    if behaviour is not None and not getattr(model.behaviour, "standardised", False):
-        train_trials = np.asarray(split["train"])
-        warn_behaviour_scale(recording.behaviour[train_trials], recording.behaviour_observed[train_trials],
-                             recording.metadata.get("behaviour_names"))
-    t0, bin_width = float(recording.ts[0]), float(recording.dt)
-    train_indices = np.asarray(split["train"])
-    validation = recording.select(split["validation"])
-    if training.batch_size > len(train_indices):
-        # The default batch size exceeds the packaged example's 12 training trials, and drawing with replacement
-        # is intended there, so only a batch size the user chose gets a warning.
-        chose = training.batch_size != type(training).model_fields["batch_size"].default
-        logger.log(
-            logging.WARNING if chose else logging.INFO,
-            "training.batch_size is %d, larger than the %d training trials; each minibatch draws trials with "
-            "replacement, so a trial can appear more than once in a step",
-            training.batch_size, len(train_indices),
-        )
-
-    prior = constant_prior(model, config.model.constant_priors)
-    penalty = prior_penalty(prior, len(train_indices))
-    if model.constant_posterior is not None:
-        # The KL of the constants' posterior contains the prior term, so it replaces the prior penalty.
-        penalty = posterior_penalty(model, len(train_indices))
-    shooting = multiple_shooting(config, y.shape[1])
-    train_step = make_train_step(static, optimizer, t0, bin_width, training.n_samples,
-                                 max_state=config.solver.max_state, penalty=penalty, shooting=shooting,
-                                 coordinated_dropout=training.coordinated_dropout)
-    schedule = learning_rate_schedule(training)
-    base_key = jax.random.PRNGKey(config.seed)
-    metric_name = "bits per spike" if config.model.observation == "poisson" else "R^2"
-
     def checkpoint(path):
         save_checkpoint(path, state.to_dict(), (params, opt_state))
         write_text(run.history, _history_csv(state.history))
 
-    def evaluate_now():
-        model_now = eqx.combine(params, static)
-        key = jax.random.fold_in(jax.random.fold_in(base_key, 1), state.step)
-        metric = validation_metric(model_now, validation, config, key)
-        state.evaluations.append({"step": state.step, "validation_metric": metric})
-        last = state.history[-1]
-        last["validation_metric"] = metric
-        logger.info(
-            "step %d: loss %.2f, log-likelihood %.2f, KL initial %.3f, KL path %.3f, beta %.2f, "
-            "validation %s %.4f, skipped steps %d",
-            state.step, last["loss"], last["log_likelihood"], last["kl_initial"], last["kl_path"], last["beta"],
-            metric_name, metric, state.nonfinite_total,
-        )
-        if metric > state.best_metric:
-            state.best_metric, state.best_step = metric, state.step
-            state.evaluations_without_improvement = 0
-            checkpoint(run.best_checkpoint)
-        else:
-            state.evaluations_without_improvement += 1
-        return metric
+    # A Ctrl-C during the setup below (placing arrays, building the prior and train step) saves the current
+    # parameters, the initial ones on a new fit, so a fit interrupted before its first step can be resumed.
+    try:
+        # One device keeps the default placement, so a single-device fit makes no sharding calls.
+        # NOTE: a fit resumed on a different device count sums the loss in another order, so it is not bit-exact,
+        # and the validation metric runs replicated on every device rather than sharded.
+        data_parallel = DataParallel.over(devices) if len(devices) > 1 else None
+        if data_parallel is not None:
+            params, opt_state = data_parallel.put((params, opt_state), data_parallel.replicated)
+            logger.info("data parallel over %d devices, %d trials per device per step",
+                        len(devices), training.batch_size // len(devices))
+
+        y, stimulus, mask = cast_floating(_data_arrays(recording), dtype)
+        behaviour = cast_floating(_behaviour_array(model, recording), dtype)
+        # A standardised head fits unit-scale values whatever the recording's units.
+        if behaviour is not None and not getattr(model.behaviour, "standardised", False):
+            train_trials = np.asarray(split["train"])
+            warn_behaviour_scale(recording.behaviour[train_trials], recording.behaviour_observed[train_trials],
+                                 recording.metadata.get("behaviour_names"))
+        t0, bin_width = float(recording.ts[0]), float(recording.dt)
+        train_indices = np.asarray(split["train"])
+        validation = recording.select(split["validation"])
+        if training.batch_size > len(train_indices):
+            # The default batch size exceeds the packaged example's 12 training trials, and drawing with replacement
+            # is intended there, so only a batch size the user chose gets a warning.
+            chose = training.batch_size != type(training).model_fields["batch_size"].default
+            logger.log(
+                logging.WARNING if chose else logging.INFO,
+                "training.batch_size is %d, larger than the %d training trials; each minibatch draws trials with "
+                "replacement, so a trial can appear more than once in a step",
+                training.batch_size, len(train_indices),
+            )
+
+        prior = constant_prior(model, config.model.constant_priors)
+        penalty = prior_penalty(prior, len(train_indices))
+        if model.constant_posterior is not None:
+            # The KL of the constants' posterior contains the prior term, so it replaces the prior penalty.
+            penalty = posterior_penalty(model, len(train_indices))
+        shooting = multiple_shooting(config, y.shape[1])
+        train_step = make_train_step(static, optimizer, t0, bin_width, training.n_samples,
+                                     max_state=config.solver.max_state, penalty=penalty, shooting=shooting,
+                                     coordinated_dropout=training.coordinated_dropout)
+        schedule = learning_rate_schedule(training)
+        base_key = jax.random.PRNGKey(config.seed)
+        metric_name = "bits per spike" if config.model.observation == "poisson" else "R^2"
+
+        def evaluate_now():
+            model_now = eqx.combine(params, static)
+            key = jax.random.fold_in(jax.random.fold_in(base_key, 1), state.step)
+            metric = validation_metric(model_now, validation, config, key)
+            state.evaluations.append({"step": state.step, "validation_metric": metric})
+            last = state.history[-1]
+            last["validation_metric"] = metric
+            logger.info(
+                "step %d: loss %.2f, log-likelihood %.2f, KL initial %.3f, KL path %.3f, beta %.2f, "
+                "validation %s %.4f, skipped steps %d",
+                state.step, last["loss"], last["log_likelihood"], last["kl_initial"], last["kl_path"], last["beta"],
+                metric_name, metric, state.nonfinite_total,
+            )
+            if metric > state.best_metric:
+                state.best_metric, state.best_step = metric, state.step
+                state.evaluations_without_improvement = 0
+                checkpoint(run.best_checkpoint)
+            else:
+                state.evaluations_without_improvement += 1
+            return metric
+    except KeyboardInterrupt:
+        checkpoint(run.last_checkpoint)
+        logger.warning("fit interrupted at step %d, before its next training step; continue it with --resume",
+                       state.step)
+        raise
 
     started = time.perf_counter() - state.seconds
     with FitProgress(training.steps, quiet=quiet, start=state.step) as progress, open_tensorboard(run) as board:
@@ -452,12 +460,12 @@ def fit(
 
                 if must_stop:
                     if failure is not None:
-                        raise TrainingError(_solver_stop_message(state, training, failure))
+                        raise TrainingError(_solver_stop_message(state, config, failure, run))
                     model_now = eqx.combine(params, static)
                     # NOTE: with multiple shooting the diagnosis replays one continuous path, not the segments.
                     diagnosis = locate_nonfinite(model_now, *batch, t0, bin_width, key, training.n_samples,
                                                  config.solver.max_state, batch_behaviour)
-                    raise TrainingError(_stop_message(state, training, diagnosis, indices))
+                    raise TrainingError(_stop_message(state, config, diagnosis, indices, run))
 
                 metric = None
                 if state.step % training.eval_every == 0 or state.step == training.steps:
@@ -554,27 +562,52 @@ def _failed_step_terms() -> dict[str, float]:
     return {name: math.nan for name in TERM_NAMES}
 
 
-def _solver_stop_message(state: FitState, training: TrainingConfig, failure: str) -> str:
+def _solver_stop_message(state: FitState, config: RunConfig, failure: str, run: RunFolder) -> str:
+    training = config.training
+    remedy = (
+        "Tighten solver.rtol and solver.atol, lower training.learning_rate, or set training.precision to float64 "
+        "if it is float32."
+    )
     return (
         f"{state.nonfinite_in_a_row} training steps in a row were skipped (limit training.max_nonfinite = "
         f"{training.max_nonfinite}); the last one failed because the solver raised an error: {failure} "
-        "The last checkpoint was kept as it was. Tighten solver.rtol and solver.atol, lower "
-        "training.learning_rate, or set training.precision to float64 if it is float32."
+        f"{_checkpoint_sentence(run)} {_reversible_heun_remedy(config) or remedy}"
     )
 
 
-def _stop_message(state: FitState, training: TrainingConfig, diagnosis, indices: np.ndarray) -> str:
+def _stop_message(state: FitState, config: RunConfig, diagnosis, indices: np.ndarray, run: RunFolder) -> str:
+    training = config.training
     where = ""
     if diagnosis.trial is not None:
         where = f" in trial {int(indices[diagnosis.trial])}"
         if diagnosis.time is not None:
             where += f" at t = {diagnosis.time:.6g} s"
+    remedy = "Lower training.learning_rate, raise solver.n_substeps, or check the data for extreme values."
     return (
         f"{state.nonfinite_in_a_row} training steps in a row had a non-finite loss or gradient "
-        f"(limit training.max_nonfinite = {training.max_nonfinite}); the last checkpoint was kept as it was. "
+        f"(limit training.max_nonfinite = {training.max_nonfinite}). {_checkpoint_sentence(run)} "
         f"Diagnosis of the last step: the first non-finite value came from the {diagnosis.module}{where}: "
-        f"{diagnosis.detail}. "
-        "Lower training.learning_rate, raise solver.n_substeps, or check the data for extreme values."
+        f"{diagnosis.detail}. {_reversible_heun_remedy(config) or remedy}"
+    )
+
+
+def _checkpoint_sentence(run: RunFolder) -> str:
+    """Return what a stopped fit left to continue from: its last checkpoint, or nothing."""
+    if run.last_checkpoint.is_file():
+        return f"The last checkpoint, {run.last_checkpoint}, was kept as it was."
+    overwrite = " with --overwrite" if run.best_checkpoint.is_file() else ""
+    return f"No checkpoint was saved before the fit stopped, so start a new fit{overwrite} after the change below."
+
+
+def _reversible_heun_remedy(config: RunConfig) -> str | None:
+    """Return the advice for a failing fit with the reversible Heun solver, or None for other solvers."""
+    if config.solver.method != "reversible_heun":
+        return None
+    return (
+        "solver.method is reversible_heun, which is unstable on fast-decaying dynamics: its error grows about as "
+        "exp(lambda t) for a decay rate lambda whatever the step size, so raising solver.n_substeps does not help. "
+        "Use solver.method: heun (with solver.checkpoint_bins to bound the memory of the backward pass), or slower "
+        "dynamics such as a larger model.drift_time_constant."
     )
 
 

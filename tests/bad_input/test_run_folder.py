@@ -23,8 +23,9 @@ def fit_into(prepare):
 
 
 def existing_run(out):
-    out.mkdir()
+    (out / "checkpoints").mkdir(parents=True)
     (out / "config.yaml").write_text("seed: 0\n")
+    (out / "checkpoints" / "last.eqx").write_bytes(b"neuroude-checkpoint 2\n")
 
 
 def file_in_place(out):
