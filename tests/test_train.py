@@ -196,6 +196,18 @@ def test_folder_without_checkpoint_reused(tmp_path):
     assert run.checkpoints.is_dir()
 
 
+def test_folder_with_metrics_kept(tmp_path):
+    # A finished run whose checkpoints were deleted to save space still has results to lose.
+    run = RunFolder(tmp_path / "finished")
+    run.root.mkdir()
+    run.config.write_text("seed: 0\n")
+    run.metrics.write_text("{}\n")
+
+    with pytest.raises(RunFolderError, match="--overwrite"):
+        run.check_writable(resume=False, overwrite=False)
+    assert run.metrics.read_text() == "{}\n"
+
+
 def test_nonfinite_steps_stop_fit_and_keep_checkpoint(tmp_path, monkeypatch):
     config = npz_config(tmp_path, training={"max_nonfinite": 2, "steps": 10})
     real_make = train_module.make_train_step

@@ -220,12 +220,13 @@ class RunFolder:
     best_checkpoint = property(lambda self: self.root / "checkpoints" / "best.eqx")
 
     def holds_run(self) -> bool:
-        """Return whether the folder contains a checkpoint, the only output a new fit would lose.
+        """Return whether the folder contains a checkpoint or a finished fit's metrics, which a new fit would lose.
 
-        A fit interrupted before it saved one leaves only config.yaml and log.txt behind, which a
-        new fit may replace without --overwrite.
+        A fit interrupted before it saved a checkpoint leaves only config.yaml and log.txt behind,
+        which a new fit may replace without --overwrite. Metrics count too, so that a run whose
+        checkpoints were deleted to save space is not replaced silently.
         """
-        return self.last_checkpoint.is_file() or self.best_checkpoint.is_file()
+        return self.last_checkpoint.is_file() or self.best_checkpoint.is_file() or self.metrics.is_file()
 
     def require_resumable(self) -> None:
         """Raise unless the folder contains a configuration and a last checkpoint to continue from."""
