@@ -164,7 +164,8 @@ def _parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     for token in unknown:
         guess = difflib.get_close_matches(token.split("=")[0], options, n=1) if token.startswith("-") else []
         if guess:
-            message += f"; did you mean {guess[0]} in place of {token}?"
+            # With several unknown options, each suggestion names the option it corrects.
+            message += f"; did you mean {guess[0]}?" if len(unknown) == 1 else f"; {token}: did you mean {guess[0]}?"
     command_parser.error(message)
 
 
