@@ -250,7 +250,7 @@ def test_nonfinite_steps_stop_fit_and_keep_checkpoint(tmp_path, monkeypatch):
 
 
 def test_reversible_heun_stop_message(tmp_path):
-    # With reversible Heun the advice names the solver, and a fit that saved nothing says so.
+    # With reversible Heun the advice names the solver, and a fit that saved nothing reports it.
     config = npz_config(tmp_path, solver={"method": "reversible_heun"})
     state = train_module.FitState(step=3, nonfinite_in_a_row=3)
     diagnosis = Diagnosis("process model", "the latent state is NaN", trial=0, time=0.02)
