@@ -35,7 +35,7 @@ from .observation import (
     PoissonObservation,
     check_recording,
 )
-from .recognition import GRURecognition
+from .recognition import GRURecognition, WindowRecognition
 from .stimulus import make_encoder
 
 
@@ -186,6 +186,17 @@ def _single_observation(
     return GaussianObservation(readout_size, n_channels, key=key)
 
 
+def _recognition(config: ModelConfig, observation_size: int, drive_size: int, location, scale, key):
+    """Build the recognition model that `model.recognition` names."""
+    shared = (observation_size, drive_size, config.latent_size, config.recognition_hidden, config.context_size,
+              config.n_init_bins)
+    if config.recognition == "window":
+        return WindowRecognition(
+            *shared, config.recognition_window, key=key, state_location=location, state_scale=scale
+        )
+    return GRURecognition(*shared, key=key, state_location=location, state_scale=scale)
+
+
 def _behaviour_head(config: ModelConfig, n_behaviour: int, statistics, key) -> BehaviourHead | None:
     if config.behaviour is None:
         return None
@@ -238,10 +249,7 @@ def build_model(
         recognition_size *= 2
     sde = SDE(_drift(model_config, drive_size, keys[2]), _diffusion(model_config, drive_size, keys[3]))
     location, scale = _initial_state_prior(sde.drift)
-    recognition = GRURecognition(
-        recognition_size, drive_size, model_config.latent_size, model_config.recognition_hidden,
-        model_config.context_size, model_config.n_init_bins, key=keys[1], state_location=location, state_scale=scale,
-    )
+    recognition = _recognition(model_config, recognition_size, drive_size, location, scale, keys[1])
 
     observed_states = _observed_states(model_config, sde.drift)
     readout_size = model_config.latent_size if observed_states is None else len(observed_states)

@@ -230,7 +230,13 @@ class ModelConfig(Section):
     interpolation: Literal["hold", "linear"] = Field(
         "linear", description="drive between bins: held at the bin's value or linearly interpolated"
     )
-    recognition_hidden: int = Field(64, ge=1, description="hidden units of the recognition GRU")
+    recognition: Literal["gru", "window"] = Field(
+        "gru", description="recognition model: 'gru' reads every later bin through a backward GRU; 'window' reads "
+        "only the next recognition_window bins, which lets reversible_heun train in memory that does not grow "
+        "with the number of bins"
+    )
+    recognition_window: int = Field(10, ge=1, description="bins the 'window' recognition model reads from each bin on")
+    recognition_hidden: int = Field(64, ge=1, description="hidden units of the recognition model")
     recognition_mask: Literal["auto"] | bool = Field(
         "auto", description="let the recognition model read the mask beside y, as concat(y * mask, mask), so a "
         "missing sample differs from an observed zero; 'auto' turns it on when the recording has a masked entry"
