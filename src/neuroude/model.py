@@ -26,6 +26,7 @@ from .dynamics.hybrid import ResidualDrift
 from .dynamics.mechanistic.network import BrainNetwork
 from .dynamics.sde import SDE
 from .errors import ConfigError
+from .fused import can_fuse, fused_elbo_terms
 from .recognition import initial_state_kl
 from .segments import checkpointed_sum
 from .shooting import MultipleShooting, shooting_paths
@@ -239,9 +240,17 @@ class LatentUDE(eqx.Module):
 
         With `checkpoint_bins > 0` the terms are computed segment by segment where the model
         allows it (`neuroude.streaming`), so the backward pass stores no array as long as the trial.
+        With reversible Heun and a recognition model local in time (or an ODE), they are computed
+        inside one reversible integration that stores nothing per bin (`neuroude.fused`).
         """
         if input_mask is None:
             input_mask = mask
+        if shooting is None and can_fuse(self):
+            if self.behaviour is not None and behaviour is None:
+                raise ConfigError("the model has a behaviour head, but no behaviour array was passed to the loss")
+            return fused_elbo_terms(
+                self, y, stimulus, mask, t0, bin_width, key, n_samples, behaviour, behaviour_mask, input_mask
+            )
         if shooting is None and can_stream(self):
             return streamed_elbo_terms(
                 self, y, stimulus, mask, t0, bin_width, key, n_samples, behaviour, behaviour_mask, input_mask
@@ -323,7 +332,8 @@ class LatentUDE(eqx.Module):
         (a training objective only; see `neuroude.shooting`). `input_mask`, when given, is the
         mask the recognition model reads in place of `mask` (see `trial_elbo_terms`).
 
-        The terms are batch means, except `state_peak`, which stays (B, T).
+        The terms are batch means, except `state_peak`, which stays (B, T), or (B, 1) with the
+        bin of each trial's peak in `state_peak_bin` when the loss is fused (`neuroude.fused`).
         """
         if self.behaviour is not None and behaviour is None:
             raise ConfigError("the model has a behaviour head, but no behaviour array was passed to the loss")
@@ -347,7 +357,7 @@ class LatentUDE(eqx.Module):
             )
 
         terms = jax.vmap(one_trial)(y, stimulus, mask, keys, behaviour, behaviour_mask, input_mask)
-        state_peak = terms.pop("state_peak")
+        peaks = {name: terms.pop(name) for name in ("state_peak", "state_peak_bin") if name in terms}
         terms = {name: jnp.mean(value) for name, value in terms.items()}
         kl = terms["kl_initial"] + terms["kl_path"]
         loss = -terms["log_likelihood"] + beta * kl + terms["residual_penalty"]
@@ -355,7 +365,7 @@ class LatentUDE(eqx.Module):
             loss = loss + terms["continuity_penalty"]
         if self.behaviour is not None:
             loss = loss - self.behaviour_weight * terms["behaviour_log_likelihood"]
-        return loss, {**terms, "state_peak": state_peak}
+        return loss, {**terms, **peaks}
 
     # -- prediction ----------------------------------------------------------
 

@@ -187,6 +187,9 @@ def make_train_step(
         first = jnp.argmax(beyond.reshape(-1))
         terms["state_bound_exceeded"] = jnp.any(beyond)
         terms["bound_trial"], terms["bound_bin"] = first // beyond.shape[1], first % beyond.shape[1]
+        if "state_peak_bin" in terms:
+            # A fused loss keeps one peak per trial, so the bin reported is that of the trial's largest |x|.
+            terms["bound_bin"] = terms.pop("state_peak_bin").reshape(-1)[first]
         finite = finite & ~terms["state_bound_exceeded"]
 
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
