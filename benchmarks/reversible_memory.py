@@ -4,7 +4,9 @@ Two workloads, each with 64 trials, 8 latents, a network diffusion and one
 solver step per 0.01 s bin, measured for `heun` (every step stored),
 `heun` with `solver.checkpoint_bins` near sqrt(bins), `reversible_heun`, and,
 for the training step, `reversible_heun` streamed over segments of about
-sqrt(bins) bins or of 100 bins:
+sqrt(bins) bins or of 100 bins, and `reversible_heun` with the window
+recognition model (`model.recognition: window`), whose step is fused into one
+reversible integration (`neuroude.fused`):
 
 - `solver`: the gradient of a loss of the latent path and path KL with respect
   to the model parameters, the recognition context and x0, through the solver
@@ -23,6 +25,7 @@ against log(bins).
     python benchmarks/reversible_memory.py
     python benchmarks/reversible_memory.py --workload solver --sizes 100 1000 10000
     python benchmarks/reversible_memory.py --workload step --solvers reversible_heun-streamed-100 --sizes 300 1000
+    python benchmarks/reversible_memory.py --workload step --solvers heun reversible_heun-window --sizes 1000 --time 5
 
 `beyond` is the temporary memory less one path and one context. For the
 solver workload these are the T-long buffers a reverse pass cannot avoid:
@@ -36,6 +39,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
+import time
 
 import equinox as eqx
 import jax
@@ -56,7 +61,11 @@ SETTINGS = {
     "reversible_heun": ("reversible_heun", 0),
     "reversible_heun-streamed": ("reversible_heun", "sqrt"),
     "reversible_heun-streamed-100": ("reversible_heun", 100),
+    # The window recognition model lets the whole step run fused, with nothing stored per bin.
+    "reversible_heun-window": ("reversible_heun", 0),
+    "heun-window-streamed": ("heun", "sqrt"),
 }
+WINDOW_SETTINGS = ("reversible_heun-window", "heun-window-streamed")
 SOLVERS = tuple(SETTINGS)
 # The solver workload calls the solver directly, where checkpoint_bins does nothing for reversible Heun.
 SOLVER_WORKLOAD = ("heun", "heun-checkpointed", "reversible_heun")
@@ -74,7 +83,7 @@ def build(solver: str, bins: int):
         "model": {
             "latent_size": LATENTS, "drift_width": 64, "drift_depth": 1, "diffusion": "network",
             "recognition_hidden": 64, "context_size": CONTEXT, "correction_width": 64, "encoder": "identity",
-            "interpolation": "hold",
+            "interpolation": "hold", "recognition": "window" if solver in WINDOW_SETTINGS else "gru",
         },
         "solver": {"method": method, "n_substeps": 1, "checkpoint_bins": checkpoint_bins},
         "training": {"batch_size": TRIALS},
@@ -103,8 +112,8 @@ def compiled_solver_gradient(solver: str, bins: int):
     return jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(*arguments).compile()
 
 
-def compiled_training_step(solver: str, bins: int):
-    """Compile the whole training step, as `scaling.py` builds it, with this solver."""
+def training_step(solver: str, bins: int):
+    """Return the whole training step, as `scaling.py` builds it, with this solver, and its arguments."""
     model, config = build(solver, bins)
     params, static = eqx.partition(model, trainable_filter(model))
     optimizer = make_optimizer(config.training)
@@ -113,19 +122,40 @@ def compiled_training_step(solver: str, bins: int):
     y = jnp.zeros((TRIALS, bins, N_NEURONS))
     arguments = (params, opt_state, y, jnp.zeros((TRIALS, bins, 0)), jnp.ones_like(y), jax.random.PRNGKey(2),
                  jnp.float32(1.0))
+    return step, arguments
+
+
+def compiled_training_step(solver: str, bins: int):
+    """Compile the whole training step with this solver."""
+    step, arguments = training_step(solver, bins)
     # equinox wraps the compiled program, so its jax.stages.Compiled is one attribute down.
     return step.lower(*arguments).compile().compiled
 
 
-def measure(workload: str, solver: str, bins: int) -> dict:
+def median_step_seconds(solver: str, bins: int, repeats: int) -> float:
+    """Return the median wall-clock seconds of `repeats` training steps after a first, compiling call."""
+    step, arguments = training_step(solver, bins)
+    jax.block_until_ready(step(*arguments))
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(step(*arguments))
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
+def measure(workload: str, solver: str, bins: int, repeats: int = 0) -> dict:
     compile_program = compiled_solver_gradient if workload == "solver" else compiled_training_step
     memory = compile_program(solver, bins).memory_analysis()
     mib = 2**20
-    return {
+    row = {
         "workload": workload, "solver": solver, "bins": bins, "segment": segment_bins(SETTINGS[solver][1], bins),
         "temp_mib": memory.temp_size_in_bytes / mib, "data_mib": 2 * TRIALS * bins * N_NEURONS * 4 / mib,
         "path_mib": TRIALS * bins * LATENTS * 4 / mib, "context_mib": TRIALS * bins * CONTEXT * 4 / mib,
     }
+    if repeats and workload == "step":
+        row["median_s"] = median_step_seconds(solver, bins, repeats)
+    return row
 
 
 def growth_exponent(sizes, values) -> float:
@@ -146,9 +176,10 @@ def summarise(workload: str, rows: list[dict]) -> None:
             line += f", beyond path and context {growth_exponent(bins, beyond):.2f}"
         print(line)
         for row, rest in zip(group, beyond):
+            timing = f"  step {row['median_s'] * 1e3:8.1f} ms" if "median_s" in row else ""
             print(f"    bins={row['bins']:6d}  segment {row['segment']:4d}  temp {row['temp_mib']:9.1f}  "
                   f"path {row['path_mib']:7.1f}  context {row['context_mib']:7.1f}  beyond {rest:9.1f}  "
-                  f"data {row['data_mib']:7.1f}")
+                  f"data {row['data_mib']:7.1f}{timing}")
 
 
 def main() -> None:
@@ -157,6 +188,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=SIZES, help="numbers of bins")
     parser.add_argument("--solvers", nargs="+", choices=SOLVERS, help="default: all that apply to the workload")
     parser.add_argument("--json", help="also write every row to this JSON file")
+    parser.add_argument("--time", type=int, default=0, metavar="REPEATS",
+                        help="also time this many training steps per row of the step workload (median)")
     arguments = parser.parse_args()
 
     results = {}
@@ -166,7 +199,7 @@ def main() -> None:
             for solver in arguments.solvers or (SOLVER_WORKLOAD if workload == "solver" else SOLVERS):
                 if workload == "solver" and solver not in SOLVER_WORKLOAD:
                     continue
-                rows.append(measure(workload, solver, bins))
+                rows.append(measure(workload, solver, bins, arguments.time))
                 print(json.dumps(rows[-1]), flush=True)
         results[workload] = rows
     for workload, rows in results.items():
