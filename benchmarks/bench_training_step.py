@@ -35,9 +35,10 @@ DEFAULT_PEER_DIR = REPO_ROOT.parent / "shared" / "bench"
 DEFAULT_PEER_JAX_PYTHON = Path("/tmp/peer-jax/bin/python")
 DEFAULT_PEER_TORCH_PYTHON = Path("/tmp/peer-torch/bin/python")
 
-# Targets from the project's performance goals, printed next to the measured ratios and never asserted.
-TARGET_MAX_NEUROUDE_OVER_SCAN = 1.3
-TARGET_MIN_TORCHSDE_OVER_NEUROUDE = 10.0
+# Targets of the performance goals (at most 1.1 times the hand-fused scan, at least 15 times faster than
+# torchsde), printed next to the measured ratios and never asserted.
+TARGET_MAX_NEUROUDE_OVER_SCAN = 1.1
+TARGET_MIN_TORCHSDE_OVER_NEUROUDE = 15.0
 
 PEER_MEDIAN = re.compile(r"step seconds \(median of (\d+)\): ([0-9.]+)")
 PEER_FIRST_CALL = re.compile(r"first call incl\. compile: ([0-9.]+)s")

@@ -39,8 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
-import time
 
 import equinox as eqx
 import jax
@@ -51,6 +49,7 @@ from neuroude.build import build_model
 from neuroude.config import parse_config
 from neuroude.dynamics import trainable_filter
 from neuroude.train import make_optimizer, make_train_step
+from scaling import median_seconds
 
 TRIALS, LATENTS, CONTEXT, N_NEURONS, BIN_WIDTH = 64, 8, 16, 50, 0.01
 SIZES = [100, 300, 1000, 3000, 10000]
@@ -132,18 +131,6 @@ def compiled_training_step(solver: str, bins: int):
     return step.lower(*arguments).compile().compiled
 
 
-def median_step_seconds(solver: str, bins: int, repeats: int) -> float:
-    """Return the median wall-clock seconds of `repeats` training steps after a first, compiling call."""
-    step, arguments = training_step(solver, bins)
-    jax.block_until_ready(step(*arguments))
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(step(*arguments))
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
-
-
 def measure(workload: str, solver: str, bins: int, repeats: int = 0) -> dict:
     compile_program = compiled_solver_gradient if workload == "solver" else compiled_training_step
     memory = compile_program(solver, bins).memory_analysis()
@@ -154,7 +141,7 @@ def measure(workload: str, solver: str, bins: int, repeats: int = 0) -> dict:
         "path_mib": TRIALS * bins * LATENTS * 4 / mib, "context_mib": TRIALS * bins * CONTEXT * 4 / mib,
     }
     if repeats and workload == "step":
-        row["median_s"] = median_step_seconds(solver, bins, repeats)
+        row["median_s"] = median_seconds(*training_step(solver, bins), repeats)
     return row
 
 

@@ -50,11 +50,14 @@ SWEEPS = {
     "latents": [2, 8, 32, 128],
     "ode_bins": [100, 300, 1000, 3000],
 }
-# The ode_bins sweep: an ODE (no diffusion) solved by Tsit5 with each adjoint, and by Euler in streamed segments.
+# The ode_bins sweep: an ODE (no diffusion) solved by Tsit5 with each adjoint, by Euler in streamed segments,
+# and by reversible Heun with the whole step fused.
 ODE_SOLVERS = {
     "tsit5-checkpoint": {"method": "tsit5", "adjoint": "checkpoint"},
     "tsit5-backsolve": {"method": "tsit5", "adjoint": "backsolve"},
     "euler-streamed": {"method": "euler", "n_substeps": 1},
+    # An ODE reads no recognition context, so reversible Heun runs the whole step fused (`neuroude.fused`).
+    "reversible_heun-fused": {"method": "reversible_heun", "n_substeps": 1},
 }
 
 
@@ -105,14 +108,19 @@ def measure(
     if not timed:
         return result
 
+    result["median_s"] = median_seconds(step, arguments, repeats)
+    return result
+
+
+def median_seconds(step, arguments, repeats: int) -> float:
+    """Return the median wall-clock seconds of `repeats` calls of `step` after a first, compiling call."""
     jax.block_until_ready(step(*arguments))
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
         jax.block_until_ready(step(*arguments))
         seconds.append(time.perf_counter() - start)
-    result["median_s"] = statistics.median(seconds)
-    return result
+    return statistics.median(seconds)
 
 
 def paired_time_ratio(bins: int, repeats: int) -> dict:

@@ -56,8 +56,7 @@ class GRURecognition(eqx.Module):
         k_cell, k_context, k_initial = jax.random.split(key, 3)
         self.cell = eqx.nn.GRUCell(observation_size + input_size, hidden_size, key=k_cell)
         self.to_context = eqx.nn.Linear(hidden_size, context_size, key=k_context)
-        to_initial = eqx.nn.Linear(hidden_size, 2 * latent_size, key=k_initial)
-        self.to_initial = eqx.tree_at(lambda lin: lin.weight, to_initial, to_initial.weight * 0.1)
+        self.to_initial = _initial_layer(hidden_size, latent_size, k_initial)
         self.hidden_size = hidden_size
         self.latent_size = latent_size
         self.n_init_bins = n_init_bins
@@ -166,8 +165,7 @@ class WindowRecognition(eqx.Module):
         self.to_hidden = eqx.nn.Linear(window_bins * feature_size, hidden_size, key=k_hidden)
         self.to_context = eqx.nn.Linear(hidden_size, context_size, key=k_context)
         self.first_to_hidden = eqx.nn.Linear(n_init_bins * feature_size, hidden_size, key=k_first)
-        to_initial = eqx.nn.Linear(hidden_size, 2 * latent_size, key=k_initial)
-        self.to_initial = eqx.tree_at(lambda lin: lin.weight, to_initial, to_initial.weight * 0.1)
+        self.to_initial = _initial_layer(hidden_size, latent_size, k_initial)
         self.hidden_size = hidden_size
         self.latent_size = latent_size
         self.feature_size = feature_size
@@ -207,6 +205,12 @@ class WindowRecognition(eqx.Module):
             padded[offset : offset + n_bins] @ weight[:, offset].T for offset in range(self.window_bins)
         )
         return jax.vmap(self.to_context)(jnp.tanh(hidden))
+
+
+def _initial_layer(hidden_size: int, latent_size: int, key) -> eqx.nn.Linear:
+    """Return the layer from hidden units to the mean and log standard deviation of q(x0), with small weights."""
+    layer = eqx.nn.Linear(hidden_size, 2 * latent_size, key=key)
+    return eqx.tree_at(lambda lin: lin.weight, layer, layer.weight * 0.1)
 
 
 def _pad_rows(rows: Float[Array, "L f"], count: int) -> Float[Array, "count f"]:
