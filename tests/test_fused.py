@@ -11,7 +11,7 @@ from test_streaming import perturbed
 import neuroude.model
 from neuroude.build import build_model
 from neuroude.dynamics import trainable_filter
-from neuroude.fused import can_fuse
+from neuroude.fused import can_fuse, fusion_warning
 from neuroude.recognition import WindowRecognition
 from neuroude.train import make_optimizer, make_train_step
 
@@ -158,3 +158,17 @@ def test_bound_names_fused_peak_bin():
     _, loss_terms = model.loss(y, stimulus, mask, 0.0, 0.01, jax.random.PRNGKey(0), 1.0, 1)
     assert int(terms["bound_trial"]) == 0
     assert int(terms["bound_bin"]) == int(loss_terms["state_peak_bin"][0, 0])
+
+
+def test_fusion_warning_names_obstacles():
+    window = {"recognition": "window", "drift_time_constant": 0.5}
+    calcium = build_model(
+        tiny_config(model={**window, "observation": "calcium"}, solver={"method": "reversible_heun"}),
+        3, 1, jax.random.PRNGKey(0), 0.5, bin_width=0.01,
+    )
+    fused = build(window)
+
+    assert fusion_warning(fused) is None
+    assert fusion_warning(build({"drift_time_constant": 0.5})) is None
+    assert "CalciumObservation" in fusion_warning(calcium)
+    assert "shooting_bins" in fusion_warning(fused, shooting=True)

@@ -72,6 +72,36 @@ def can_fuse(model) -> bool:
     )
 
 
+def fusion_warning(model, shooting: bool = False) -> str | None:
+    """Return why a model set up for the fused loss (reversible Heun, window recognition) is not fused, else None.
+
+    A user who chooses both expects memory flat in the bins. When the loss falls
+    back to the streamed or plain computation instead, its memory grows, so the
+    fit warns with this message.
+    """
+    if model.method not in REVERSIBLE_METHODS or not hasattr(model.recognition, "context_at"):
+        return None
+    reasons = []
+    if shooting:
+        reasons.append("solver.shooting_bins is set (multiple shooting integrates segments apart)")
+    if not getattr(model.observation, "time_separable", False):
+        reasons.append(
+            f"the {type(model.observation).__name__} observation model carries a state across bins "
+            "(calcium and bold do)"
+        )
+    if model.behaviour is not None and not getattr(model.behaviour, "time_separable", False):
+        reasons.append("the behaviour head's log likelihood is not a sum over bins")
+    if getattr(model.sde.drift, "delays", None) is not None:
+        reasons.append("the drift has conduction delays")
+    if not reasons:
+        return None
+    return (
+        "solver.method 'reversible_heun' with model.recognition 'window' cannot run fused, so the training "
+        f"step's memory grows with the bins: {'; '.join(reasons)}. model.recognition 'gru' with "
+        "solver.checkpoint_bins streams the loss in segments where the model allows it"
+    )
+
+
 def fused_elbo_terms(
     model,
     y: Float[Array, "T n"],

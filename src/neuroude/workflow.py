@@ -22,6 +22,7 @@ from .distributed import initialize_distributed
 from .decoding import head_test_prediction
 from .errors import ConfigError, DataFileError
 from .evaluate import evaluate, predict_recording
+from .fused import fusion_warning
 from .model import LatentUDE
 from .observation import GaussianObservation, PoissonObservation, behaviour_statistics
 from .reversible import stability_warning
@@ -179,9 +180,13 @@ def fit_run(
     try:
         write_text(run.config, dump_config(config))
         logger.info("fitting %s to %s", type(model.sde.drift).__name__, recording.metadata.get("source", "recording"))
-        warning = stability_warning(model, recording.y.shape[1], recording.dt)
-        if warning is not None:
-            logger.warning(warning)
+        warnings = (
+            stability_warning(model, recording.y.shape[1], recording.dt),
+            fusion_warning(model, shooting=config.solver.shooting_bins is not None),
+        )
+        for warning in warnings:
+            if warning is not None:
+                logger.warning(warning)
         result = fit(model, recording, config, split, run, resume=resume, quiet=quiet)
         metrics = write_evaluation(run, result.model, recording, split, config, result.state)
     finally:
