@@ -116,6 +116,19 @@ def test_prediction_score_matches_head_on_prior_paths(fitted):
     assert metrics["behaviour_r_squared"]["prediction"]["velocity"] == pytest.approx(velocity, rel=1e-4)
 
 
+def test_decoding_log_line_names_variables(fitted):
+    run, metrics = fitted
+    lines = [line for line in run.folder.log.read_text().splitlines() if "behaviour decoding on test trials" in line]
+    assert len(lines) == 1
+    ridge, head = metrics["behaviour_decoding"]["ridge"], metrics["behaviour_decoding"]["behaviour_head"]
+    ridge_r_squared = ridge["r_squared"]
+    assert (f"ridge decoder R^2 position {ridge_r_squared['position']:.3f}, velocity "
+            f"{ridge_r_squared['velocity']:.3f} (mean {ridge_r_squared['mean']:.3f})") in lines[0]
+    assert (f"behaviour head R^2 position {head['r_squared']['position']:.3f}") in lines[0]
+    assert (f"coverage {head['coverage']['0.5']:.2f} of the 50% interval and {head['coverage']['0.9']:.2f} of the "
+            "90% interval") in lines[0]
+
+
 # -- standardisation (model.behaviour.standardize, on by default) -------------------------------
 
 

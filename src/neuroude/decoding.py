@@ -351,8 +351,20 @@ def behaviour_decoding_scores(model, train, validation, test, skip_bins: int, n_
         scores["behaviour_head"] = calibration_scores(
             head_prediction(model, paths["test"]), behaviour["test"], list(names), observed["test"]
         )
-    logger.info(
-        "behaviour decoding: %s",
-        {method: (value["r_squared"]["mean"], value["coverage"]) for method, value in scores.items() if isinstance(value, dict)},
-    )
+    logger.info("behaviour decoding on test trials: %s", describe_decoding(scores))
     return scores
+
+
+def describe_decoding(scores: dict) -> str:
+    """Describe `behaviour_decoding_scores` on one line: each decoder's R^2 per variable and interval coverage."""
+    parts = []
+    for method, label in (("ridge", "ridge decoder"), ("behaviour_head", "behaviour head")):
+        if method not in scores:
+            continue
+        r_squared_values = scores[method]["r_squared"]
+        per_variable = ", ".join(f"{name} {r_squared_values[name]:.3f}" for name in scores["names"])
+        coverage = " and ".join(
+            f"{value:.2f} of the {100 * float(level):g}% interval" for level, value in scores[method]["coverage"].items()
+        )
+        parts.append(f"{label} R^2 {per_variable} (mean {r_squared_values['mean']:.3f}), coverage {coverage}")
+    return "; ".join(parts)
