@@ -219,9 +219,10 @@ def test_fit_writes_behaviour_figure(fitted):
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_behaviour_figure_shows_scored_prediction(fitted):
+def test_behaviour_figure_shows_scored_prediction(fitted, tmp_path):
     # The figure's prediction must be the one metrics.json scores, so its R^2 matches.
     from neuroude.decoding import head_test_prediction
+    from neuroude.workflow import plot_behaviour_figure
 
     run, metrics = fitted
     train, validation, test = (run.recording.select(run.split[name]) for name in ("train", "validation", "test"))
@@ -233,6 +234,11 @@ def test_behaviour_figure_shows_scored_prediction(fitted):
     observed = score_window(test.behaviour_observed, skip)
     velocity = r_squared(score_window(test.behaviour, skip)[..., 1:], mean[..., 1:], observed[..., 1:])
     assert metrics["behaviour_decoding"]["behaviour_head"]["r_squared"]["velocity"] == pytest.approx(velocity, rel=1e-4)
+
+    # The fit draws the prediction that evaluate() returns, so drawing the paths sampled again gives the same bytes.
+    redrawn = plot_behaviour_figure(run.model, run.recording, run.split, run.config, tmp_path / "behaviour.png",
+                                    prediction)
+    assert redrawn.read_bytes() == (run.folder.figures / "behaviour.png").read_bytes()
 
 
 # -- report ------------------------------------------------------------------------------------

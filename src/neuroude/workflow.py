@@ -229,16 +229,22 @@ def write_evaluation(run: RunFolder, model, recording, split, config: RunConfig,
     if "behaviour_decoding" in metrics:
         plots.plot_calibration(metrics["behaviour_decoding"], run.figures / "behaviour_calibration.png")
     if model.behaviour is not None and test.behaviour is not None:
-        plot_behaviour_figure(model, recording, split, config, run.figures / "behaviour.png")
+        plot_behaviour_figure(model, recording, split, config, run.figures / "behaviour.png",
+                              test_prediction["behaviour_head"])
     return metrics
 
 
-def plot_behaviour_figure(model, recording, split, config: RunConfig, path) -> Path:
-    """Draw the test trials' recorded behaviour against the head's prediction on the paths metrics.json scores."""
-    # evaluate() gives behaviour_decoding_scores this key.
-    key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), 2)
+def plot_behaviour_figure(model, recording, split, config: RunConfig, path, prediction=None) -> Path:
+    """Draw the test trials' recorded behaviour against the head's prediction on the paths metrics.json scores.
+
+    `prediction` is the `behaviour_head` entry of the test predictions from `evaluate`. Without it,
+    the scored paths are sampled again.
+    """
     train, validation, test = (recording.select(split[name]) for name in ("train", "validation", "test"))
-    prediction = head_test_prediction(model, train, validation, test, config.evaluation.n_samples, key)
+    if prediction is None:
+        # evaluate() gives behaviour_decoding_scores this key.
+        key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), 2)
+        prediction = head_test_prediction(model, train, validation, test, config.evaluation.n_samples, key)
     names = test.metadata.get("behaviour_names") or [f"behaviour_{index}" for index in range(test.behaviour.shape[2])]
     return plots.plot_behaviour(test, prediction, path, names, config.evaluation.skip_bins, split["test"])
 
