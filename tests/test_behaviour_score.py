@@ -241,6 +241,25 @@ def test_behaviour_figure_shows_scored_prediction(fitted, tmp_path):
     assert redrawn.read_bytes() == (run.folder.figures / "behaviour.png").read_bytes()
 
 
+def test_samples_file_has_behaviour(fitted):
+    from neuroude.workflow import sample_run
+
+    run, _ = fitted
+    with np.load(sample_run(run.folder.root, n_samples=3), allow_pickle=False) as samples:
+        paths, behaviour_mean = samples["paths"], samples["behaviour_mean"]
+        recorded, names = samples["behaviour"], samples["behaviour_names"]
+        description = str(samples["description"])
+    n_test = len(run.split["test"])
+    assert behaviour_mean.shape == (n_test, 3, N_TIME, 2)
+    np.testing.assert_allclose(behaviour_mean, head_prediction(run.model, paths).samples, rtol=1e-5)
+    assert names.tolist() == ["position", "velocity"]
+    test = run.recording.select(run.split["test"])
+    observed = test.behaviour_observed
+    np.testing.assert_allclose(recorded[observed], test.behaviour[observed], rtol=1e-6)
+    assert np.isnan(recorded[~observed]).all()
+    assert "behaviour_mean: (trials, samples, time, behaviour variables)" in description
+
+
 # -- report ------------------------------------------------------------------------------------
 
 
