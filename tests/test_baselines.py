@@ -147,13 +147,17 @@ def test_glm_rejects_bad_arguments(arguments, message):
         PoissonGLM(**arguments)
 
 
-def test_ridge_selection_returns_best_validation_score():
+def test_ridge_selection_returns_best_validation_score(caplog):
     recording = simulate_glm(n_trials=30)
     train, val = recording.select(np.arange(20)), recording.select(np.arange(20, 30))
-    model, scores = fit_ridge_by_validation(train, val, ridges=(1e-2, 1e4), n_lags=5, basis="delta")
+    with caplog.at_level(logging.INFO, logger="neuroude"):
+        model, scores = fit_ridge_by_validation(train, val, ridges=(1e4, 1e-2), n_lags=5, basis="delta")
     assert set(scores) == {1e-2, 1e4}
     assert model.ridge == 1e-2
     assert scores[1e-2] > scores[1e4]
+    # The log lists the ridges in increasing order, whatever order they were searched in.
+    listed = f"(nats) {scores[1e-2]:.6g} at ridge 0.01, {scores[1e4]:.6g} at ridge 10000"
+    assert any(listed in record.getMessage() for record in caplog.records), caplog.text
 
 
 def test_ridge_selection_extends_grid_at_edge(caplog):

@@ -116,6 +116,19 @@ def test_prediction_score_matches_head_on_prior_paths(fitted):
     assert metrics["behaviour_r_squared"]["prediction"]["velocity"] == pytest.approx(velocity, rel=1e-4)
 
 
+def test_decoding_log_line_names_variables(fitted):
+    run, metrics = fitted
+    lines = [line for line in run.folder.log.read_text().splitlines() if "behaviour decoding on test trials" in line]
+    assert len(lines) == 1
+    ridge, head = metrics["behaviour_decoding"]["ridge"], metrics["behaviour_decoding"]["behaviour_head"]
+    ridge_r_squared = ridge["r_squared"]
+    assert (f"ridge decoder R^2 position {ridge_r_squared['position']:.3f}, velocity "
+            f"{ridge_r_squared['velocity']:.3f} (mean {ridge_r_squared['mean']:.3f})") in lines[0]
+    assert (f"behaviour head R^2 position {head['r_squared']['position']:.3f}") in lines[0]
+    assert (f"coverage {head['coverage']['0.5']:.2f} of the 50% interval and {head['coverage']['0.9']:.2f} of the "
+            "90% interval") in lines[0]
+
+
 # -- standardisation (model.behaviour.standardize, on by default) -------------------------------
 
 
@@ -206,9 +219,10 @@ def test_fit_writes_behaviour_figure(fitted):
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_behaviour_figure_shows_scored_prediction(fitted):
+def test_behaviour_figure_shows_scored_prediction(fitted, tmp_path):
     # The figure's prediction must be the one metrics.json scores, so its R^2 matches.
     from neuroude.decoding import head_test_prediction
+    from neuroude.workflow import plot_behaviour_figure
 
     run, metrics = fitted
     train, validation, test = (run.recording.select(run.split[name]) for name in ("train", "validation", "test"))
@@ -220,6 +234,30 @@ def test_behaviour_figure_shows_scored_prediction(fitted):
     observed = score_window(test.behaviour_observed, skip)
     velocity = r_squared(score_window(test.behaviour, skip)[..., 1:], mean[..., 1:], observed[..., 1:])
     assert metrics["behaviour_decoding"]["behaviour_head"]["r_squared"]["velocity"] == pytest.approx(velocity, rel=1e-4)
+
+    # The fit draws the prediction that evaluate() returns, so drawing the paths sampled again gives the same bytes.
+    redrawn = plot_behaviour_figure(run.model, run.recording, run.split, run.config, tmp_path / "behaviour.png",
+                                    prediction)
+    assert redrawn.read_bytes() == (run.folder.figures / "behaviour.png").read_bytes()
+
+
+def test_samples_file_has_behaviour(fitted):
+    from neuroude.workflow import sample_run
+
+    run, _ = fitted
+    with np.load(sample_run(run.folder.root, n_samples=3), allow_pickle=False) as samples:
+        paths, behaviour_mean = samples["paths"], samples["behaviour_mean"]
+        recorded, names = samples["behaviour"], samples["behaviour_names"]
+        description = str(samples["description"])
+    n_test = len(run.split["test"])
+    assert behaviour_mean.shape == (n_test, 3, N_TIME, 2)
+    np.testing.assert_allclose(behaviour_mean, head_prediction(run.model, paths).samples, rtol=1e-5)
+    assert names.tolist() == ["position", "velocity"]
+    test = run.recording.select(run.split["test"])
+    observed = test.behaviour_observed
+    np.testing.assert_allclose(recorded[observed], test.behaviour[observed], rtol=1e-6)
+    assert np.isnan(recorded[~observed]).all()
+    assert "behaviour_mean: (trials, samples, time, behaviour variables)" in description
 
 
 # -- report ------------------------------------------------------------------------------------

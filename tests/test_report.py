@@ -23,11 +23,11 @@ from neuroude import report, tensorboard
 from neuroude.cli import main
 from neuroude.config import TrainingConfig
 from neuroude.runs import RunFolder
-from neuroude.summary import count_parameters
+from neuroude.summary import count_parameters, describe_config
 from neuroude.tensorboard import open_tensorboard
 from neuroude.train import learning_rate_schedule
 
-from conftest import tiny_config
+from conftest import tiny_config, tiny_recording
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIAL = ROOT / "examples" / "fit_spikes_with_stimulus.py"
@@ -289,6 +289,24 @@ def test_config_summary_names_choices():
     summary = tiny_config(model={"drift": "fitzhugh_nagumo", "residual": True}).summary()
     assert "drift fitzhugh_nagumo + residual network" in summary
     assert "6 steps" in summary
+    assert "mlp encoder (identity when the recording has no stimulus)" in summary
+
+
+def test_summaries_name_built_encoder(make_model):
+    # The configured encoder is mlp, but a recording without a stimulus gets the identity encoder.
+    config = tiny_config()
+    without_stimulus = make_model(config, tiny_recording(n_inputs=0))
+    config_summary = describe_config(config, without_stimulus)
+    assert "identity encoder (the recording has no stimulus)" in config_summary
+    assert "mlp encoder" not in config_summary
+    assert "stimulus: identity encoder (the recording has no stimulus)" in without_stimulus.summary()
+
+    with_stimulus = make_model(config, tiny_recording(n_inputs=3))
+    assert "mlp encoder from 3 stimulus channels to 2 drive channels" in describe_config(config, with_stimulus)
+
+    identity_config = tiny_config(model={"encoder": "identity"})
+    identity = make_model(identity_config, tiny_recording(n_inputs=1))
+    assert "identity encoder (the drive is the stimulus itself, 1 channel)" in describe_config(identity_config, identity)
 
 
 class RecordingWriter:

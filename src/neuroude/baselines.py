@@ -292,15 +292,24 @@ def fit_ridge_by_validation(
         best = max(scores, key=scores.get)
 
     description = ", ".join(f"{name}={value}" for name, value in glm_arguments.items()) or "default settings"
-    logger.info("PoissonGLM (%s): ridge %g chosen on validation; log-likelihoods %s", description, best, scores)
+    logger.info("PoissonGLM (%s): ridge %g chosen on validation; validation log-likelihood (nats) %s",
+                description, best, _format_ridge_scores(scores))
     at_edge = len(scores) > 1 and best in (min(scores), max(scores))
     if at_edge and not (extend and best <= RIDGE_LIMITS[0] * (1 + 1e-9)):
         logger.warning(
-            "PoissonGLM (%s): the chosen ridge %g is at the edge of the searched range %s; "
+            "PoissonGLM (%s): the chosen ridge %g is at the edge of the searched ridges %s; "
             "a ridge outside the range might fit the validation trials better",
-            description, best, sorted(scores),
+            description, best, ", ".join(f"{ridge:g}" for ridge in sorted(scores)),
         )
     return models[best], scores
+
+
+def _format_ridge_scores(scores: dict[float, float]) -> str:
+    """Format ridge scores as "SCORE at ridge RIDGE" in increasing ridge order.
+
+    The search adds decades at either end of its grid, so the dictionary's own order is not sorted.
+    """
+    return ", ".join(f"{scores[ridge]:.6g} at ridge {ridge:g}" for ridge in sorted(scores))
 
 
 def _next_ridge(best: float, scores: dict[float, float]) -> float | None:

@@ -171,7 +171,7 @@ def _stimulus(recording) -> np.ndarray:
     return np.zeros(recording.y.shape[:2] + (0,), np.float32)
 
 
-def _split_paths(model, splits: dict, key, n_samples: int) -> dict[str, np.ndarray]:
+def split_posterior_paths(model, splits: dict, key, n_samples: int) -> dict[str, np.ndarray]:
     """Sample posterior paths of every split in one call, so the sampler compiles once rather than once per split."""
     first = next(iter(splits.values()))
     y = np.concatenate([split.y for split in splits.values()])
@@ -281,11 +281,11 @@ def head_test_prediction(model, train, validation, test, n_samples: int, key) ->
     """Decode the whole test trials with the behaviour head on posterior paths.
 
     The paths are those `behaviour_decoding_scores` scores when given the same `key` and
-    `n_samples`, so a figure of this prediction shows what metrics.json scores.
+    `n_samples`, so a figure of this prediction shows what metrics.json scores. To reproduce
+    them it samples the paths of every split, a posterior pass over the whole recording.
+    `evaluate` returns the same prediction without that pass.
     """
-    # NOTE: this samples the paths of every split again (to reproduce the scored ones), which costs
-    # a second posterior pass over the recording but no new compilation.
-    paths = _split_paths(model, {"train": train, "validation": validation, "test": test}, key, n_samples)["test"]
+    paths = split_posterior_paths(model, {"train": train, "validation": validation, "test": test}, key, n_samples)["test"]
     return head_prediction(model, np.asarray(paths, np.float64))
 
 
@@ -315,19 +315,24 @@ def calibration_scores(prediction: BehaviourPrediction, behaviour: np.ndarray, n
     }
 
 
-def behaviour_decoding_scores(model, train, validation, test, skip_bins: int, n_samples: int, key) -> dict:
+def behaviour_decoding_scores(
+    model, train, validation, test, skip_bins: int, n_samples: int, key, paths: dict | None = None
+) -> dict:
     """Decode the test trials' behaviour by ridge regression and, when the model has one, its behaviour head.
 
     Returns, per decoder, test R^2, the coverage of the 50% and 90% intervals,
     the mean interval widths and the calibration curve, scored after the first
     `skip_bins` bins of each trial. Entries where `Recording.behaviour_mask` is False
-    are left out of the fits and the scores.
+    are left out of the fits and the scores. `paths` are the posterior paths of the
+    whole trials that `split_posterior_paths` returns for these splits, `key` and
+    `n_samples`. When they are None, they are sampled here.
     """
     for name, split in (("train", train), ("validation", validation), ("test", test)):
         if split.behaviour is None:
             raise DataError(f"the {name} trials have no behaviour; expected a recording with Recording.behaviour")
     names = test.metadata.get("behaviour_names") or [f"behaviour_{index}" for index in range(test.behaviour.shape[-1])]
-    paths = _split_paths(model, {"train": train, "validation": validation, "test": test}, key, n_samples)
+    if paths is None:
+        paths = split_posterior_paths(model, {"train": train, "validation": validation, "test": test}, key, n_samples)
     paths = {name: np.asarray(value[:, :, skip_bins:], np.float64) for name, value in paths.items()}
     behaviour = {
         "train": score_window(train.behaviour, skip_bins).astype(np.float64),
@@ -351,8 +356,20 @@ def behaviour_decoding_scores(model, train, validation, test, skip_bins: int, n_
         scores["behaviour_head"] = calibration_scores(
             head_prediction(model, paths["test"]), behaviour["test"], list(names), observed["test"]
         )
-    logger.info(
-        "behaviour decoding: %s",
-        {method: (value["r_squared"]["mean"], value["coverage"]) for method, value in scores.items() if isinstance(value, dict)},
-    )
+    logger.info("behaviour decoding on test trials: %s", describe_decoding(scores))
     return scores
+
+
+def describe_decoding(scores: dict) -> str:
+    """Describe `behaviour_decoding_scores` on one line: each decoder's R^2 per variable and interval coverage."""
+    parts = []
+    for method, label in (("ridge", "ridge decoder"), ("behaviour_head", "behaviour head")):
+        if method not in scores:
+            continue
+        r_squared_values = scores[method]["r_squared"]
+        per_variable = ", ".join(f"{name} {r_squared_values[name]:.3f}" for name in scores["names"])
+        coverage = " and ".join(
+            f"{value:.2f} of the {100 * float(level):g}% interval" for level, value in scores[method]["coverage"].items()
+        )
+        parts.append(f"{label} R^2 {per_variable} (mean {r_squared_values['mean']:.3f}), coverage {coverage}")
+    return "; ".join(parts)

@@ -22,7 +22,7 @@ from .config import RunConfig
 from .cosmoothing import (
     co_smoothing_scores, gaussian_co_smoothing_scores, heldout_bits_per_spike, heldout_r_squared, posterior_rates,
 )
-from .decoding import behaviour_decoding_scores
+from .decoding import behaviour_decoding_scores, head_prediction, split_posterior_paths
 from .metrics import bits_per_spike, heldout_channel_split, poisson_log_likelihood, r_squared, score_window
 
 logger = logging.getLogger("neuroude")
@@ -137,6 +137,9 @@ def evaluate(model, recording, split: dict[str, list[int]], config: RunConfig, k
     coverage (see `neuroude.decoding`). It sits outside `metrics["test"]`, whose
     entries are predictors of the neural data.
     Returns the metrics dictionary written to `metrics.json` and the test predictions.
+    With a behaviour head, the test predictions include `behaviour_head`: the
+    `decoding.BehaviourPrediction` of the whole test trials on the posterior paths that
+    `behaviour_decoding` scores, which the behaviour figure draws.
     """
     train = recording.select(split["train"])
     validation = recording.select(split["validation"])
@@ -159,9 +162,14 @@ def evaluate(model, recording, split: dict[str, list[int]], config: RunConfig, k
         },
     }
     if test.behaviour is not None:
+        key_decoding = jax.random.fold_in(key, 2)
+        splits = {"train": train, "validation": validation, "test": test}
+        posterior = split_posterior_paths(model, splits, key_decoding, config.evaluation.n_samples)
         metrics["behaviour_decoding"] = behaviour_decoding_scores(
-            model, train, validation, test, skip, config.evaluation.n_samples, jax.random.fold_in(key, 2)
+            model, train, validation, test, skip, config.evaluation.n_samples, key_decoding, paths=posterior
         )
+        if model.behaviour is not None:
+            test_prediction["behaviour_head"] = head_prediction(model, np.asarray(posterior["test"], np.float64))
     if config.data.heldout_neurons is not None and observation == "poisson":
         key_posterior = jax.random.fold_in(key, 1)
         metrics["test"]["co_smoothing"] = co_smoothing_scores(model, train, validation, test, config, key_posterior)

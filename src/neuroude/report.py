@@ -464,7 +464,7 @@ def render_html(run: Run, sections: list[Section], others: list[Path]) -> str:
             body.append(f'<figure><img src="{_data_uri(path)}" alt="{html.escape(path.name)}">'
                         f"<figcaption>{html.escape(path.name)}</figcaption></figure>")
     body.append("<h2>Configuration</h2>")
-    body.append(f"<pre>{html.escape(describe_config(run.config))}</pre>")
+    body.append(f"<pre>{html.escape(describe_config(run.config, run.model))}</pre>")
     body.append(f"<details><summary>config.yaml</summary><pre>{html.escape(dump_config(run.config))}</pre></details>")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

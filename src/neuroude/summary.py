@@ -13,6 +13,7 @@ from .dynamics.hybrid import NeuralClosure, ResidualDrift
 from .dynamics.mechanistic.network import FixedMatrix
 from .dynamics.neural import NeuralDrift
 from .dynamics.parameters import Constant, trainable_filter
+from .stimulus import IdentityEncoder, LinearEncoder, MLPEncoder
 
 MODULE_NAMES = (
     "encoder", "recognition", "sde.drift", "sde.diffusion", "correction", "observation", "behaviour",
@@ -49,6 +50,31 @@ def drift_kind(drift) -> str:
     if find_constants(drift):
         return f"white box (mechanistic {type(drift).__name__})"
     return type(drift).__name__
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def describe_encoder(encoder) -> str:
+    """Name the stimulus encoder a model was built with, with its stimulus and drive sizes.
+
+    The name is the `model.encoder` choice that builds it. A recording without a stimulus gets the
+    identity encoder whatever the configuration chose, so the configured name can be wrong.
+    """
+    if isinstance(encoder, IdentityEncoder):
+        if encoder.output_size == 0:
+            return "identity encoder (the recording has no stimulus)"
+        return f"identity encoder (the drive is the stimulus itself, {_count(encoder.output_size, 'channel')})"
+    if isinstance(encoder, LinearEncoder):
+        sizes = encoder.linear.in_features, encoder.output_size
+        kind = "linear"
+    elif isinstance(encoder, MLPEncoder):
+        sizes = encoder.mlp.in_size, encoder.output_size
+        kind = "mlp"
+    else:
+        return f"{type(encoder).__name__} encoder"
+    return f"{kind} encoder from {_count(sizes[0], 'stimulus channel')} to {_count(sizes[1], 'drive channel')}"
 
 
 def find_constants(module, prefix: str = "") -> list[tuple[str, type, str, Constant]]:
@@ -99,6 +125,7 @@ def describe_model(model) -> str:
         f"  diffusion: {'none (an ODE)' if diffusion is None else type(diffusion).__name__}",
         f"  observation: {type(model.observation).__name__}, reads "
         f"{'all latent states' if model.observed_states is None else f'latent states {list(model.observed_states)}'}",
+        f"  stimulus: {describe_encoder(model.encoder)}",
         f"  solver: {model.method}, {model.n_substeps} steps per bin, {model.interpolation} input interpolation, "
         f"{model.adjoint} adjoint",
         "  parameters per module:",
@@ -119,18 +146,27 @@ def describe_model(model) -> str:
     return "\n".join(lines)
 
 
-def describe_config(config) -> str:
-    """Describe a RunConfig on a few lines: data, model, solver, training and evaluation choices."""
+def describe_config(config, built_model=None) -> str:
+    """Describe a RunConfig on a few lines: data, model, solver, training and evaluation choices.
+
+    With `built_model`, the LatentUDE made from `config`, the encoder named is the one actually built.
+    """
     data, model, solver, training = config.data, config.model, config.solver, config.training
     source = data.path if data.source == "npz" else "the packaged receptor-neuron recording"
     drift = model.drift + (" + residual network" if model.residual else "")
     if model.closure:
         drift += f" with a neural closure of {model.closure!r}"
+    if built_model is not None:
+        encoder = describe_encoder(built_model.encoder)
+    elif model.encoder == "identity":
+        encoder = "identity encoder"
+    else:
+        encoder = f"{model.encoder} encoder (identity when the recording has no stimulus)"
     return "\n".join([
         f"RunConfig (seed {config.seed})",
         f"  data: {source}, split {tuple(data.split)} (train, validation, test)",
         f"  model: {model.latent_size} latents, drift {drift}, diffusion {model.diffusion}, "
-        f"{model.observation} observation, {model.encoder} encoder",
+        f"{model.observation} observation, {encoder}",
         f"  solver: {solver.method}, {solver.n_substeps} steps per bin, {solver.adjoint} adjoint",
         f"  training: {training.steps} steps, batch {training.batch_size}, learning rate {training.learning_rate:g} "
         f"({training.lr_schedule}), KL schedule {training.kl_schedule} over {training.kl_warmup_steps} steps",

@@ -19,7 +19,7 @@ from . import plots
 from .build import build_model, load_data
 from .config import RunConfig, dump_config, load_config
 from .distributed import initialize_distributed
-from .decoding import head_test_prediction
+from .decoding import head_prediction, head_test_prediction
 from .errors import ConfigError, DataFileError
 from .evaluate import evaluate, predict_recording
 from .fused import fusion_warning
@@ -234,16 +234,22 @@ def write_evaluation(run: RunFolder, model, recording, split, config: RunConfig,
     if "behaviour_decoding" in metrics:
         plots.plot_calibration(metrics["behaviour_decoding"], run.figures / "behaviour_calibration.png")
     if model.behaviour is not None and test.behaviour is not None:
-        plot_behaviour_figure(model, recording, split, config, run.figures / "behaviour.png")
+        plot_behaviour_figure(model, recording, split, config, run.figures / "behaviour.png",
+                              test_prediction["behaviour_head"])
     return metrics
 
 
-def plot_behaviour_figure(model, recording, split, config: RunConfig, path) -> Path:
-    """Draw the test trials' recorded behaviour against the head's prediction on the paths metrics.json scores."""
-    # evaluate() gives behaviour_decoding_scores this key.
-    key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), 2)
+def plot_behaviour_figure(model, recording, split, config: RunConfig, path, prediction=None) -> Path:
+    """Draw the test trials' recorded behaviour against the head's prediction on the paths metrics.json scores.
+
+    `prediction` is the `behaviour_head` entry of the test predictions from `evaluate`. Without it,
+    the scored paths are sampled again.
+    """
     train, validation, test = (recording.select(split[name]) for name in ("train", "validation", "test"))
-    prediction = head_test_prediction(model, train, validation, test, config.evaluation.n_samples, key)
+    if prediction is None:
+        # evaluate() gives behaviour_decoding_scores this key.
+        key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), 2)
+        prediction = head_test_prediction(model, train, validation, test, config.evaluation.n_samples, key)
     names = test.metadata.get("behaviour_names") or [f"behaviour_{index}" for index in range(test.behaviour.shape[2])]
     return plots.plot_behaviour(test, prediction, path, names, config.evaluation.skip_bins, split["test"])
 
@@ -289,7 +295,11 @@ SAMPLES_DESCRIPTION = (
     "expected: (trials, samples, time, channels) expected observations per prior sample "
     "(counts per bin for Poisson models); observations: the same shape, drawn from the observation model; "
     "paths: (trials, samples, time, latents) latent paths; y: (trials, time, channels) recorded data; "
-    "u: (trials, time, inputs) stimulus, when recorded; ts: (time,) seconds; trials: indices in the recording"
+    "u: (trials, time, inputs) stimulus, when recorded; ts: (time,) seconds; trials: indices in the recording; "
+    "behaviour_mean: (trials, samples, time, behaviour variables) the behaviour head's expected behaviour on "
+    "each path in `paths`, in the recording's units, when the model has a behaviour head; behaviour: (trials, "
+    "time, behaviour variables) recorded behaviour, NaN where not observed, and behaviour_names: (behaviour "
+    "variables,) their names, when recorded"
 )
 
 
@@ -315,9 +325,24 @@ def sample_run(path: str | os.PathLike, n_samples: int = 32, split_name: str = "
     }
     if subset.u is not None:
         arrays["u"] = subset.u
+    arrays.update(_behaviour_arrays(run.model, subset, prediction["paths"]))
     with atomic_open(target, "wb") as stream:
         np.savez(stream, **arrays)
     return target
+
+
+def _behaviour_arrays(model: LatentUDE, recording, paths: np.ndarray) -> dict[str, np.ndarray]:
+    """Return the `behaviour*` arrays of a samples file: the head's prediction on `paths` and the recorded behaviour."""
+    arrays = {}
+    if model.behaviour is not None:
+        arrays["behaviour_mean"] = head_prediction(model, paths).samples.astype(np.float32)
+    if recording.behaviour is not None:
+        arrays["behaviour"] = np.where(recording.behaviour_observed, recording.behaviour, np.nan).astype(np.float32)
+        names = recording.metadata.get("behaviour_names") or [
+            f"behaviour_{index}" for index in range(recording.behaviour.shape[2])
+        ]
+        arrays["behaviour_names"] = np.asarray(names, dtype=str)
+    return arrays
 
 
 def _sample_observations(model: LatentUDE, expected: np.ndarray, seed: int) -> np.ndarray:
