@@ -54,6 +54,8 @@ def fitted(tmp_path_factory):
     # Filler where the tracker lost the animal: it must not enter the statistics or the scores.
     behaviour[0, :4, 0] = 1e7
     behaviour_mask[0, :4, 0] = False
+    # One lost sample in every trial, so whichever trials the test split holds have one.
+    behaviour_mask[:, -1, 1] = False
     recording = Recording(
         y=y, ts=np.arange(N_TIME) * 0.1, u=u, behaviour=behaviour, behaviour_mask=behaviour_mask,
         metadata={"behaviour_names": ["position", "velocity"]},
@@ -112,7 +114,8 @@ def test_prediction_score_matches_head_on_prior_paths(fitted):
     expected = np.asarray(_head_on_paths(run.model, paths))
 
     skip = run.config.evaluation.skip_bins
-    velocity = r_squared(score_window(test.behaviour[..., 1:], skip), score_window(expected[..., 1:], skip))
+    observed = score_window(test.behaviour_observed[..., 1:], skip)
+    velocity = r_squared(score_window(test.behaviour[..., 1:], skip), score_window(expected[..., 1:], skip), observed)
     assert metrics["behaviour_r_squared"]["prediction"]["velocity"] == pytest.approx(velocity, rel=1e-4)
 
 
@@ -256,6 +259,7 @@ def test_samples_file_has_behaviour(fitted):
     test = run.recording.select(run.split["test"])
     observed = test.behaviour_observed
     np.testing.assert_allclose(recorded[observed], test.behaviour[observed], rtol=1e-6)
+    assert (~observed).any()
     assert np.isnan(recorded[~observed]).all()
     assert "behaviour_mean: (trials, samples, time, behaviour variables)" in description
 
