@@ -47,6 +47,11 @@ CASES = {
     "sde-heun-behaviour": (
         {"behaviour": {}, "interpolation": "linear"}, {"method": "heun", "n_substeps": 2}, 2,
     ),
+    "sde-window-euler": (
+        {"recognition": "window", "recognition_window": 4, "interpolation": "linear"},
+        {"method": "euler", "n_substeps": 2},
+        0,
+    ),
     "ode-greybox-penalty": (
         {"drift": "fitzhugh_nagumo", "residual": True, "residual_penalty": 0.1, "observed_states": "model",
          "diffusion": "none"},

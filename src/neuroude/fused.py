@@ -97,8 +97,8 @@ def fusion_warning(model, shooting: bool = False) -> str | None:
         return None
     return (
         "solver.method 'reversible_heun' with model.recognition 'window' cannot run fused, so the training "
-        f"step's memory grows with the bins: {'; '.join(reasons)}. model.recognition 'gru' with "
-        "solver.checkpoint_bins streams the loss in segments where the model allows it"
+        f"step's memory grows with the bins: {'; '.join(reasons)}. solver.checkpoint_bins streams the loss in "
+        "segments where the model allows it"
     )
 
 

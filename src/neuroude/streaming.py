@@ -5,7 +5,9 @@ With `solver.checkpoint_bins = L`, a trial of `T` bins is cut into
 
 1. From the last segment to the first, the recognition GRU runs backwards
    and keeps only its state at each segment's right edge, `h_right[s]`, the
-   summary of every bin after segment `s`.
+   summary of every bin after segment `s`. The window recognition model
+   (`WindowRecognition`) needs no such pass: the context of a segment's bins
+   depends only on the bins up to `window_bins - 1` after it.
 2. From the first segment to the last, each segment starts the GRU again from
    `h_right[s]` and rebuilds its own context, drive and Brownian increments.
    It then integrates the posterior SDE over its bins and adds its bins' log
@@ -42,7 +44,8 @@ def can_stream(model) -> bool:
     """Return True when `model`'s training loss can be streamed over segments of `checkpoint_bins` bins.
 
     That needs a fixed-step solver, a recognition model that can start its GRU
-    at a window's right edge, an observation model whose likelihood can be
+    at a window's right edge or whose context reads a bounded window of bins
+    (`WindowRecognition`), an observation model whose likelihood can be
     computed window by window, and a time-separable behaviour head. A drift
     with conduction delays takes the checkpointed path instead, because the
     streamed segments do not carry its history buffer.
@@ -52,7 +55,7 @@ def can_stream(model) -> bool:
         model.checkpoint_bins > 0
         and getattr(model.sde.drift, "delays", None) is None
         and model.method in FIXED_STEP_METHODS + REVERSIBLE_METHODS
-        and hasattr(model.recognition, "run_window")
+        and (hasattr(model.recognition, "run_window") or hasattr(model.recognition, "context_at"))
         and can_run_windows(model.observation)
         and (behaviour is None or getattr(behaviour, "time_separable", False))
     )
@@ -108,7 +111,8 @@ def streamed_elbo_terms(
     # Reversible Heun's second state `z` starts equal to the solution.
     carry0 = (x0, x0) if model.method in REVERSIBLE_METHODS else x0
 
-    if model.sde.is_ode:
+    # An ODE reads no context, and the window recognition model rebuilds a segment's context from its own bins.
+    if model.sde.is_ode or hasattr(recognition, "context_at"):
         right_states = jnp.zeros((n_segments, 0), y.dtype)
     else:
         right_states = _right_edge_states(model, y, stimulus, features, segment, n_segments)
@@ -173,6 +177,8 @@ def _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0:
         y_rows = _rows(y, first, segment, n_bins)
         if model.sde.is_ode:
             context = None
+        elif hasattr(model.recognition, "context_at"):
+            context = _window_context(model, stimulus, features, first, segment, n_bins)
         else:
             _, hiddens = model.recognition.run_window(right_state, features(first, drive[:segment]), valid > 0)
             hiddens = jnp.concatenate([hiddens, right_state[None]])
@@ -213,6 +219,22 @@ def _path_segment(model, y, stimulus, mask, behaviour, features, noise_keys, t0:
         return (x_next, observation_state, new_sums), jnp.max(peaks, axis=0)
 
     return body
+
+
+def _window_context(model, stimulus, features, first, segment: int, n_bins: int) -> Float[Array, "L1 c"]:
+    """Return the window recognition model's context at the segment's bins and the one after it.
+
+    The windows of those bins reach `window_bins - 1` bins past the segment.
+    Bins past the trial's end read as zeros, as in `WindowRecognition.context`
+    over the whole trial.
+    """
+    recognition = model.recognition
+    count = segment + recognition.window_bins
+    drive = model.encode(_rows(stimulus, first, count, n_bins))
+    rows = features(first, drive)
+    rows = jnp.where((first + jnp.arange(count) < n_bins)[:, None], rows, 0.0)
+    n_read = rows.shape[1] - drive.shape[1]
+    return recognition.context(rows[:, :n_read], rows[:, n_read:])[: segment + 1]
 
 
 def _segment_solver(model, fields, first, t0: float, bin_width: float, n_bins: int, segment: int):
