@@ -174,6 +174,7 @@ class _BinFields(eqx.Module):
     trial: Trial
 
     def __call__(self, t, x, k, frac):
+        # Imported here because `neuroude.model` imports this module.
         from .model import VectorFields
 
         model, trial = self.model, self.trial
