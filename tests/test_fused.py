@@ -172,3 +172,26 @@ def test_fusion_warning_names_obstacles():
     assert fusion_warning(build({"drift_time_constant": 0.5})) is None
     assert "CalciumObservation" in fusion_warning(calcium)
     assert "shooting_bins" in fusion_warning(fused, shooting=True)
+
+
+def test_heldout_elbo_takes_array_start_time():
+    # `compare` passes the trial's start time as a JAX array. The solver's step settings must not be static then.
+    import warnings
+
+    from neuroude.compare import heldout_elbo
+
+    model = build({"recognition": "window", "drift_time_constant": 0.5})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        elbo = heldout_elbo(model, tiny_recording(), [0, 1], 2, 0)
+    assert np.isfinite(elbo)
+
+
+def test_window_longer_than_trials_warns():
+    from neuroude.workflow import _recognition_window_warning
+
+    config = tiny_config(model={"recognition": "window", "recognition_window": 50})
+
+    assert "at most 12" in _recognition_window_warning(config, 12)
+    assert _recognition_window_warning(config, 50) is None
+    assert _recognition_window_warning(tiny_config(model={"recognition_window": 50}), 12) is None

@@ -64,8 +64,9 @@ class _Steps(eqx.Module):
     trial-wide index is `limit` or more leave the state unchanged, as padding.
     """
 
-    t0: float = eqx.field(static=True)
-    step: float = eqx.field(static=True)
+    # Not static: a caller may pass the trial's start time as a JAX array (held-out ELBO in `neuroude.compare`).
+    t0: float | Array
+    step: float | Array
     n_substeps: int = eqx.field(static=True)
     n_bins: int = eqx.field(static=True)
     limit: int | None = eqx.field(static=True, default=None)

@@ -22,11 +22,12 @@ from .distributed import initialize_distributed
 from .decoding import head_prediction, head_test_prediction
 from .errors import ConfigError, DataFileError
 from .evaluate import evaluate, predict_recording
-from .fused import fusion_warning
+from .fused import can_fuse, fusion_warning
 from .model import LatentUDE
 from .observation import GaussianObservation, PoissonObservation, behaviour_statistics
 from .reversible import stability_warning
 from .runs import RunFolder, atomic_open, write_json, write_text
+from .streaming import can_stream
 from .train import FitState, fit, load_trained, multiple_shooting, select_devices
 from .uncertainty import check_run_settings, run_constant_intervals
 
@@ -180,18 +181,35 @@ def fit_run(
     try:
         write_text(run.config, dump_config(config))
         logger.info("fitting %s to %s", type(model.sde.drift).__name__, recording.metadata.get("source", "recording"))
+        shooting = config.solver.shooting_bins is not None
         warnings = (
             stability_warning(model, recording.y.shape[1], recording.dt),
-            fusion_warning(model, shooting=config.solver.shooting_bins is not None),
+            fusion_warning(model, shooting=shooting),
+            _recognition_window_warning(config, recording.y.shape[1]),
         )
         for warning in warnings:
             if warning is not None:
                 logger.warning(warning)
+        if not shooting and can_fuse(model):
+            logger.info("training step fused into one reversible Heun integration: its memory does not grow with the bins")
+        elif not shooting and can_stream(model):
+            logger.info("training loss streamed over segments of %d bins", model.checkpoint_bins)
         result = fit(model, recording, config, split, run, resume=resume, quiet=quiet)
         metrics = write_evaluation(run, result.model, recording, split, config, result.state)
     finally:
         _detach_log_file(handler)
     return Run(run, config, result.model, recording, split, metrics)
+
+
+def _recognition_window_warning(config: RunConfig, n_bins: int) -> str | None:
+    """Return a warning when the window recognition model reads more bins than a trial has, else None."""
+    window = config.model.recognition_window
+    if config.model.recognition != "window" or window <= n_bins:
+        return None
+    return (
+        f"model.recognition_window is {window} bins, longer than the trials ({n_bins} bins). The bins past a "
+        f"trial's end read as zeros and only add parameters, so set it to at most {n_bins}"
+    )
 
 
 def write_evaluation(run: RunFolder, model, recording, split, config: RunConfig, state: FitState | None) -> dict:
