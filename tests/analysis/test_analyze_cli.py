@@ -130,6 +130,7 @@ def test_format_level_rounds_noise_to_zero():
     assert format_level([-1.19e-09]) == "0"
     assert format_level([-1.19e-09, 0.5]) == "0, 0.5"
     assert format_level([2e-6], scale=1.0) == "2e-06"
+    assert format_level([]) == "none"
     assert format_level([2e-6], scale=10.0) == "0"
     assert format_level(0.123456) == "0.123"
 

@@ -50,7 +50,8 @@ def format_level(stimulus, scale: float = 1.0) -> str:
     """
     values = np.atleast_1d(np.asarray(stimulus, np.float64))
     values = np.where(np.abs(values) < 1e-6 * scale, 0.0, values)
-    return ", ".join(f"{value:.3g}" for value in values)
+    # A recording without a stimulus has no level, which would print as "stimulus ()".
+    return ", ".join(f"{value:.3g}" for value in values) or "none"
 
 
 def _stimulus_scale(recording) -> float:
