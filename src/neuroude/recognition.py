@@ -125,7 +125,7 @@ class WindowRecognition(eqx.Module):
     computed from the data alone, at the moment the solver needs it. With
     `solver.method: reversible_heun` this lets the whole training step run
     without storing anything per bin (`neuroude.fused`). The price is that
-    the posterior drift at bin `k` sees no data beyond the window; the GRU
+    the posterior drift at bin `k` reads no data beyond the window. The GRU
     of `GRURecognition` summarises every later bin.
     """
 
@@ -193,7 +193,7 @@ class WindowRecognition(eqx.Module):
     ) -> Float[Array, "T c"]:
         """Return the context at every bin, aligned to forward time.
 
-        `checkpoint_bins` is accepted for the interface of `GRURecognition`; the
+        `checkpoint_bins` is accepted for the interface of `GRURecognition`. The
         window network stores no state across bins, so it has nothing to recompute.
         """
         features = jnp.concatenate([y, drive], axis=-1)
