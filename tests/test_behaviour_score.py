@@ -54,7 +54,7 @@ def fitted(tmp_path_factory):
     # Filler where the tracker lost the animal: it must not enter the statistics or the scores.
     behaviour[0, :4, 0] = 1e7
     behaviour_mask[0, :4, 0] = False
-    # One lost sample in every trial, so whichever trials the test split holds have one.
+    # One lost sample in every trial, so the test trials have one whichever trials the split picks.
     behaviour_mask[:, -1, 1] = False
     recording = Recording(
         y=y, ts=np.arange(N_TIME) * 0.1, u=u, behaviour=behaviour, behaviour_mask=behaviour_mask,
