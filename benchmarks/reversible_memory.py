@@ -6,7 +6,9 @@ solver step per 0.01 s bin, measured for `heun` (every step stored),
 for the training step, `reversible_heun` streamed over segments of about
 sqrt(bins) bins or of 100 bins, and `reversible_heun` with the window
 recognition model (`model.recognition: window`), whose step is fused into one
-reversible integration (`neuroude.fused`):
+reversible integration (`neuroude.fused`). The settings ending in `-50` stream
+`euler` or `heun` over segments of 50 bins, which stores a few states per
+segment and nothing per bin:
 
 - `solver`: the gradient of a loss of the latent path and path KL with respect
   to the model parameters, the recognition context and x0, through the solver
@@ -26,6 +28,7 @@ against log(bins).
     python benchmarks/reversible_memory.py --workload solver --sizes 100 1000 10000
     python benchmarks/reversible_memory.py --workload step --solvers reversible_heun-streamed-100 --sizes 300 1000
     python benchmarks/reversible_memory.py --workload step --solvers heun reversible_heun-window --sizes 1000 --time 5
+    python benchmarks/reversible_memory.py --workload step --solvers heun-window-streamed-50 --sizes 100 10000
 
 `beyond` is the temporary memory less one path and one context. For the
 solver workload these are the T-long buffers a reverse pass cannot avoid:
@@ -60,11 +63,16 @@ SETTINGS = {
     "reversible_heun": ("reversible_heun", 0),
     "reversible_heun-streamed": ("reversible_heun", "sqrt"),
     "reversible_heun-streamed-100": ("reversible_heun", 100),
+    "heun-streamed-50": ("heun", 50),
     # The window recognition model lets the whole step run fused, with nothing stored per bin.
     "reversible_heun-window": ("reversible_heun", 0),
     "heun-window-streamed": ("heun", "sqrt"),
+    "heun-window": ("heun", 0),
+    # Fixed segments: only one latent state per segment is stored, so memory grows by a few KiB per segment.
+    "heun-window-streamed-50": ("heun", 50),
+    "euler-window-streamed-50": ("euler", 50),
 }
-WINDOW_SETTINGS = ("reversible_heun-window", "heun-window-streamed")
+WINDOW_SETTINGS = ("reversible_heun-window", "heun-window-streamed", "heun-window", "heun-window-streamed-50", "euler-window-streamed-50")
 SOLVERS = tuple(SETTINGS)
 # The solver workload calls the solver directly, where checkpoint_bins does nothing for reversible Heun.
 SOLVER_WORKLOAD = ("heun", "heun-checkpointed", "reversible_heun")
