@@ -93,9 +93,9 @@ def test_streamed_loss_and_gradients_match_plain(case):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(a)) + 1e-3))
 
 
-def temp_bytes(checkpoint_bins: int, n_bins: int) -> int:
+def temp_bytes(checkpoint_bins: int, n_bins: int, model_section: dict | None = None) -> int:
     """Return XLA's temporary buffer size of the compiled loss gradient for 4 trials of `n_bins` bins."""
-    config = tiny_config(solver={"checkpoint_bins": checkpoint_bins})
+    config = tiny_config(model=model_section or {}, solver={"checkpoint_bins": checkpoint_bins})
     model = build_model(config, 3, 1, jax.random.PRNGKey(0), 0.5)
     y = jnp.ones((4, n_bins, 3))
     arguments = (model, y, jnp.zeros((4, n_bins, 1)), jnp.ones_like(y), None)
@@ -110,3 +110,15 @@ def test_streamed_gradient_memory_grows_sublinearly():
 
     assert streamed / temp_bytes(16, 256) < 2.5
     assert temp_bytes(0, 1024) > 10 * streamed
+
+
+def test_window_segments_memory_nearly_flat():
+    # With the window model a segment needs nothing from the segments after it, so the backward pass
+    # stores one latent state per segment (64 bytes for 4 trials, 2 samples, 2 latents) and nothing per bin.
+    window = {"recognition": "window", "recognition_window": 4}
+    short, long = temp_bytes(16, 64, window), temp_bytes(16, 4096, window)
+    extra_segments = (4096 - 64) // 16
+    state_bytes = 4 * 2 * tiny_config().model.latent_size * 4
+
+    assert long - short <= 2 * extra_segments * state_bytes
+    assert long < 1.2 * short

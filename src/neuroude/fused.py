@@ -5,7 +5,8 @@ states instead of storing them (`neuroude.reversible`). A training step still
 stores arrays as long as the trial elsewhere: the recognition context, the
 encoded drive, the latent path that the likelihood reads, and their
 cotangents. `neuroude.streaming` cuts these into segments, which leaves one
-GRU state and one solver carry per segment, so memory grows like `sqrt(T)`.
+GRU state and one solver carry per segment, so memory grows with the number
+of segments.
 
 Here nothing is kept per bin. Inside one reversible Heun integration, each
 field evaluation encodes the stimulus of its own bin and, for an SDE, reads
