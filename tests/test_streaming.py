@@ -93,6 +93,28 @@ def test_streamed_loss_and_gradients_match_plain(case):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(a)) + 1e-3))
 
 
+def test_streamed_adaptive_ode_loss_matches_plain():
+    # tests/test_solve.py compares the gradients of adaptive segments; this checks the model streams them.
+    plain, streamed = model_pair({"diffusion": "none"}, {"method": "tsit5", "rtol": 1e-7, "atol": 1e-9})
+    assert can_stream(streamed)
+
+    recording = tiny_recording(n_trials=N_TRIALS, n_time=23)
+    y = jnp.asarray(recording.y, jnp.float32)
+    stimulus = jnp.asarray(recording.u, jnp.float32)
+    mask = jnp.ones_like(y).at[0, 3, 1].set(0.0)
+    plain_terms = ode_loss_terms(plain, y, stimulus, mask)
+    terms = ode_loss_terms(streamed, y, stimulus, mask)
+
+    assert float(plain_terms["log_likelihood"]) < 0.0
+    np.testing.assert_allclose(terms["log_likelihood"], plain_terms["log_likelihood"], rtol=1e-5)
+    np.testing.assert_allclose(terms["state_peak"], plain_terms["state_peak"], rtol=1e-5)
+
+
+@eqx.filter_jit
+def ode_loss_terms(model, y, stimulus, mask):
+    return model.loss(y, stimulus, mask, 0.0, 0.01, jax.random.PRNGKey(3), 1.0, 1)[1]
+
+
 def temp_bytes(checkpoint_bins: int, n_bins: int, model_section: dict | None = None) -> int:
     """Return XLA's temporary buffer size of the compiled loss gradient for 4 trials of `n_bins` bins."""
     config = tiny_config(model=model_section or {}, solver={"checkpoint_bins": checkpoint_bins})

@@ -327,8 +327,9 @@ class SolverConfig(Section):
     atol: float = Field(1e-6, gt=0, description="absolute tolerance of adaptive solvers")
     checkpoint_bins: int = Field(
         0, ge=0,
-        description="bins per segment recomputed in the backward pass (euler, heun, reversible_heun); "
-        "0 stores every step. A few tens of bins keeps memory nearly flat in the number of bins",
+        description="bins per segment recomputed in the backward pass (euler, heun, reversible_heun, and "
+        "the adaptive solvers for an ODE); 0 stores every step. A few tens of bins keeps memory nearly flat "
+        "in the number of bins",
     )
     max_state: float = Field(
         1e6, gt=0, description="bound on |latent state| at bin times; a training step whose path exceeds it is skipped"

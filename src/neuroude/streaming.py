@@ -23,8 +23,13 @@ recomputes a segment's per-bin arrays when the backward pass reaches it. With
 reversible Heun the segments also pass on its second state `z`, and a
 segment's backward pass rebuilds its solver steps instead of storing them. Memory
 for the backward pass then grows like `S + L`, which is `2 sqrt(T)` for
-`L = sqrt(T)`, instead of `T`. The values and gradients equal the plain
-computation's up to the order of floating-point sums.
+`L = sqrt(T)`, instead of `T`. The values and gradients of the fixed-step
+solvers equal the plain computation's up to the order of floating-point sums.
+
+An ODE solved by an adaptive method (`tsit5`, `dopri5`, `kvaerno5`) streams
+too: each segment is one diffrax solve from the state the segment before
+ended in. The step size starts again at every segment, so the values agree
+with a solve over the whole trial to within the solver's tolerances.
 """
 
 from __future__ import annotations
@@ -37,16 +42,24 @@ from .dynamics.hybrid import ResidualDrift
 from .observation.windows import can_run_windows, start_state, window_log_prob
 from .recognition import initial_state_kl
 from .reversible import reversible_heun_window
-from .solve import FIXED_STEP_METHODS, REVERSIBLE_METHODS, brownian_increments, fixed_step_body
+from .solve import (
+    ADAPTIVE_METHODS,
+    FIXED_STEP_METHODS,
+    REVERSIBLE_METHODS,
+    brownian_increments,
+    fixed_step_body,
+    solve_adaptive_segment,
+)
 
 
 def can_stream(model) -> bool:
     """Return True when `model`'s training loss can be streamed over segments of `checkpoint_bins` bins.
 
-    That needs a fixed-step solver, a recognition model that can start its GRU
-    at a window's right edge or whose context reads a bounded window of bins
-    (`WindowRecognition`), an observation model whose likelihood can be
-    computed window by window, and a time-separable behaviour head. A drift
+    That needs a fixed-step solver (or any solver for an ODE), a recognition
+    model that can start its GRU at a window's right edge or whose context
+    reads a bounded window of bins (`WindowRecognition`), an observation model
+    whose likelihood can be computed window by window, and a time-separable
+    behaviour head. A drift
     with conduction delays takes the checkpointed path instead, because the
     streamed segments do not carry its history buffer.
     """
@@ -54,7 +67,7 @@ def can_stream(model) -> bool:
     return (
         model.checkpoint_bins > 0
         and getattr(model.sde.drift, "delays", None) is None
-        and model.method in FIXED_STEP_METHODS + REVERSIBLE_METHODS
+        and (model.method in FIXED_STEP_METHODS + REVERSIBLE_METHODS or model.sde.is_ode)
         and (hasattr(model.recognition, "run_window") or hasattr(model.recognition, "context_at"))
         and can_run_windows(model.observation)
         and (behaviour is None or getattr(behaviour, "time_separable", False))
@@ -243,6 +256,16 @@ def _segment_solver(model, fields, first, t0: float, bin_width: float, n_bins: i
     `x` is the latent state, or `(y, z)` for reversible Heun, whose second state
     joins the segments so that they take the steps of the unsegmented solver.
     """
+    if model.method in ADAPTIVE_METHODS:
+
+        def adaptive(x, kl, noise_key):
+            ends = solve_adaptive_segment(
+                fields, x, t0, bin_width, n_bins, first, segment, model.method, model.adjoint, model.rtol, model.atol
+            )
+            return ends[-1], kl, ends
+
+        return adaptive
+
     n_substeps = model.n_substeps
     step = bin_width / n_substeps
     n_steps = (n_bins - 1) * n_substeps
