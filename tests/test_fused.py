@@ -11,6 +11,7 @@ from test_streaming import perturbed
 import neuroude.model
 from neuroude.build import build_model
 from neuroude.dynamics import trainable_filter
+from neuroude.errors import ConfigError
 from neuroude.fused import can_fuse, fusion_warning
 from neuroude.recognition import WindowRecognition
 from neuroude.train import make_optimizer, make_train_step
@@ -187,11 +188,21 @@ def test_heldout_elbo_takes_array_start_time():
     assert np.isfinite(elbo)
 
 
-def test_window_longer_than_trials_warns():
-    from neuroude.workflow import _recognition_window_warning
+def test_window_longer_than_trials_rejected():
+    from neuroude.workflow import _check_trial_length
 
+    recording = tiny_recording(n_time=12)
     config = tiny_config(model={"recognition": "window", "recognition_window": 50})
 
-    assert "at most 12" in _recognition_window_warning(config, 12)
-    assert _recognition_window_warning(config, 50) is None
-    assert _recognition_window_warning(tiny_config(model={"recognition_window": 50}), 12) is None
+    with pytest.raises(ConfigError, match="recognition_window is 50 bins, but the trials have 12 bins"):
+        _check_trial_length(recording, config)
+    # The GRU ignores the window setting.
+    _check_trial_length(recording, tiny_config(model={"recognition_window": 50}))
+
+
+def test_segment_longer_than_trials_warns():
+    from neuroude.workflow import _segment_warning
+
+    assert "stores every step" in _segment_warning(tiny_config(solver={"checkpoint_bins": 12}), 12)
+    assert _segment_warning(tiny_config(solver={"checkpoint_bins": 11}), 12) is None
+    assert _segment_warning(tiny_config(), 12) is None

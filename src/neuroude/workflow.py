@@ -109,7 +109,25 @@ def _check_trial_length(recording, config: RunConfig) -> None:
             f"evaluation.skip_bins is {config.evaluation.skip_bins}, but the trials have {n_bins} bins; expected "
             f"fewer than {n_bins}, so that some bins of each held-out trial are scored"
         )
+    window = config.model.recognition_window
+    if config.model.recognition == "window" and window > n_bins:
+        # Such a window only adds parameters that read zeros. A window of 500 bins did not compile within 200 s.
+        raise ConfigError(
+            f"model.recognition_window is {window} bins, but the trials have {n_bins} bins; expected at most "
+            f"{n_bins}, because the bins past a trial's end read as zeros"
+        )
     multiple_shooting(config, n_bins)
+
+
+def _segment_warning(config: RunConfig, n_bins: int) -> str | None:
+    """Return a warning when one segment of `solver.checkpoint_bins` spans a whole trial, else None."""
+    segment = config.solver.checkpoint_bins
+    if segment == 0 or segment < n_bins:
+        return None
+    return (
+        f"solver.checkpoint_bins is {segment}, not shorter than the trials ({n_bins} bins), so one segment spans "
+        f"a whole trial and the backward pass stores every step; a few tens of bins keeps memory nearly flat"
+    )
 
 
 def _split(recording, config: RunConfig) -> dict[str, list[int]]:
@@ -185,7 +203,7 @@ def fit_run(
         warnings = (
             stability_warning(model, recording.y.shape[1], recording.dt),
             fusion_warning(model, shooting=shooting),
-            _recognition_window_warning(config, recording.y.shape[1]),
+            _segment_warning(config, recording.y.shape[1]),
         )
         for warning in warnings:
             if warning is not None:
@@ -199,17 +217,6 @@ def fit_run(
     finally:
         _detach_log_file(handler)
     return Run(run, config, result.model, recording, split, metrics)
-
-
-def _recognition_window_warning(config: RunConfig, n_bins: int) -> str | None:
-    """Return a warning when the window recognition model reads more bins than a trial has, else None."""
-    window = config.model.recognition_window
-    if config.model.recognition != "window" or window <= n_bins:
-        return None
-    return (
-        f"model.recognition_window is {window} bins, longer than the trials ({n_bins} bins). The bins past a "
-        f"trial's end read as zeros and only add parameters, so set it to at most {n_bins}"
-    )
 
 
 def write_evaluation(run: RunFolder, model, recording, split, config: RunConfig, state: FitState | None) -> dict:
