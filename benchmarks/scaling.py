@@ -58,7 +58,14 @@ ODE_SOLVERS = {
     "euler-streamed": {"method": "euler", "n_substeps": 1},
     # An ODE reads no recognition context, so reversible Heun runs the whole step fused (`neuroude.fused`).
     "reversible_heun-fused": {"method": "reversible_heun", "n_substeps": 1},
+    # Tsit5 streamed over fixed segments: each segment is one adaptive solve from the state the last one ended in.
+    "tsit5-checkpoint-streamed-50": {"method": "tsit5", "adjoint": "checkpoint"},
+    "tsit5-backsolve-streamed-50": {"method": "tsit5", "adjoint": "backsolve"},
 }
+# Bins per streamed segment of the ODE solvers that stream: "sqrt" for about sqrt(bins), or a number.
+ODE_SEGMENTS = {"euler-streamed": "sqrt", "tsit5-checkpoint-streamed-50": 50, "tsit5-backsolve-streamed-50": 50}
+# Set from --ode-solvers.
+ODE_SELECTED = list(ODE_SOLVERS)
 
 
 # Set from --observation. Calcium and bold read the Poisson counts below as fluorescence or BOLD values.
@@ -171,8 +178,9 @@ def run_ode_sweep(repeats: int, timed: bool, sizes: list[int] | None = None) -> 
     """Measure the ODE model over bins with every solver of `ODE_SOLVERS`."""
     rows = []
     for size in sizes or SWEEPS["ode_bins"]:
-        for solver in ODE_SOLVERS:
-            segment = max(1, round(math.sqrt(size))) if solver == "euler-streamed" else 0
+        for solver in ODE_SELECTED:
+            rule = ODE_SEGMENTS.get(solver, 0)
+            segment = max(1, round(math.sqrt(size))) if rule == "sqrt" else min(rule, size)
             sizes = {**BASE, "bins": size}
             rows.append(measure(**sizes, checkpoint_bins=segment, repeats=repeats, timed=timed, solver=solver))
             print(json.dumps(rows[-1]), flush=True)
@@ -184,7 +192,7 @@ def summarise(name: str, rows: list[dict], timed: bool) -> None:
     print(f"\n{name} sweep")
     if name == "ode_bins":
         size_key = "bins"
-        groups = {solver: [row for row in rows if row["solver"] == solver] for solver in ODE_SOLVERS}
+        groups = {solver: [row for row in rows if row["solver"] == solver] for solver in ODE_SELECTED}
     else:
         size_key = name
         groups = {"checkpoint_bins=0": [row for row in rows if row["checkpoint_bins"] == 0]}
@@ -221,8 +229,11 @@ def main() -> None:
     parser.add_argument("--observation", default="poisson",
                         choices=["poisson", "gaussian", "negative_binomial", "calcium", "bold"],
                         help="observation model of the 50 channels (default poisson)")
+    parser.add_argument("--ode-solvers", nargs="+", choices=list(ODE_SOLVERS),
+                        help="solvers of the ode_bins sweep (default: all)")
     arguments = parser.parse_args()
     OBSERVATION["name"] = arguments.observation
+    ODE_SELECTED[:] = arguments.ode_solvers or list(ODE_SOLVERS)
 
     if arguments.paired:
         for bins in arguments.sizes or [100, 1000]:
