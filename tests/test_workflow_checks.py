@@ -47,3 +47,12 @@ def test_resume_names_ignored_settings(short_npz, tmp_path, caplog):
         fit_run(changed, tmp_path / "run", resume=True, quiet=True, steps=3)
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     assert any("training.learning_rate" in warning and "ignored" in warning for warning in warnings), warnings
+
+
+def test_short_fit_warns_before_full_kl():
+    from neuroude.workflow import _kl_warmup_warning
+
+    # tiny_config warms the KL up over 4 steps, so a 2-step fit ends at beta 1/4.
+    assert "beta ends at 0.25 instead of 1" in _kl_warmup_warning(tiny_config(training={"steps": 2}))
+    assert _kl_warmup_warning(tiny_config(training={"steps": 4})) is None
+    assert _kl_warmup_warning(tiny_config(training={"steps": 2, "kl_schedule": "constant"})) is None

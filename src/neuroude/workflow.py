@@ -28,7 +28,7 @@ from .observation import GaussianObservation, PoissonObservation, behaviour_stat
 from .reversible import stability_warning
 from .runs import RunFolder, atomic_open, write_json, write_text
 from .streaming import can_stream
-from .train import FitState, fit, load_trained, multiple_shooting, select_devices
+from .train import FitState, fit, kl_weight, load_trained, multiple_shooting, select_devices
 from .uncertainty import check_run_settings, run_constant_intervals
 
 logger = logging.getLogger("neuroude")
@@ -130,6 +130,20 @@ def _segment_warning(config: RunConfig, n_bins: int) -> str | None:
     )
 
 
+def _kl_warmup_warning(config: RunConfig) -> str | None:
+    """Return a warning when training ends before the linear KL warm-up does, else None."""
+    training = config.training
+    if training.kl_schedule != "linear" or training.steps >= training.kl_warmup_steps:
+        return None
+    # The last training step is step `steps - 1`.
+    final = kl_weight(max(training.steps - 1, 0), training)
+    return (
+        f"training.steps is {training.steps}, fewer than training.kl_warmup_steps ({training.kl_warmup_steps}), "
+        f"so the KL weight beta ends at {final:.2f} instead of {training.kl_weight_max:g} and the fit never "
+        f"optimises the full ELBO; lower training.kl_warmup_steps or train for more steps"
+    )
+
+
 def _split(recording, config: RunConfig) -> dict[str, list[int]]:
     train, validation, test = recording.split(config.data.split, seed=config.seed)
     return {"train": train.tolist(), "validation": validation.tolist(), "test": test.tolist()}
@@ -204,6 +218,7 @@ def fit_run(
             stability_warning(model, recording.y.shape[1], recording.dt),
             fusion_warning(model, shooting=shooting),
             _segment_warning(config, recording.y.shape[1]),
+            _kl_warmup_warning(config),
         )
         for warning in warnings:
             if warning is not None:
