@@ -66,10 +66,13 @@ def test_elbo_gradient_matches_finite_differences():
         mask = jnp.ones_like(y)
         params, static = eqx.partition(model, eqx.is_inexact_array)
 
+        # Compiled, as in a fit: run op by op, the loss and its gradient compiled each float64 operation on
+        # its own, which took most of the test's time.
+        @jax.jit
         def loss(p):
             return eqx.combine(p, static).loss(y, stimulus, mask, 0.0, 0.01, jax.random.PRNGKey(2), 0.7, 2)[0]
 
-        gradient = jax.grad(loss)(params)
+        gradient = jax.jit(jax.grad(loss))(params)
         leaves, treedef = jax.tree_util.tree_flatten(params)
         keys = jax.random.split(jax.random.PRNGKey(3), len(leaves))
         direction = jax.tree_util.tree_unflatten(
