@@ -46,10 +46,8 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 # -1 turns off the size limit, where 0 would let JAX choose one for the file system.
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
-# Commands share the session's folder, whether run in-process or as `neuroude` processes (kill/resume,
-# sweep): they turn on the cache in $NEUROUDE_COMPILATION_CACHE, which would otherwise be the user's cache
-# folder. The killed, resumed and reference fits of test_kill_resume.py then compile their programs once,
-# not four times. test_cache.py points its fits at a folder of its own.
+# Commands, in-process or as `neuroude` child processes, use the session's folder rather than the user's,
+# so the killed, resumed and reference fits of test_kill_resume.py compile their programs once, not four times.
 os.environ["NEUROUDE_COMPILATION_CACHE"] = str(COMPILATION_CACHE)
 
 

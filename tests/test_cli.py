@@ -181,7 +181,7 @@ def test_models_lists_constants(capsys):
 
 
 # The progress checks fit the module fixture's config for as many steps, so they read its compiled programs
-# from the session's compilation cache; a fit of its own model and data compiled for about 20 s.
+# from the session's compilation cache. A fit of another model and recording compiled for about 20 s.
 def test_quiet_fit_prints_no_progress_messages(fitted_run, tmp_path, capsys):
     config = fitted_run.parent / "tiny.yaml"
     main(["fit", str(config), "--out", str(tmp_path / "run"), "--steps", "2", "--quiet"])

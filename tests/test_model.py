@@ -66,8 +66,8 @@ def test_elbo_gradient_matches_finite_differences():
         mask = jnp.ones_like(y)
         params, static = eqx.partition(model, eqx.is_inexact_array)
 
-        # Compiled, as in a fit: run op by op, the loss and its gradient compiled each float64 operation on
-        # its own, which took most of the test's time.
+        # Compiled, as in a fit, because op by op JAX compiled each float64 operation of the loss and its
+        # gradient as a program of its own, which took most of the test's time.
         @jax.jit
         def loss(p):
             return eqx.combine(p, static).loss(y, stimulus, mask, 0.0, 0.01, jax.random.PRNGKey(2), 0.7, 2)[0]
@@ -272,7 +272,7 @@ def test_checkpointed_model_matches_plain(make_model, recording):
     plain = make_model(tiny_config(solver={"n_substeps": 2}))
     segmented = make_model(tiny_config(solver={"n_substeps": 2, "checkpoint_bins": 5}))
 
-    # Compiled, as in a fit: run op by op, each operation compiled as a program of its own.
+    # Compiled, as in a fit, because op by op JAX compiled each operation as a program of its own.
     @eqx.filter_jit
     @eqx.filter_value_and_grad
     def loss_and_grad(model):

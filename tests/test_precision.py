@@ -91,8 +91,8 @@ def test_float64_steps_lower_loss(hodgkin_huxley_fit):
         optimizer = make_optimizer(config.training)
         opt_state = optimizer.init(params)
 
-        # One compiled update, as in a fit's training step: run op by op, the optimiser's float64 arithmetic
-        # compiled hundreds of small programs, which took most of the test's time.
+        # One compiled update, as in a fit's training step, because op by op the optimiser's float64
+        # arithmetic compiled hundreds of small programs, which took most of the test's time.
         @eqx.filter_jit
         def update(grads, opt_state, params):
             updates, opt_state = optimizer.update(grads, opt_state, params)
