@@ -33,10 +33,6 @@ def release_compiled_programs():
     gc.collect()
 
 
-# Commands run in-process would turn on the persistent compilation cache for the rest of the session and
-# write to the user's cache folder, so it stays off here. test_cache.py turns it on in child processes.
-os.environ["NEUROUDE_COMPILATION_CACHE"] = "off"
-
 # The session keeps its own persistent compilation cache in a temporary folder, for every program however
 # quick to compile. jax.clear_caches() above drops the compiled programs after each module. Without this
 # folder, each module compiled the same small programs again: building one tiny model draws random arrays
@@ -49,6 +45,10 @@ jax.config.update("jax_compilation_cache_dir", str(COMPILATION_CACHE))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 # -1 turns off the size limit, where 0 would let JAX choose one for the file system.
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+# Commands, in-process or as `neuroude` child processes, use the session's folder rather than the user's,
+# so the killed, resumed and reference fits of test_kill_resume.py compile their programs once, not four times.
+os.environ["NEUROUDE_COMPILATION_CACHE"] = str(COMPILATION_CACHE)
 
 
 def pytest_sessionfinish(session, exitstatus):

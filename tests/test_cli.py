@@ -180,18 +180,18 @@ def test_models_lists_constants(capsys):
     assert "tau" in output
 
 
-def test_quiet_fit_prints_no_progress_messages(tmp_path, capsys):
-    y = np.random.default_rng(0).poisson(0.5, (6, 20, 2))
-    config = npz_config(tmp_path, y=y, dt=0.01)
-    main(["fit", str(config), "--out", str(tmp_path / "run"), "--steps", "1", "--quiet"])
+# The progress checks fit the module fixture's config for as many steps, so they read its compiled programs
+# from the session's compilation cache. A fit of another model and recording compiled for about 20 s.
+def test_quiet_fit_prints_no_progress_messages(fitted_run, tmp_path, capsys):
+    config = fitted_run.parent / "tiny.yaml"
+    main(["fit", str(config), "--out", str(tmp_path / "run"), "--steps", "2", "--quiet"])
     assert "INFO" not in capsys.readouterr().err
     assert "fitting" in (tmp_path / "run" / "log.txt").read_text()
 
 
-def test_fit_without_quiet_reports_progress(tmp_path, capsys):
-    y = np.random.default_rng(0).poisson(0.5, (6, 20, 2))
-    config = npz_config(tmp_path, y=y, dt=0.01)
-    main(["fit", str(config), "--out", str(tmp_path / "run"), "--steps", "1"])
+def test_fit_without_quiet_reports_progress(fitted_run, tmp_path, capsys):
+    config = fitted_run.parent / "tiny.yaml"
+    main(["fit", str(config), "--out", str(tmp_path / "run"), "--steps", "2"])
     assert "INFO: fitting" in capsys.readouterr().err
 
 

@@ -66,10 +66,13 @@ def test_elbo_gradient_matches_finite_differences():
         mask = jnp.ones_like(y)
         params, static = eqx.partition(model, eqx.is_inexact_array)
 
+        # Compiled, as in a fit, because op by op JAX compiled each float64 operation of the loss and its
+        # gradient as a program of its own, which took most of the test's time.
+        @jax.jit
         def loss(p):
             return eqx.combine(p, static).loss(y, stimulus, mask, 0.0, 0.01, jax.random.PRNGKey(2), 0.7, 2)[0]
 
-        gradient = jax.grad(loss)(params)
+        gradient = jax.jit(jax.grad(loss))(params)
         leaves, treedef = jax.tree_util.tree_flatten(params)
         keys = jax.random.split(jax.random.PRNGKey(3), len(leaves))
         direction = jax.tree_util.tree_unflatten(
@@ -269,11 +272,14 @@ def test_checkpointed_model_matches_plain(make_model, recording):
     plain = make_model(tiny_config(solver={"n_substeps": 2}))
     segmented = make_model(tiny_config(solver={"n_substeps": 2, "checkpoint_bins": 5}))
 
-    def loss(model):
+    # Compiled, as in a fit, because op by op JAX compiled each operation as a program of its own.
+    @eqx.filter_jit
+    @eqx.filter_value_and_grad
+    def loss_and_grad(model):
         return model.loss(*batch(recording), 0.0, 0.01, jax.random.PRNGKey(3), 1.0, 1)[0]
 
-    plain_loss, plain_grads = eqx.filter_value_and_grad(loss)(plain)
-    segmented_loss, segmented_grads = eqx.filter_value_and_grad(loss)(segmented)
+    plain_loss, plain_grads = loss_and_grad(plain)
+    segmented_loss, segmented_grads = loss_and_grad(segmented)
 
     assert float(segmented_loss) == pytest.approx(float(plain_loss), rel=1e-5)
     for a, b in zip(jax.tree_util.tree_leaves(plain_grads), jax.tree_util.tree_leaves(segmented_grads)):

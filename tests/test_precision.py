@@ -90,13 +90,20 @@ def test_float64_steps_lower_loss(hodgkin_huxley_fit):
     with jax.enable_x64(True):
         optimizer = make_optimizer(config.training)
         opt_state = optimizer.init(params)
+
+        # One compiled update, as in a fit's training step, because op by op the optimiser's float64
+        # arithmetic compiled hundreds of small programs, which took most of the test's time.
+        @eqx.filter_jit
+        def update(grads, opt_state, params):
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state
+
         first, _ = loss_and_grad(params)
         for _ in range(4):
             loss, grads = loss_and_grad(params)
             assert np.isfinite(float(loss))
             assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
+            params, opt_state = update(grads, opt_state, params)
         last, _ = loss_and_grad(params)
 
     assert last.dtype == jnp.float64
