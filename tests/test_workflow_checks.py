@@ -56,3 +56,12 @@ def test_short_fit_warns_before_full_kl():
     assert "beta ends at 0.25 instead of 1" in _kl_warmup_warning(tiny_config(training={"steps": 2}))
     assert _kl_warmup_warning(tiny_config(training={"steps": 4})) is None
     assert _kl_warmup_warning(tiny_config(training={"steps": 2, "kl_schedule": "constant"})) is None
+
+
+def test_backsolve_adjoint_warns():
+    from neuroude.workflow import _adjoint_warning
+
+    ode = {"diffusion": "none"}
+    assert "60 to 81 times" in _adjoint_warning(tiny_config(model=ode, solver={"method": "tsit5", "adjoint": "backsolve"}))
+    assert _adjoint_warning(tiny_config(model=ode, solver={"method": "tsit5"})) is None
+    assert _adjoint_warning(tiny_config(solver={"method": "euler", "adjoint": "backsolve"})) is None

@@ -27,6 +27,7 @@ from .model import LatentUDE
 from .observation import GaussianObservation, PoissonObservation, behaviour_statistics
 from .reversible import stability_warning
 from .runs import RunFolder, atomic_open, write_json, write_text
+from .solve import ADAPTIVE_METHODS
 from .streaming import can_stream
 from .train import FitState, fit, kl_weight, load_trained, multiple_shooting, select_devices
 from .uncertainty import check_run_settings, run_constant_intervals
@@ -144,6 +145,17 @@ def _kl_warmup_warning(config: RunConfig) -> str | None:
     )
 
 
+def _adjoint_warning(config: RunConfig) -> str | None:
+    """Return a warning when an adaptive solver uses the backsolve adjoint, else None."""
+    solver = config.solver
+    if solver.adjoint != "backsolve" or solver.method not in ADAPTIVE_METHODS:
+        return None
+    return (
+        "solver.adjoint is 'backsolve', whose gradients took 60 to 81 times as long as 'checkpoint' in "
+        "benchmarks/adjoint_speed.py; 'checkpoint' with solver.checkpoint_bins also needs less memory"
+    )
+
+
 def _split(recording, config: RunConfig) -> dict[str, list[int]]:
     train, validation, test = recording.split(config.data.split, seed=config.seed)
     return {"train": train.tolist(), "validation": validation.tolist(), "test": test.tolist()}
@@ -219,6 +231,7 @@ def fit_run(
             fusion_warning(model, shooting=shooting),
             _segment_warning(config, recording.y.shape[1]),
             _kl_warmup_warning(config),
+            _adjoint_warning(config),
         )
         for warning in warnings:
             if warning is not None:
