@@ -52,7 +52,7 @@ def predict_recording(model, recording, key, n_samples: int = 32) -> dict[str, n
     (trials, samples, time, channels) and latent `paths` (trials, samples, time, latents).
     """
     # NOTE: every sample's whole path is kept, so this memory grows with the bins even when
-    # training streams over segments; on long trials evaluation sets a fit's peak memory.
+    # training streams over segments. On long trials evaluation sets a fit's peak memory.
     expected, paths = _predict_trials(
         model, jnp.asarray(recording.y), jnp.asarray(_stimulus(recording)), jnp.asarray(recording.observed),
         float(recording.ts[0]), float(recording.dt), key, n_samples,
